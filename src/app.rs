@@ -1,0 +1,168 @@
+//! Booting the server: prepare the data folder and admin token, open and migrate the store,
+//! bind the listener (port 0 works, for tests), then serve until told to stop.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::Context;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::config::{Config, Secret};
+use crate::http::{self, auth, AppState};
+use crate::store::{Store, StoreOptions};
+
+/// The admin token's file inside the data folder.
+pub const ADMIN_TOKEN_FILE: &str = "admin.token";
+/// The database's file inside the data folder.
+pub const DATABASE_FILE: &str = "taskyard.db";
+
+/// A server that is bound and ready to run.
+pub struct App {
+    listener: TcpListener,
+    state: AppState,
+    shutdown: watch::Sender<bool>,
+    url: String,
+}
+
+impl App {
+    /// Prepares everything and binds the listener; nothing is served until [`App::run`].
+    pub async fn build(config: Config) -> anyhow::Result<App> {
+        let data_dir = config.server.data_dir.clone();
+        create_private_dir(&data_dir)?;
+        let admin_token = match &config.server.admin_token {
+            Some(token) => token.clone(),
+            None => admin_token_from_file(&data_dir)?,
+        };
+        let store = Store::open(
+            &data_dir.join(DATABASE_FILE),
+            StoreOptions {
+                durability: config.server.durability,
+                readers: 4,
+                retry_backoff: Duration::from_secs(config.server.retry_backoff_seconds),
+                human_kinds: config.routing.human_kinds.clone(),
+            },
+        )
+        .await
+        .with_context(|| format!("cannot open the database in {}", data_dir.display()))?;
+        let listener = TcpListener::bind(config.server.bind)
+            .await
+            .with_context(|| format!("cannot listen on {}", config.server.bind))?;
+        let url = config.public_url(listener.local_addr()?);
+        let (shutdown, shutdown_rx) = watch::channel(false);
+        let state = AppState {
+            store,
+            config: Arc::new(config),
+            admin_token_hash: Arc::new(auth::hash_token(admin_token.expose())),
+            shutdown: shutdown_rx,
+            seen: Arc::new(Mutex::new(HashMap::new())),
+        };
+        Ok(App {
+            listener,
+            state,
+            shutdown,
+            url,
+        })
+    }
+
+    /// The address actually bound (useful with port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener
+            .local_addr()
+            .expect("a bound listener has an address")
+    }
+
+    /// The base URL clients use.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// The store, for tests and loops.
+    pub fn store(&self) -> &Store {
+        &self.state.store
+    }
+
+    /// Serves until `signal` completes, then stops accepting, ends long polls and event
+    /// streams, finishes in-flight requests and closes the database.
+    pub async fn run(self, signal: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+        let App {
+            listener,
+            state,
+            shutdown,
+            url,
+        } = self;
+        tracing::info!(%url, data_dir = %state.config.server.data_dir.display(), "taskyard is listening");
+        let store = state.store.clone();
+        let router = http::router(state);
+        axum::serve(listener, router)
+            .with_graceful_shutdown(async move {
+                signal.await;
+                tracing::info!("shutting down: finishing in-flight requests");
+                let _ = shutdown.send(true);
+            })
+            .await
+            .context("the HTTP server failed")?;
+        store.close().await;
+        tracing::info!("stopped");
+        Ok(())
+    }
+}
+
+fn create_private_dir(dir: &Path) -> anyhow::Result<()> {
+    std::fs::create_dir_all(dir)
+        .with_context(|| format!("cannot create the data folder {}", dir.display()))?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+            .with_context(|| format!("cannot restrict permissions of {}", dir.display()))?;
+    }
+    Ok(())
+}
+
+/// Reads `<data-dir>/admin.token`, creating it (mode 0600) with a random token on first start.
+fn admin_token_from_file(data_dir: &Path) -> anyhow::Result<Secret> {
+    let path = data_dir.join(ADMIN_TOKEN_FILE);
+    match std::fs::read_to_string(&path) {
+        Ok(text) => {
+            let token = text.trim();
+            anyhow::ensure!(
+                token.len() >= 16,
+                "{} holds no usable token (at least 16 characters); delete it to get a new one",
+                path.display()
+            );
+            Ok(Secret::new(token))
+        }
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
+            let token = auth::new_token();
+            let mut options = std::fs::OpenOptions::new();
+            options.write(true).create_new(true);
+            #[cfg(unix)]
+            {
+                use std::os::unix::fs::OpenOptionsExt;
+                options.mode(0o600);
+            }
+            let mut file = options
+                .open(&path)
+                .with_context(|| format!("cannot create {}", path.display()))?;
+            writeln!(file, "{token}")?;
+            file.sync_all()?;
+            tracing::info!(path = %path.display(), "created a new admin token");
+            Ok(Secret::new(token))
+        }
+        Err(err) => Err(err).with_context(|| format!("cannot read {}", path.display())),
+    }
+}
+
+/// Reads the admin token a local CLI should use: `<data-dir>/admin.token`.
+pub fn local_admin_token(data_dir: &Path) -> Option<String> {
+    std::fs::read_to_string(data_dir.join(ADMIN_TOKEN_FILE))
+        .ok()
+        .map(|t| t.trim().to_string())
+        .filter(|t| !t.is_empty())
+}

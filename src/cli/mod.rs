@@ -1,0 +1,130 @@
+//! The command line: `serve` runs the server; every other subcommand is a client of a running
+//! server. Exit codes: 0 ok, 1 error, 2 usage, 3 no work available, 4 lease lost.
+
+mod agent;
+mod config;
+mod output;
+mod task;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use crate::client::{Client, ClientError};
+use crate::config::{LogFormat, Overrides};
+
+/// Exit code: the command worked.
+pub const EXIT_OK: u8 = 0;
+/// Exit code: something went wrong.
+pub const EXIT_ERROR: u8 = 1;
+/// Exit code: claim-next found no work.
+pub const EXIT_NO_WORK: u8 = 3;
+/// Exit code: the lease is gone (`lease_lost`): stop working on the task.
+pub const EXIT_LEASE_LOST: u8 = 4;
+
+/// taskyard: a coordination server for fleets of AI coding agents.
+#[derive(Debug, Parser)]
+#[command(name = "taskyard", version, about, propagate_version = true)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: Global,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Options every subcommand takes.
+#[derive(Debug, Clone, clap::Args)]
+pub struct Global {
+    /// Server URL for client commands.
+    #[arg(
+        long,
+        global = true,
+        env = "TASKYARD_URL",
+        default_value = "http://127.0.0.1:7311"
+    )]
+    pub url: String,
+    /// Bearer token for client commands (default: <data-dir>/admin.token).
+    #[arg(long, global = true, env = "TASKYARD_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// Print JSON instead of text.
+    #[arg(long, global = true)]
+    pub json: bool,
+    /// Data folder (database, logs, admin token). Default ./.taskyard
+    #[arg(long, global = true, env = "TASKYARD_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Config file. Default ./taskyard.toml when present.
+    #[arg(long, global = true, env = "TASKYARD_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Address to listen on (serve). Default 127.0.0.1:7311
+    #[arg(long, global = true, env = "TASKYARD_BIND")]
+    pub bind: Option<SocketAddr>,
+    /// Log format (serve).
+    #[arg(long, global = true, env = "TASKYARD_LOG_FORMAT", value_enum)]
+    pub log_format: Option<LogFormat>,
+}
+
+impl Global {
+    /// The config overrides these flags and variables make.
+    pub fn overrides(&self) -> Overrides {
+        Overrides {
+            config: self.config.clone(),
+            bind: self.bind,
+            data_dir: self.data_dir.clone(),
+            log_format: self.log_format,
+            admin_token: std::env::var("TASKYARD_ADMIN_TOKEN").ok(),
+        }
+    }
+
+    /// A client for the configured server, with the given token or the local admin token.
+    pub fn client(&self) -> Client {
+        let token = self.token.clone().or_else(|| {
+            let dir = self
+                .data_dir
+                .clone()
+                .unwrap_or_else(|| PathBuf::from(".taskyard"));
+            crate::app::local_admin_token(&dir)
+        });
+        Client::new(&self.url, token)
+    }
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the server.
+    Serve,
+    /// Work with tasks.
+    #[command(subcommand)]
+    Task(task::TaskCommand),
+    /// Register and list agents.
+    #[command(subcommand)]
+    Agent(agent::AgentCommand),
+    /// Show or check the configuration.
+    #[command(subcommand)]
+    Config(config::ConfigCommand),
+}
+
+/// Runs a client subcommand and turns its outcome into an exit code.
+pub async fn run_client(global: &Global, command: Command) -> ExitCode {
+    let result = match command {
+        Command::Task(cmd) => task::run(global, cmd).await,
+        Command::Agent(cmd) => agent::run(global, cmd).await,
+        Command::Config(cmd) => return config::run(global, cmd),
+        Command::Serve => unreachable!("serve is not a client command"),
+    };
+    match result {
+        Ok(code) => ExitCode::from(code),
+        Err(err) => {
+            eprintln!("error: {err}");
+            ExitCode::from(match err.code() {
+                Some("lease_lost") => EXIT_LEASE_LOST,
+                _ => EXIT_ERROR,
+            })
+        }
+    }
+}
+
+/// Result of a client command: an exit code, or the error to report.
+pub type CliResult = Result<u8, ClientError>;

@@ -1,0 +1,108 @@
+//! Printing server answers for people (text) or machines (`--json`).
+
+use serde_json::Value;
+
+/// Prints `value` as pretty JSON.
+pub fn json(value: &Value) {
+    println!("{}", serde_json::to_string_pretty(value).unwrap_or_default());
+}
+
+fn s<'a>(v: &'a Value, key: &str) -> &'a str {
+    v.get(key).and_then(Value::as_str).unwrap_or("")
+}
+
+/// One line per task: id, priority, status, title, and the lease when held.
+pub fn task_line(task: &Value) -> String {
+    let lease = task
+        .get("lease")
+        .filter(|l| !l.is_null())
+        .map(|l| format!("  [{} fence {}]", s(l, "holder"), l["fence"]))
+        .unwrap_or_default();
+    let key = task
+        .get("key")
+        .and_then(Value::as_str)
+        .map(|k| format!(" ({k})"))
+        .unwrap_or_default();
+    format!(
+        "#{:<6} {:<3} {:<12} {}{}{}",
+        task["id"],
+        s(task, "priority"),
+        s(task, "status"),
+        s(task, "title"),
+        key,
+        lease
+    )
+}
+
+/// A task in full, for `task show`.
+pub fn task_detail(task: &Value) {
+    println!("{}", task_line(task));
+    let list = |key: &str| {
+        task.get(key)
+            .and_then(Value::as_array)
+            .map(|a| {
+                a.iter()
+                    .map(|v| v.as_str().map(str::to_string).unwrap_or_else(|| v.to_string()))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            })
+            .unwrap_or_default()
+    };
+    println!("  project:      {}", s(task, "project"));
+    println!(
+        "  kind:         {}   route: {}",
+        s(task, "kind"),
+        s(task, "route")
+    );
+    println!("  capabilities: {}", list("capabilities"));
+    println!("  depends on:   {}", list("depends_on"));
+    if let Some(parent) = task.get("parent_id").filter(|p| !p.is_null()) {
+        println!("  parent:       #{parent}");
+    }
+    println!("  attempts:     {}/{}", task["attempts"], task["max_attempts"]);
+    if let Some(reason) = task.get("status_reason").and_then(Value::as_str) {
+        println!("  reason:       {reason}");
+    }
+    if let Some(lease) = task.get("lease").filter(|l| !l.is_null()) {
+        println!(
+            "  lease:        {} fence {} until {}",
+            s(lease, "holder"),
+            lease["fence"],
+            s(lease, "expires_at")
+        );
+    }
+    let progress = &task["progress"];
+    println!("  progress:     {}% {}", progress["percent"], s(progress, "note"));
+    if let Some(result) = task.get("result").filter(|r| !r.is_null()) {
+        println!("  result:       {}", s(result, "summary"));
+    }
+    let description = s(task, "description");
+    if !description.is_empty() {
+        println!("\n{description}");
+    }
+    if let Some(criteria) = task
+        .get("acceptance_criteria")
+        .and_then(Value::as_array)
+        .filter(|c| !c.is_empty())
+    {
+        println!("\nAcceptance criteria:");
+        for c in criteria {
+            println!("  - {}", c.as_str().unwrap_or(""));
+        }
+    }
+    if let Some(events) = task
+        .get("events")
+        .and_then(Value::as_array)
+        .filter(|e| !e.is_empty())
+    {
+        println!("\nEvents:");
+        for e in events {
+            println!(
+                "  {}  {:<20} {}",
+                s(e, "at"),
+                s(e, "kind"),
+                e.get("actor").and_then(Value::as_str).unwrap_or("-")
+            );
+        }
+    }
+}

@@ -1,0 +1,135 @@
+//! The HTTP client the CLI (and the benchmark) use to talk to a running server.
+
+use std::time::Duration;
+
+use reqwest::{Method, StatusCode};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+/// A problem+json answer from the server.
+#[derive(Debug, Clone, Deserialize)]
+pub struct ApiProblem {
+    /// HTTP status.
+    pub status: u16,
+    /// Stable code, e.g. `lease_lost`.
+    pub code: String,
+    /// What happened.
+    pub detail: String,
+    /// The offending field, for `invalid_input`.
+    pub field: Option<String>,
+}
+
+/// Why a call failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// The server answered with an error.
+    #[error("{} ({}{})", .0.detail, .0.code, .0.field.as_ref().map(|f| format!(", field {f}")).unwrap_or_default())]
+    Api(ApiProblem),
+    /// The server could not be reached or the connection broke.
+    #[error("cannot reach the taskyard server at {url}: {source}")]
+    Transport {
+        /// The server URL.
+        url: String,
+        /// The cause.
+        source: reqwest::Error,
+    },
+    /// The answer was not what the API promises.
+    #[error("unexpected answer from the server: {0}")]
+    Decode(String),
+}
+
+impl ClientError {
+    /// The problem code, if the server answered with one.
+    pub fn code(&self) -> Option<&str> {
+        match self {
+            ClientError::Api(p) => Some(&p.code),
+            _ => None,
+        }
+    }
+}
+
+/// A client for one server and token.
+#[derive(Clone)]
+pub struct Client {
+    base: String,
+    token: Option<String>,
+    http: reqwest::Client,
+}
+
+impl Client {
+    /// A client for the server at `base` (e.g. `http://127.0.0.1:7311`).
+    pub fn new(base: &str, token: Option<String>) -> Self {
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(10))
+            .timeout(Duration::from_secs(120))
+            .pool_max_idle_per_host(64)
+            .build()
+            .unwrap_or_default();
+        Self {
+            base: base.trim_end_matches('/').to_string(),
+            token,
+            http,
+        }
+    }
+
+    /// The server's base URL.
+    pub fn base(&self) -> &str {
+        &self.base
+    }
+
+    /// Calls `method path` (path below `/api/v1`, or absolute when it starts with `/api` or
+    /// `/healthz`) with an optional JSON body. `Ok(None)` means 204 No Content.
+    pub async fn call<T: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&impl Serialize>,
+    ) -> Result<Option<T>, ClientError> {
+        let url = if path.starts_with("/api/") || path.starts_with("/healthz") {
+            format!("{}{path}", self.base)
+        } else {
+            format!("{}/api/v1{path}", self.base)
+        };
+        let mut request = self.http.request(method, &url);
+        if let Some(token) = &self.token {
+            request = request.bearer_auth(token);
+        }
+        if let Some(body) = body {
+            request = request.json(body);
+        }
+        let response = request.send().await.map_err(|source| ClientError::Transport {
+            url: self.base.clone(),
+            source,
+        })?;
+        let status = response.status();
+        let bytes = response.bytes().await.map_err(|source| ClientError::Transport {
+            url: self.base.clone(),
+            source,
+        })?;
+        if status == StatusCode::NO_CONTENT {
+            return Ok(None);
+        }
+        if !status.is_success() {
+            return Err(match serde_json::from_slice::<ApiProblem>(&bytes) {
+                Ok(problem) => ClientError::Api(problem),
+                Err(_) => ClientError::Decode(format!("HTTP {status}: {}", String::from_utf8_lossy(&bytes))),
+            });
+        }
+        serde_json::from_slice(&bytes)
+            .map(Some)
+            .map_err(|e| ClientError::Decode(format!("{e}: {}", String::from_utf8_lossy(&bytes))))
+    }
+
+    /// GET returning JSON.
+    pub async fn get(&self, path: &str) -> Result<Value, ClientError> {
+        self.call(Method::GET, path, None::<&Value>)
+            .await?
+            .ok_or_else(|| ClientError::Decode("empty answer".into()))
+    }
+
+    /// POST with a JSON body; `None` for 204.
+    pub async fn post(&self, path: &str, body: &Value) -> Result<Option<Value>, ClientError> {
+        self.call(Method::POST, path, Some(body)).await
+    }
+}

@@ -1,0 +1,315 @@
+//! Configuration: defaults < config file < environment < flags. Secrets are redacted whenever
+//! the config is printed or logged.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::domain::input::word;
+use crate::store::Durability;
+
+/// The name of the config file looked for in the working directory.
+pub const DEFAULT_CONFIG_FILE: &str = "taskyard.toml";
+
+/// A secret value: never shown by `Debug` or `config show`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Wraps a secret.
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+
+    /// The secret itself; call only where it is used, never to print.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+/// How logs are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Human,
+    /// One JSON object per line.
+    Json,
+}
+
+/// The whole effective configuration.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// `[server]`: where to listen and keep data, and request limits.
+    pub server: ServerConfig,
+    /// `[routing]`: which work belongs to people.
+    pub routing: RoutingConfig,
+}
+
+/// `[server]` settings.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServerConfig {
+    /// Address to listen on.
+    pub bind: SocketAddr,
+    /// Data folder: database, run logs, admin token.
+    pub data_dir: PathBuf,
+    /// The URL people and agents reach this server at (for links); default `http://<bind>`.
+    pub public_url: Option<String>,
+    /// Log format.
+    pub log_format: LogFormat,
+    /// Largest request body in bytes.
+    pub max_body_bytes: usize,
+    /// Default lease length in seconds.
+    pub lease_seconds: u64,
+    /// Base of the exponential backoff after a retryable failure, in seconds.
+    pub retry_backoff_seconds: u64,
+    /// `normal` (survives a process crash) or `full` (fsync per commit; survives power loss).
+    pub durability: Durability,
+    /// The admin token; only from `TASKYARD_ADMIN_TOKEN`, never from the file.
+    #[serde(skip)]
+    pub admin_token: Option<Secret>,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            bind: SocketAddr::from(([127, 0, 0, 1], 7311)),
+            data_dir: PathBuf::from(".taskyard"),
+            public_url: None,
+            log_format: LogFormat::Human,
+            max_body_bytes: 1024 * 1024,
+            lease_seconds: 300,
+            retry_backoff_seconds: 30,
+            durability: Durability::Normal,
+            admin_token: None,
+        }
+    }
+}
+
+/// `[routing]` settings.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RoutingConfig {
+    /// Task kinds that go to people; claim-next never hands them to agents.
+    pub human_kinds: Vec<String>,
+}
+
+impl Default for RoutingConfig {
+    fn default() -> Self {
+        Self {
+            human_kinds: vec!["architecture".into(), "strategic".into()],
+        }
+    }
+}
+
+/// Values from flags and environment variables (clap merges the two), applied over the file.
+#[derive(Debug, Clone, Default)]
+pub struct Overrides {
+    /// `--config` / `TASKYARD_CONFIG`.
+    pub config: Option<PathBuf>,
+    /// `--bind` / `TASKYARD_BIND`.
+    pub bind: Option<SocketAddr>,
+    /// `--data-dir` / `TASKYARD_DATA_DIR`.
+    pub data_dir: Option<PathBuf>,
+    /// `--log-format` / `TASKYARD_LOG_FORMAT`.
+    pub log_format: Option<LogFormat>,
+    /// `TASKYARD_ADMIN_TOKEN`.
+    pub admin_token: Option<String>,
+}
+
+/// A config that could not be loaded, with the file and the field where known.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML or has a wrong field.
+    #[error("invalid config file {path}: {message}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// The parser's message, naming the field and line.
+        message: String,
+    },
+    /// A value is out of range.
+    #[error("invalid config: {field}: {message}")]
+    Invalid {
+        /// The field, e.g. `server.lease_seconds`.
+        field: String,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+impl Config {
+    /// Loads the effective config: defaults, then the config file (the given one, or
+    /// `./taskyard.toml` when present), then the overrides. Returns it and the file used.
+    pub fn load(overrides: &Overrides) -> Result<(Config, Option<PathBuf>), ConfigError> {
+        let path = match &overrides.config {
+            Some(path) => Some(path.clone()),
+            None => Some(PathBuf::from(DEFAULT_CONFIG_FILE)).filter(|p| p.exists()),
+        };
+        let mut config = match &path {
+            Some(path) => Self::from_file(path)?,
+            None => Config::default(),
+        };
+        if let Some(bind) = overrides.bind {
+            config.server.bind = bind;
+        }
+        if let Some(dir) = &overrides.data_dir {
+            config.server.data_dir = dir.clone();
+        }
+        if let Some(format) = overrides.log_format {
+            config.server.log_format = format;
+        }
+        if let Some(token) = overrides.admin_token.as_deref().filter(|t| !t.is_empty()) {
+            config.server.admin_token = Some(Secret::new(token));
+        }
+        config.validate()?;
+        Ok((config, path))
+    }
+
+    /// Parses one config file.
+    pub fn from_file(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        toml::from_str(&text).map_err(|e| ConfigError::Parse {
+            path: path.to_path_buf(),
+            message: e.to_string().trim().replace('\n', " "),
+        })
+    }
+
+    /// Checks ranges and formats the types alone do not.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |field: &str, message: String| ConfigError::Invalid {
+            field: field.to_string(),
+            message,
+        };
+        let s = &self.server;
+        if !(1..=86_400).contains(&s.lease_seconds) {
+            return Err(invalid(
+                "server.lease_seconds",
+                "must be between 1 and 86400".into(),
+            ));
+        }
+        if !(1024..=64 * 1024 * 1024).contains(&s.max_body_bytes) {
+            return Err(invalid(
+                "server.max_body_bytes",
+                "must be between 1024 and 67108864".into(),
+            ));
+        }
+        if s.retry_backoff_seconds > 3_600 {
+            return Err(invalid(
+                "server.retry_backoff_seconds",
+                "must be at most 3600".into(),
+            ));
+        }
+        if let Some(url) = &s.public_url {
+            if !(url.starts_with("http://") || url.starts_with("https://")) {
+                return Err(invalid(
+                    "server.public_url",
+                    format!("{url:?} is not an http(s) URL"),
+                ));
+            }
+        }
+        if let Some(token) = &s.admin_token {
+            if token.expose().len() < 16 {
+                return Err(invalid(
+                    "TASKYARD_ADMIN_TOKEN",
+                    "must be at least 16 characters".into(),
+                ));
+            }
+        }
+        for (i, kind) in self.routing.human_kinds.iter().enumerate() {
+            word(&format!("routing.human_kinds[{i}]"), kind).map_err(|e| invalid(&e.field, e.message))?;
+        }
+        Ok(())
+    }
+
+    /// The URL links and spawned agents use.
+    pub fn public_url(&self, bound: SocketAddr) -> String {
+        match &self.server.public_url {
+            Some(url) => url.trim_end_matches('/').to_string(),
+            None => format!("http://{bound}"),
+        }
+    }
+
+    /// The effective config as TOML, with secrets redacted.
+    pub fn to_redacted_toml(&self) -> String {
+        let mut text = toml::to_string_pretty(self).unwrap_or_default();
+        if self.server.admin_token.is_some() {
+            text.push_str("\n# admin token: set by TASKYARD_ADMIN_TOKEN (<redacted>)\n");
+        } else {
+            text.push_str(&format!(
+                "\n# admin token: read from {}\n",
+                self.server.data_dir.join(crate::app::ADMIN_TOKEN_FILE).display()
+            ));
+        }
+        text
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn file_then_overrides() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("t.toml");
+        std::fs::write(&file, "[server]\nbind = \"127.0.0.1:9000\"\nlease_seconds = 60\n").unwrap();
+        let overrides = Overrides {
+            config: Some(file.clone()),
+            bind: Some("127.0.0.1:9001".parse().unwrap()),
+            ..Default::default()
+        };
+        let (config, used) = Config::load(&overrides).unwrap();
+        assert_eq!(used, Some(file));
+        assert_eq!(config.server.bind.port(), 9001, "flag beats file");
+        assert_eq!(config.server.lease_seconds, 60, "file beats default");
+        assert_eq!(config.server.max_body_bytes, 1024 * 1024, "default stays");
+    }
+
+    #[test]
+    fn errors_name_the_field() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("t.toml");
+        std::fs::write(&file, "[server]\nlease_secs = 60\n").unwrap();
+        let err = Config::from_file(&file).unwrap_err().to_string();
+        assert!(err.contains("lease_secs") && err.contains("t.toml"), "{err}");
+        std::fs::write(&file, "[server]\nlease_seconds = 0\n").unwrap();
+        let err = Config::load(&Overrides {
+            config: Some(file),
+            ..Default::default()
+        })
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("server.lease_seconds"), "{err}");
+    }
+
+    #[test]
+    fn secrets_are_redacted() {
+        let mut config = Config::default();
+        config.server.admin_token = Some(Secret::new("super-secret-token-value"));
+        assert!(!format!("{config:?}").contains("super-secret"));
+        assert!(!config.to_redacted_toml().contains("super-secret"));
+    }
+}

@@ -1,0 +1,33 @@
+//! The task model and its rules: statuses, priorities, transitions and validated input types.
+//! Nothing here does I/O; the store and the HTTP layer build on these types.
+
+pub mod agent;
+pub mod event;
+pub mod input;
+pub mod task;
+pub mod time;
+
+pub use agent::{Agent, Principal, Role};
+pub use event::Event;
+pub use task::{Lease, Priority, Progress, Route, Status, Task, TaskRef, TaskResult};
+pub use time::Timestamp;
+
+/// A rejected input value: which field, and what is wrong with it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{field}: {message}")]
+pub struct InputError {
+    /// The JSON path of the offending field, e.g. `depends_on[2]`.
+    pub field: String,
+    /// What is wrong, written for the caller.
+    pub message: String,
+}
+
+impl InputError {
+    /// Builds an error for `field`.
+    pub fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+}

@@ -1,0 +1,70 @@
+//! `/agents`: register agents (admin) and list them.
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use serde::Serialize;
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use crate::domain::input::CreateAgent;
+use crate::domain::{Agent, Principal, Role};
+use crate::error::{ApiResult, Problem};
+
+use super::auth::{hash_token, new_token, require};
+use super::extract::Json;
+use super::AppState;
+
+/// The routes of this file.
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(create_agent, list_agents))
+}
+
+/// A new agent and its token (shown only this once).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AgentCreated {
+    /// The agent.
+    pub agent: Agent,
+    /// Its bearer token. Only a hash is stored: keep it now.
+    pub token: String,
+}
+
+/// All agents.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AgentPage {
+    /// The agents, by name.
+    pub items: Vec<Agent>,
+    /// Always null: the list is not paged.
+    pub next_cursor: Option<String>,
+}
+
+/// Register an agent and create its token (admin).
+#[utoipa::path(post, path = "/agents", tag = "agents", request_body = CreateAgent,
+    responses((status = 201, body = AgentCreated), (status = 409, body = Problem, description = "name taken")),
+    security(("bearer" = [])))]
+pub async fn create_agent(
+    State(state): State<AppState>,
+    who: Principal,
+    Json(body): Json<CreateAgent>,
+) -> ApiResult<impl IntoResponse> {
+    require(&who, Role::Admin)?;
+    let spec = body.parse()?;
+    let token = new_token();
+    let agent = state
+        .store
+        .create_agent(&spec, &hex::encode(hash_token(&token)), &who)
+        .await?;
+    Ok((StatusCode::CREATED, axum::Json(AgentCreated { agent, token })))
+}
+
+/// List agents with their liveness.
+#[utoipa::path(get, path = "/agents", tag = "agents",
+    responses((status = 200, body = AgentPage)),
+    security(("bearer" = [])))]
+pub async fn list_agents(State(state): State<AppState>, _who: Principal) -> ApiResult<axum::Json<AgentPage>> {
+    Ok(axum::Json(AgentPage {
+        items: state.store.list_agents().await?,
+        next_cursor: None,
+    }))
+}

@@ -1,0 +1,133 @@
+//! Bearer-token authentication and role checks. Tokens are compared by their SHA-256 hash:
+//! the admin token in constant time, agent tokens by a lookup of the hash.
+
+use std::time::{Duration, Instant};
+
+use axum::extract::{FromRequestParts, Request, State};
+use axum::http::request::Parts;
+use axum::http::{header, HeaderMap};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use rand::RngCore;
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+
+use crate::domain::{Principal, Role};
+use crate::error::{ApiError, ApiResult};
+
+use super::AppState;
+
+/// How often at most an agent's `last_seen` is written.
+const SEEN_EVERY: Duration = Duration::from_secs(5);
+
+/// SHA-256 of a token.
+pub fn hash_token(token: &str) -> [u8; 32] {
+    Sha256::digest(token.as_bytes()).into()
+}
+
+/// A new random bearer token: `ty_` and 64 hex digits (256 bits).
+pub fn new_token() -> String {
+    let mut bytes = [0u8; 32];
+    rand::rngs::OsRng.fill_bytes(&mut bytes);
+    format!("ty_{}", hex::encode(bytes))
+}
+
+/// The bearer token of a request, if any.
+pub fn bearer(headers: &HeaderMap) -> Option<&str> {
+    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| token.trim())
+        .filter(|t| !t.is_empty())
+}
+
+/// Resolves a bearer token to the principal it belongs to.
+pub async fn principal_for(state: &AppState, token: &str) -> ApiResult<Principal> {
+    let hash = hash_token(token);
+    if bool::from(hash.ct_eq(&*state.admin_token_hash)) {
+        return Ok(Principal::admin());
+    }
+    let (principal, status) = state
+        .store
+        .principal_by_token_hash(&hex::encode(hash))
+        .await?
+        .ok_or_else(|| ApiError::Unauthorized("the bearer token is not valid".into()))?;
+    if let Some(id) = principal.agent_id {
+        let due = {
+            let mut seen = state.seen.lock().unwrap_or_else(|p| p.into_inner());
+            let due = status == "offline" || seen.get(&id).is_none_or(|at| at.elapsed() >= SEEN_EVERY);
+            if due {
+                seen.insert(id, Instant::now());
+            }
+            due
+        };
+        if due {
+            state.store.touch_agent(id).await?;
+        }
+    }
+    Ok(principal)
+}
+
+/// Middleware: every `/api/v1` request needs a valid bearer token.
+pub async fn authenticate(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
+    let Some(token) = bearer(req.headers()) else {
+        return ApiError::Unauthorized("missing bearer token: send `Authorization: Bearer <token>`".into())
+            .into_response();
+    };
+    match principal_for(&state, token).await {
+        Ok(principal) => {
+            req.extensions_mut().insert(principal);
+            next.run(req).await
+        }
+        Err(err) => err.into_response(),
+    }
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for Principal {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, ApiError> {
+        parts
+            .extensions
+            .get::<Principal>()
+            .cloned()
+            .ok_or_else(|| ApiError::Unauthorized("not authenticated".into()))
+    }
+}
+
+/// Refuses principals below `role`.
+pub fn require(principal: &Principal, role: Role) -> ApiResult<()> {
+    if principal.role >= role {
+        Ok(())
+    } else {
+        Err(ApiError::Forbidden(format!(
+            "{} has the {} role; this needs {}",
+            principal.name, principal.role, role
+        )))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_bearer_headers() {
+        let mut headers = HeaderMap::new();
+        assert_eq!(bearer(&headers), None);
+        headers.insert(header::AUTHORIZATION, "Bearer abc".parse().unwrap());
+        assert_eq!(bearer(&headers), Some("abc"));
+        headers.insert(header::AUTHORIZATION, "bearer  xyz ".parse().unwrap());
+        assert_eq!(bearer(&headers), Some("xyz"));
+        headers.insert(header::AUTHORIZATION, "Basic abc".parse().unwrap());
+        assert_eq!(bearer(&headers), None);
+    }
+
+    #[test]
+    fn tokens_are_random_and_long() {
+        let (a, b) = (new_token(), new_token());
+        assert_ne!(a, b);
+        assert_eq!(a.len(), 3 + 64);
+    }
+}

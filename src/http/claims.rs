@@ -1,0 +1,205 @@
+//! Claims and work under a lease: claim, claim-next (with long poll), progress, complete,
+//! fail, release, block and unblock.
+
+use std::time::Duration;
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use tokio::time::Instant;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use crate::domain::input::{
+    BlockTask, ClaimNext, ClaimTask, CompleteTask, FailTask, NoteBody, ReleaseTask, ReportProgress,
+};
+use crate::domain::{Principal, Role, Task, Timestamp};
+use crate::error::{ApiResult, Problem};
+use crate::store::{ClaimFilter, Claimed};
+
+use super::auth::require;
+use super::extract::Json;
+use super::AppState;
+
+/// The routes of this file.
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(claim))
+        .routes(routes!(claim_next))
+        .routes(routes!(progress))
+        .routes(routes!(complete))
+        .routes(routes!(fail))
+        .routes(routes!(release))
+        .routes(routes!(block))
+        .routes(routes!(unblock))
+}
+
+/// Claim this task. Returns the lease; keep its `fence` for every later call.
+#[utoipa::path(post, path = "/tasks/{id}/claim", tag = "claims", request_body = ClaimTask,
+    params(("id" = String, Path, description = "task id or key")),
+    responses((status = 200, body = Claimed),
+              (status = 409, body = Problem, description = "`already_claimed` or `not_ready`")),
+    security(("bearer" = [])))]
+pub async fn claim(
+    State(state): State<AppState>,
+    who: Principal,
+    Path(id): Path<String>,
+    Json(body): Json<ClaimTask>,
+) -> ApiResult<axum::Json<Claimed>> {
+    require(&who, Role::Agent)?;
+    let lease = body
+        .parse()?
+        .map(Duration::from_secs)
+        .unwrap_or(state.default_lease());
+    let id = state.task_id(&id).await?;
+    Ok(axum::Json(state.store.claim_task(id, &who, lease).await?))
+}
+
+/// Claim the best ready task for the caller (capabilities, then priority, then age).
+/// With `wait_seconds`, waits up to that long for work to appear. 204 when there is none.
+#[utoipa::path(post, path = "/claims/next", tag = "claims", request_body = ClaimNext,
+    responses((status = 200, body = Claimed), (status = 204, description = "no work fits")),
+    security(("bearer" = [])))]
+pub async fn claim_next(
+    State(state): State<AppState>,
+    who: Principal,
+    Json(body): Json<ClaimNext>,
+) -> ApiResult<Response> {
+    require(&who, Role::Agent)?;
+    let spec = body.parse()?;
+    let lease = spec
+        .lease_seconds
+        .map(Duration::from_secs)
+        .unwrap_or(state.default_lease());
+    let filter = ClaimFilter {
+        capabilities: spec.capabilities.unwrap_or_else(|| who.capabilities.clone()),
+        projects: spec.projects,
+    };
+    let deadline = Instant::now() + Duration::from_secs(spec.wait_seconds);
+    // Subscribe before the first attempt so that work created in between is not missed.
+    let mut work = state.store.watch_work();
+    let mut shutdown = state.shutdown.clone();
+    loop {
+        work.borrow_and_update();
+        if let Some(claimed) = state.store.claim_next(&who, &filter, lease).await? {
+            return Ok(axum::Json(claimed).into_response());
+        }
+        if Instant::now() >= deadline || *shutdown.borrow() {
+            return Ok(StatusCode::NO_CONTENT.into_response());
+        }
+        // Sleep until new work is announced, a backoff or lease runs out, or the deadline.
+        let mut until = deadline;
+        if let Some(at) = state.store.next_timed_wakeup().await? {
+            let ms = (at.millis() - Timestamp::now().millis()).max(0) as u64;
+            until = until.min(Instant::now() + Duration::from_millis(ms + 5));
+        }
+        tokio::select! {
+            _ = work.changed() => {}
+            _ = tokio::time::sleep_until(until) => {}
+            _ = shutdown.changed() => {}
+        }
+    }
+}
+
+/// Report progress (or, with an empty report, a heartbeat); extends the lease.
+#[utoipa::path(post, path = "/tasks/{id}/progress", tag = "claims", request_body = ReportProgress,
+    params(("id" = String, Path, description = "task id or key")),
+    responses((status = 200, body = Task), (status = 409, body = Problem, description = "`lease_lost`")),
+    security(("bearer" = [])))]
+pub async fn progress(
+    State(state): State<AppState>,
+    who: Principal,
+    Path(id): Path<String>,
+    Json(body): Json<ReportProgress>,
+) -> ApiResult<axum::Json<Task>> {
+    require(&who, Role::Agent)?;
+    let spec = body.parse()?;
+    let id = state.task_id(&id).await?;
+    Ok(axum::Json(state.store.report_progress(id, &who, spec).await?))
+}
+
+/// Complete the task under your lease.
+#[utoipa::path(post, path = "/tasks/{id}/complete", tag = "claims", request_body = CompleteTask,
+    params(("id" = String, Path, description = "task id or key")),
+    responses((status = 200, body = Task), (status = 409, body = Problem, description = "`lease_lost`")),
+    security(("bearer" = [])))]
+pub async fn complete(
+    State(state): State<AppState>,
+    who: Principal,
+    Path(id): Path<String>,
+    Json(body): Json<CompleteTask>,
+) -> ApiResult<axum::Json<Task>> {
+    require(&who, Role::Agent)?;
+    let spec = body.parse()?;
+    let id = state.task_id(&id).await?;
+    Ok(axum::Json(state.store.complete(id, &who, spec).await?))
+}
+
+/// Fail the attempt under your lease; retryable failures come back after a backoff.
+#[utoipa::path(post, path = "/tasks/{id}/fail", tag = "claims", request_body = FailTask,
+    params(("id" = String, Path, description = "task id or key")),
+    responses((status = 200, body = Task), (status = 409, body = Problem, description = "`lease_lost`")),
+    security(("bearer" = [])))]
+pub async fn fail(
+    State(state): State<AppState>,
+    who: Principal,
+    Path(id): Path<String>,
+    Json(body): Json<FailTask>,
+) -> ApiResult<axum::Json<Task>> {
+    require(&who, Role::Agent)?;
+    let (fence, reason, retryable) = body.parse()?;
+    let id = state.task_id(&id).await?;
+    Ok(axum::Json(
+        state.store.fail(id, &who, fence, reason, retryable).await?,
+    ))
+}
+
+/// Hand the task back untouched (the attempt is not counted).
+#[utoipa::path(post, path = "/tasks/{id}/release", tag = "claims", request_body = ReleaseTask,
+    params(("id" = String, Path, description = "task id or key")),
+    responses((status = 200, body = Task), (status = 409, body = Problem, description = "`lease_lost`")),
+    security(("bearer" = [])))]
+pub async fn release(
+    State(state): State<AppState>,
+    who: Principal,
+    Path(id): Path<String>,
+    Json(body): Json<ReleaseTask>,
+) -> ApiResult<axum::Json<Task>> {
+    require(&who, Role::Agent)?;
+    let (fence, note) = body.parse()?;
+    let id = state.task_id(&id).await?;
+    Ok(axum::Json(state.store.release(id, &who, fence, note).await?))
+}
+
+/// Block the task on a decision only a person can make.
+#[utoipa::path(post, path = "/tasks/{id}/block", tag = "claims", request_body = BlockTask,
+    params(("id" = String, Path, description = "task id or key")),
+    responses((status = 200, body = Task), (status = 409, body = Problem)),
+    security(("bearer" = [])))]
+pub async fn block(
+    State(state): State<AppState>,
+    who: Principal,
+    Path(id): Path<String>,
+    Json(body): Json<BlockTask>,
+) -> ApiResult<axum::Json<Task>> {
+    require(&who, Role::Agent)?;
+    let (fence, reason) = body.parse()?;
+    let id = state.task_id(&id).await?;
+    Ok(axum::Json(state.store.block(id, &who, fence, reason).await?))
+}
+
+/// Lift a block (people and admins).
+#[utoipa::path(post, path = "/tasks/{id}/unblock", tag = "claims", request_body = NoteBody,
+    params(("id" = String, Path, description = "task id or key")),
+    responses((status = 200, body = Task), (status = 409, body = Problem)),
+    security(("bearer" = [])))]
+pub async fn unblock(
+    State(state): State<AppState>,
+    who: Principal,
+    Path(id): Path<String>,
+    Json(body): Json<NoteBody>,
+) -> ApiResult<axum::Json<Task>> {
+    let note = body.parse()?;
+    let id = state.task_id(&id).await?;
+    Ok(axum::Json(state.store.unblock(id, &who, note).await?))
+}

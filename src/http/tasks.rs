@@ -1,0 +1,234 @@
+//! `/tasks`: create (one or a batch), list, show, edit, cancel and explain tasks.
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use crate::domain::input::{CreateBatch, CreateTask, NoteBody, PatchTask};
+use crate::domain::{Event, InputError, Principal, Role, Route, Status, Task, TaskRef};
+use crate::error::{ApiResult, Problem};
+use crate::store::{TaskFilter, TaskPage, Why};
+
+use super::auth::require;
+use super::extract::{Json, Query};
+use super::AppState;
+
+/// The routes of this file.
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(create_task, list_tasks))
+        .routes(routes!(create_batch))
+        .routes(routes!(get_task, patch_task))
+        .routes(routes!(why))
+        .routes(routes!(cancel))
+}
+
+/// A task with its recent events.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct TaskDetail {
+    /// The task.
+    #[serde(flatten)]
+    pub task: Task,
+    /// Its most recent events, oldest first.
+    pub events: Vec<Event>,
+}
+
+/// The tasks a batch created or found.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct BatchCreated {
+    /// One per request item, in order (existing tasks for keys that already existed).
+    pub tasks: Vec<Task>,
+}
+
+/// Create a task. Idempotent by `key`: if the key exists, the existing task comes back with 200.
+#[utoipa::path(post, path = "/tasks", tag = "tasks", request_body = CreateTask,
+    responses((status = 201, body = Task, description = "created"),
+              (status = 200, body = Task, description = "a task with this key already existed"),
+              (status = 422, body = Problem, description = "invalid field")),
+    security(("bearer" = [])))]
+pub async fn create_task(
+    State(state): State<AppState>,
+    who: Principal,
+    Json(body): Json<CreateTask>,
+) -> ApiResult<impl IntoResponse> {
+    require(&who, Role::Agent)?;
+    let (task, created) = state.store.create_task(body.parse()?, &who).await?;
+    let status = if created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    Ok((status, axum::Json(task)))
+}
+
+/// Create up to 1,000 tasks at once, all or nothing; `depends_on` may name keys of the batch.
+#[utoipa::path(post, path = "/tasks/batch", tag = "tasks", request_body = CreateBatch,
+    responses((status = 201, body = BatchCreated), (status = 422, body = Problem)),
+    security(("bearer" = [])))]
+pub async fn create_batch(
+    State(state): State<AppState>,
+    who: Principal,
+    Json(body): Json<CreateBatch>,
+) -> ApiResult<impl IntoResponse> {
+    require(&who, Role::Agent)?;
+    let created = state.store.create_tasks(body.parse()?, &who, "tasks").await?;
+    let tasks = created.into_iter().map(|(t, _)| t).collect();
+    Ok((StatusCode::CREATED, axum::Json(BatchCreated { tasks })))
+}
+
+/// Filters for listing tasks.
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct ListQuery {
+    /// Status, or several separated by commas.
+    status: Option<String>,
+    /// Project.
+    project: Option<String>,
+    /// Priority, or several separated by commas.
+    priority: Option<String>,
+    /// Kind.
+    kind: Option<String>,
+    /// Required capability.
+    capability: Option<String>,
+    /// Route.
+    route: Option<String>,
+    /// Parent task id.
+    parent_id: Option<i64>,
+    /// Text to find in the title or description, or an exact key.
+    q: Option<String>,
+    /// Page size, 1..500 (default 50).
+    limit: Option<i64>,
+    /// `next_cursor` of the previous page.
+    cursor: Option<String>,
+}
+
+fn split<T: std::str::FromStr<Err = String>>(
+    field: &str,
+    text: &Option<String>,
+) -> Result<Vec<T>, InputError> {
+    text.as_deref()
+        .map(|t| {
+            t.split(',')
+                .filter(|s| !s.trim().is_empty())
+                .map(|s| s.trim().parse::<T>())
+                .collect()
+        })
+        .transpose()
+        .map(Option::unwrap_or_default)
+        .map_err(|e| InputError::new(field, e))
+}
+
+impl ListQuery {
+    fn parse(self) -> Result<TaskFilter, InputError> {
+        let limit = self.limit.unwrap_or(50);
+        if !(1..=500).contains(&limit) {
+            return Err(InputError::new("limit", "must be between 1 and 500"));
+        }
+        let before_id = match self.cursor.as_deref() {
+            None | Some("") => None,
+            Some(c) => Some(
+                c.parse::<i64>()
+                    .ok()
+                    .filter(|id| *id > 0)
+                    .ok_or_else(|| InputError::new("cursor", "not a cursor returned by this API"))?,
+            ),
+        };
+        if self.q.as_ref().is_some_and(|q| q.len() > 200) {
+            return Err(InputError::new("q", "longer than 200 bytes"));
+        }
+        Ok(TaskFilter {
+            status: split::<Status>("status", &self.status)?,
+            priority: split("priority", &self.priority)?,
+            project: self.project,
+            kind: self.kind,
+            capability: self.capability.map(|c| c.to_ascii_lowercase()),
+            route: self
+                .route
+                .map(|r| r.parse::<Route>().map_err(|e| InputError::new("route", e)))
+                .transpose()?,
+            parent_id: self.parent_id,
+            q: self.q.filter(|q| !q.is_empty()),
+            limit,
+            before_id,
+        })
+    }
+}
+
+/// List tasks, newest first, with filters and cursor paging.
+#[utoipa::path(get, path = "/tasks", tag = "tasks", params(ListQuery),
+    responses((status = 200, body = TaskPage), (status = 422, body = Problem)),
+    security(("bearer" = [])))]
+pub async fn list_tasks(
+    State(state): State<AppState>,
+    _who: Principal,
+    Query(query): Query<ListQuery>,
+) -> ApiResult<axum::Json<TaskPage>> {
+    Ok(axum::Json(state.store.list_tasks(&query.parse()?).await?))
+}
+
+/// One task (by id or key) with its recent events.
+#[utoipa::path(get, path = "/tasks/{id}", tag = "tasks",
+    params(("id" = String, Path, description = "task id or key")),
+    responses((status = 200, body = TaskDetail), (status = 404, body = Problem)),
+    security(("bearer" = [])))]
+pub async fn get_task(
+    State(state): State<AppState>,
+    _who: Principal,
+    Path(id): Path<String>,
+) -> ApiResult<axum::Json<TaskDetail>> {
+    let task = state.store.task(&TaskRef::parse(&id)).await?;
+    let events = state.store.task_events(task.id, 100).await?;
+    Ok(axum::Json(TaskDetail { task, events }))
+}
+
+/// Edit a task that is not in progress (admin).
+#[utoipa::path(patch, path = "/tasks/{id}", tag = "tasks", request_body = PatchTask,
+    params(("id" = String, Path, description = "task id or key")),
+    responses((status = 200, body = Task), (status = 409, body = Problem), (status = 422, body = Problem)),
+    security(("bearer" = [])))]
+pub async fn patch_task(
+    State(state): State<AppState>,
+    who: Principal,
+    Path(id): Path<String>,
+    Json(body): Json<PatchTask>,
+) -> ApiResult<axum::Json<Task>> {
+    require(&who, Role::Admin)?;
+    let patch = body.parse()?;
+    let id = state.task_id(&id).await?;
+    Ok(axum::Json(state.store.patch_task(id, patch, &who).await?))
+}
+
+/// Why a task is or is not claimable, and what was decided about it.
+#[utoipa::path(get, path = "/tasks/{id}/why", tag = "tasks",
+    params(("id" = String, Path, description = "task id or key")),
+    responses((status = 200, body = Why), (status = 404, body = Problem)),
+    security(("bearer" = [])))]
+pub async fn why(
+    State(state): State<AppState>,
+    _who: Principal,
+    Path(id): Path<String>,
+) -> ApiResult<axum::Json<Why>> {
+    Ok(axum::Json(state.store.why(&TaskRef::parse(&id)).await?))
+}
+
+/// Cancel a task and its unfinished subtasks (admin or the task's creator).
+#[utoipa::path(post, path = "/tasks/{id}/cancel", tag = "tasks", request_body = NoteBody,
+    params(("id" = String, Path, description = "task id or key")),
+    responses((status = 200, body = Task), (status = 403, body = Problem), (status = 409, body = Problem)),
+    security(("bearer" = [])))]
+pub async fn cancel(
+    State(state): State<AppState>,
+    who: Principal,
+    Path(id): Path<String>,
+    Json(body): Json<NoteBody>,
+) -> ApiResult<axum::Json<Task>> {
+    require(&who, Role::Agent)?;
+    let note = body.parse()?;
+    let id = state.task_id(&id).await?;
+    Ok(axum::Json(state.store.cancel_task(id, &who, note).await?))
+}

@@ -1,0 +1,23 @@
+//! taskyard: a coordination server for fleets of AI coding agents.
+//!
+//! Where things live:
+//! - [`domain`]: tasks, statuses, priorities, agents and validated input; no I/O.
+//! - [`store`]: the SQLite registry; every SQL statement, behind functions named for intent.
+//! - [`http`]: the REST API (one file per resource), auth, SSE and the OpenAPI document.
+//! - [`error`]: the problem+json error every HTTP caller sees.
+//! - [`config`]: defaults < file < env < flags.
+//! - [`app`]: boot (data folder, admin token, store, listener) and graceful shutdown.
+//! - [`client`]: the HTTP client behind the CLI.
+//! - [`cli`]: the command line (`serve` and the client subcommands).
+
+pub mod app;
+pub mod cli;
+pub mod client;
+pub mod config;
+pub mod domain;
+pub mod error;
+pub mod http;
+pub mod store;
+
+pub use app::App;
+pub use config::Config;

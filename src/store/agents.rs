@@ -1,0 +1,123 @@
+//! Agents and their tokens (stored only as SHA-256 hashes).
+
+use serde_json::json;
+
+use crate::domain::event::NewEvent;
+use crate::domain::input::AgentSpec;
+use crate::domain::{Agent, Principal, Timestamp};
+
+use super::rows::{to_json, AgentRow, AGENT_COLUMNS};
+use super::{Store, StoreError, StoreResult};
+
+impl Store {
+    /// Registers an agent whose bearer token hashes to `token_hash`.
+    pub async fn create_agent(
+        &self,
+        spec: &AgentSpec,
+        token_hash: &str,
+        actor: &Principal,
+    ) -> StoreResult<Agent> {
+        let now = Timestamp::now();
+        let mut tx = self.writer.begin().await?;
+        let taken: Option<i64> = sqlx::query_scalar("SELECT id FROM agents WHERE name = ?")
+            .bind(&spec.name)
+            .fetch_optional(&mut *tx)
+            .await?;
+        if taken.is_some() {
+            return Err(StoreError::Conflict(format!(
+                "an agent named {:?} already exists",
+                spec.name
+            )));
+        }
+        let row: AgentRow = sqlx::query_as(&format!(
+            "INSERT INTO agents (name, kind, capabilities, role, token_hash, status, created_at) \
+             VALUES (?, ?, ?, ?, ?, 'online', ?) RETURNING {AGENT_COLUMNS}"
+        ))
+        .bind(&spec.name)
+        .bind(&spec.kind)
+        .bind(to_json(&spec.capabilities))
+        .bind(spec.role.as_str())
+        .bind(token_hash)
+        .bind(now.millis())
+        .fetch_one(&mut *tx)
+        .await?;
+        let agent = Agent::try_from(row)?;
+        self.commit(
+            tx,
+            now,
+            vec![NewEvent {
+                kind: "agent.created",
+                task_id: None,
+                actor: Some(actor.name.clone()),
+                data: json!({"agent": agent.name, "kind": agent.kind, "role": agent.role}),
+            }],
+            false,
+        )
+        .await?;
+        Ok(agent)
+    }
+
+    /// All agents, by name.
+    pub async fn list_agents(&self) -> StoreResult<Vec<Agent>> {
+        let rows: Vec<AgentRow> =
+            sqlx::query_as(&format!("SELECT {AGENT_COLUMNS} FROM agents ORDER BY name"))
+                .fetch_all(&self.reader)
+                .await?;
+        rows.into_iter().map(Agent::try_from).collect()
+    }
+
+    /// The principal behind a token hash, if any, with its current liveness status.
+    pub async fn principal_by_token_hash(
+        &self,
+        token_hash: &str,
+    ) -> StoreResult<Option<(Principal, String)>> {
+        let row: Option<AgentRow> = sqlx::query_as(&format!(
+            "SELECT {AGENT_COLUMNS} FROM agents WHERE token_hash = ?"
+        ))
+        .bind(token_hash)
+        .fetch_optional(&self.reader)
+        .await?;
+        row.map(|row| {
+            let agent = Agent::try_from(row)?;
+            Ok((
+                Principal {
+                    agent_id: Some(agent.id),
+                    name: agent.name,
+                    role: agent.role,
+                    kind: agent.kind,
+                    capabilities: agent.capabilities,
+                },
+                agent.status,
+            ))
+        })
+        .transpose()
+    }
+
+    /// Records that an agent was just heard from; an offline agent comes back online (with an event).
+    pub async fn touch_agent(&self, agent_id: i64) -> StoreResult<()> {
+        let now = Timestamp::now();
+        let mut tx = self.writer.begin().await?;
+        let was: Option<(String, String)> = sqlx::query_as("SELECT name, status FROM agents WHERE id = ?")
+            .bind(agent_id)
+            .fetch_optional(&mut *tx)
+            .await?;
+        sqlx::query("UPDATE agents SET last_seen = ?2, status = 'online' WHERE id = ?1")
+            .bind(agent_id)
+            .bind(now.millis())
+            .execute(&mut *tx)
+            .await?;
+        let mut events = Vec::new();
+        if let Some((name, previous)) = was {
+            if previous == "offline" {
+                events.push(NewEvent {
+                    kind: "agent.online",
+                    task_id: None,
+                    actor: Some(name.clone()),
+                    data: json!({"agent": name}),
+                });
+            }
+        }
+        self.commit(tx, now, events, false).await?;
+        Ok(())
+    }
+}

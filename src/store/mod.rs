@@ -1,0 +1,209 @@
+//! The SQLite store: every SQL statement in taskyard lives under this module, behind functions
+//! named for intent. Writes go through one writer connection (so they never fight over SQLite's
+//! write lock); reads use a small pool of read-only connections. Each change commits together
+//! with its events, which are then published to subscribers.
+
+mod agents;
+mod deps;
+mod events;
+mod leases;
+mod rows;
+mod tasks;
+
+use std::path::Path;
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::SqlitePool;
+use tokio::sync::{broadcast, watch};
+
+use crate::domain::event::NewEvent;
+use crate::domain::{Event, InputError, Timestamp};
+
+pub use leases::{ClaimFilter, Claimed};
+pub use tasks::{TaskFilter, TaskPage, Why};
+
+/// How hard a commit tries to reach the disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Durability {
+    /// WAL with `synchronous=NORMAL`: survives a process crash (default).
+    #[default]
+    Normal,
+    /// `synchronous=FULL`: an fsync at every commit; survives power loss.
+    Full,
+}
+
+/// What a store operation can refuse; the HTTP layer maps each to a status and code.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The named thing does not exist.
+    #[error("{0} not found")]
+    NotFound(String),
+    /// Someone else holds a live lease on the task.
+    #[error("task is already claimed by {holder}")]
+    AlreadyClaimed {
+        /// The current holder.
+        holder: String,
+    },
+    /// The task cannot be claimed now (pending, blocked, final, backing off…).
+    #[error("{0}")]
+    NotReady(String),
+    /// The caller's fence is stale: its lease is gone.
+    #[error("{0}")]
+    LeaseLost(String),
+    /// The caller may not do this.
+    #[error("{0}")]
+    Forbidden(String),
+    /// The request conflicts with the current state.
+    #[error("{0}")]
+    Conflict(String),
+    /// A value refers to something that does not fit (unknown dependency, cycle…).
+    #[error(transparent)]
+    Invalid(#[from] InputError),
+    /// The database failed.
+    #[error("database error: {0}")]
+    Db(#[from] sqlx::Error),
+    /// Stored data could not be read back.
+    #[error("corrupt stored value: {0}")]
+    Corrupt(String),
+}
+
+/// Result of a store operation.
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// Tunables the store needs from config.
+#[derive(Debug, Clone)]
+pub struct StoreOptions {
+    /// Commit durability.
+    pub durability: Durability,
+    /// Read-only connections in the reader pool.
+    pub readers: u32,
+    /// Base of the exponential retry backoff after a retryable failure.
+    pub retry_backoff: Duration,
+    /// Kinds that belong to people: claim-next never hands them to an agent.
+    pub human_kinds: Vec<String>,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        Self {
+            durability: Durability::Normal,
+            readers: 4,
+            retry_backoff: Duration::from_secs(30),
+            human_kinds: vec!["architecture".into(), "strategic".into()],
+        }
+    }
+}
+
+/// The task registry. Cheap to clone; all clones share the pools and channels.
+#[derive(Clone)]
+pub struct Store {
+    /// The single connection every write goes through.
+    writer: SqlitePool,
+    /// Read-only connections for queries.
+    reader: SqlitePool,
+    /// Committed events, for SSE and other live subscribers.
+    events: broadcast::Sender<Event>,
+    /// Bumped whenever claimable work may have appeared (wakes long polls).
+    work: watch::Sender<u64>,
+    /// Options.
+    options: std::sync::Arc<StoreOptions>,
+}
+
+impl Store {
+    /// Opens (creating if needed) the database at `path` and applies migrations.
+    pub async fn open(path: &Path, options: StoreOptions) -> anyhow::Result<Self> {
+        let base = SqliteConnectOptions::from_str("sqlite://")?
+            .filename(path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(match options.durability {
+                Durability::Normal => SqliteSynchronous::Normal,
+                Durability::Full => SqliteSynchronous::Full,
+            })
+            .foreign_keys(true)
+            .busy_timeout(Duration::from_secs(10))
+            .pragma("temp_store", "memory")
+            .pragma("cache_size", "-65536");
+        let writer = SqlitePoolOptions::new()
+            .max_connections(1)
+            .min_connections(1)
+            .acquire_timeout(Duration::from_secs(60))
+            .idle_timeout(None)
+            .max_lifetime(None)
+            .connect_with(base.clone())
+            .await?;
+        sqlx::migrate!("migrations/sqlite").run(&writer).await?;
+        let reader = SqlitePoolOptions::new()
+            .max_connections(options.readers.max(1))
+            .acquire_timeout(Duration::from_secs(60))
+            .idle_timeout(None)
+            .max_lifetime(None)
+            .connect_with(base.read_only(true))
+            .await?;
+        let (events, _) = broadcast::channel(4096);
+        let (work, _) = watch::channel(0);
+        Ok(Self {
+            writer,
+            reader,
+            events,
+            work,
+            options: std::sync::Arc::new(options),
+        })
+    }
+
+    /// Subscribes to events committed from now on.
+    pub fn subscribe(&self) -> broadcast::Receiver<Event> {
+        self.events.subscribe()
+    }
+
+    /// Subscribes to "work may have appeared" signals.
+    pub fn watch_work(&self) -> watch::Receiver<u64> {
+        self.work.subscribe()
+    }
+
+    /// Wakes everything waiting for work (new tasks, released leases, lifted blocks).
+    pub fn wake_workers(&self) {
+        self.work.send_modify(|n| *n = n.wrapping_add(1));
+    }
+
+    /// Publishes committed events and, if `woke`, wakes waiting claimers.
+    fn publish(&self, events: Vec<Event>, woke: bool) {
+        for event in events {
+            // No subscribers is fine: the events are in the database.
+            let _ = self.events.send(event);
+        }
+        if woke {
+            self.wake_workers();
+        }
+    }
+
+    /// Writes `events` in `tx`, commits the change and its events together, then publishes
+    /// them (and wakes waiting claimers if `woke`).
+    async fn commit(
+        &self,
+        mut tx: sqlx::Transaction<'_, sqlx::Sqlite>,
+        now: Timestamp,
+        events: Vec<NewEvent>,
+        woke: bool,
+    ) -> StoreResult<()> {
+        let events = events::insert(&mut tx, now, events).await?;
+        tx.commit().await?;
+        self.publish(events, woke);
+        Ok(())
+    }
+
+    /// Closes both pools, flushing the WAL.
+    pub async fn close(&self) {
+        self.reader.close().await;
+        self.writer.close().await;
+    }
+
+    /// A quick liveness check of the database.
+    pub async fn ping(&self) -> StoreResult<()> {
+        sqlx::query("SELECT 1").execute(&self.reader).await?;
+        Ok(())
+    }
+}

@@ -1,0 +1,221 @@
+//! Bad input of every kind gets the right 4xx problem and changes nothing.
+
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+
+use crate::support::Server;
+
+/// Counts of tasks and events: what must not change.
+async fn footprint(server: &Server) -> (usize, usize) {
+    (server.all_tasks().await.len(), server.all_events().await.len())
+}
+
+async fn raw_post(server: &Server, path: &str, body: &'static str) -> (StatusCode, Value) {
+    let resp = reqwest::Client::new()
+        .post(format!("{}/api/v1{path}", server.url))
+        .bearer_auth(&server.admin)
+        .header("content-type", "application/json")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    let status = resp.status();
+    assert_eq!(resp.headers()["content-type"], "application/problem+json");
+    (status, resp.json().await.unwrap())
+}
+
+#[tokio::test]
+async fn bad_input_is_refused_with_a_clear_problem_and_changes_nothing() {
+    let server = Server::start().await;
+    let agent = server.agent("a", &[]).await;
+    let existing = server.task(json!({"title": "existing", "key": "k1"})).await;
+    let before = footprint(&server).await;
+
+    let long_title = "x".repeat(501);
+    let cases: Vec<(Value, StatusCode, &str)> = vec![
+        (json!({}), StatusCode::UNPROCESSABLE_ENTITY, "title"),
+        (json!({"title": ""}), StatusCode::UNPROCESSABLE_ENTITY, "title"),
+        (
+            json!({"title": long_title}),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "title",
+        ),
+        (json!({"title": 42}), StatusCode::UNPROCESSABLE_ENTITY, "title"),
+        (
+            json!({"title": "t", "priority": "P7"}),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "priority",
+        ),
+        (
+            json!({"title": "t", "colour": "red"}),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "colour",
+        ),
+        (
+            json!({"title": "t", "kind": "Not A Word"}),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "kind",
+        ),
+        (
+            json!({"title": "t", "capabilities": "rust"}),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "capabilities",
+        ),
+        (
+            json!({"title": "t", "capabilities": (0..40).map(|i| format!("c{i}")).collect::<Vec<_>>()}),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "capabilities",
+        ),
+        (
+            json!({"title": "t", "depends_on": [999]}),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "depends_on[0]",
+        ),
+        (
+            json!({"title": "t", "depends_on": ["no-such-key"]}),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "depends_on[0]",
+        ),
+        (
+            json!({"title": "t", "depends_on": [true]}),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "depends_on[0]",
+        ),
+        (
+            json!({"title": "t", "parent_id": 999}),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "parent_id",
+        ),
+        (
+            json!({"title": "t", "key": "12345"}),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "key",
+        ),
+        (
+            json!({"title": "t", "route": "teleport"}),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "route",
+        ),
+        (
+            json!({"title": "t", "max_attempts": 0}),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "max_attempts",
+        ),
+        (
+            json!({"title": "bell\u{7}"}),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "title",
+        ),
+    ];
+    for (body, want, field) in cases {
+        let (status, problem) = server.post(&server.admin, "/tasks", body.clone()).await;
+        assert_eq!(status, want, "{body} → {problem}");
+        assert_eq!(problem["code"], "invalid_input", "{body}");
+        assert_eq!(problem["field"], field, "{body} → {problem}");
+        assert!(!problem["detail"].as_str().unwrap().is_empty());
+    }
+
+    let (status, problem) = raw_post(&server, "/tasks", "{\"title\": ").await;
+    assert_eq!(
+        (status, problem["code"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("invalid_input"))
+    );
+    let (status, _) = raw_post(&server, "/tasks", "[1, 2, 3]").await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+
+    let huge = json!({"title": "t", "description": "y".repeat(2 * 1024 * 1024)});
+    let (status, problem) = server.post(&server.admin, "/tasks", huge).await;
+    assert_eq!(
+        (status, problem["code"].as_str()),
+        (StatusCode::PAYLOAD_TOO_LARGE, Some("payload_too_large"))
+    );
+
+    let too_many: Vec<Value> = (0..1001).map(|i| json!({"title": format!("t{i}")})).collect();
+    let (status, problem) = server
+        .post(&server.admin, "/tasks/batch", json!({"tasks": too_many}))
+        .await;
+    assert_eq!(
+        (status, problem["field"].as_str()),
+        (StatusCode::UNPROCESSABLE_ENTITY, Some("tasks"))
+    );
+    let (status, problem) = server
+        .post(
+            &server.admin,
+            "/tasks/batch",
+            json!({"tasks": [{"title": "fine"}, {"title": "broken", "priority": "urgent!"}]}),
+        )
+        .await;
+    assert_eq!(
+        (status, problem["field"].as_str()),
+        (StatusCode::UNPROCESSABLE_ENTITY, Some("tasks[1].priority"))
+    );
+
+    let id = existing["id"].as_i64().unwrap();
+    let (_, claim) = server
+        .post(&agent, &format!("/tasks/{id}/claim"), json!({}))
+        .await;
+    let fence = claim["lease"]["fence"].as_i64().unwrap();
+    let lease_cases: Vec<(&str, Value, &str)> = vec![
+        ("progress", json!({"fence": fence, "percent": 101}), "percent"),
+        ("progress", json!({"percent": 10}), "fence"),
+        ("progress", json!({"fence": "one"}), "fence"),
+        ("complete", json!({"fence": fence}), "summary"),
+        (
+            "complete",
+            json!({"fence": fence, "summary": "s", "deliverables": [{"kind": "commit"}]}),
+            "deliverables[0].ref",
+        ),
+        ("fail", json!({"fence": fence, "reason": ""}), "reason"),
+    ];
+    let after_claim = footprint(&server).await;
+    for (action, body, field) in lease_cases {
+        let (status, problem) = server
+            .post(&agent, &format!("/tasks/{id}/{action}"), body.clone())
+            .await;
+        assert_eq!(
+            status,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "{action} {body} → {problem}"
+        );
+        assert_eq!(problem["field"], field, "{action} {body} → {problem}");
+    }
+    let (status, problem) = server
+        .post(&agent, "/claims/next", json!({"wait_seconds": 61}))
+        .await;
+    assert_eq!(
+        (status, problem["field"].as_str()),
+        (StatusCode::UNPROCESSABLE_ENTITY, Some("wait_seconds"))
+    );
+    let (status, problem) = server
+        .post(&agent, &format!("/tasks/{id}/claim"), json!({"lease_seconds": 0}))
+        .await;
+    assert_eq!(
+        (status, problem["field"].as_str()),
+        (StatusCode::UNPROCESSABLE_ENTITY, Some("lease_seconds"))
+    );
+    let (status, problem) = server.get(&agent, "/tasks?limit=0").await;
+    assert_eq!(
+        (status, problem["field"].as_str()),
+        (StatusCode::UNPROCESSABLE_ENTITY, Some("limit"))
+    );
+    let (status, problem) = server.get(&agent, "/tasks?shape=round").await;
+    assert_eq!(
+        (status, problem["field"].as_str()),
+        (StatusCode::UNPROCESSABLE_ENTITY, Some("shape"))
+    );
+    let (status, problem) = server.get(&agent, "/tasks/999").await;
+    assert_eq!(
+        (status, problem["code"].as_str()),
+        (StatusCode::NOT_FOUND, Some("not_found"))
+    );
+
+    assert_eq!(
+        footprint(&server).await,
+        after_claim,
+        "refused lease calls change nothing"
+    );
+    assert_eq!(after_claim.0, before.0, "no task was created by bad input");
+    let (_, task) = server.get(&agent, &format!("/tasks/{id}")).await;
+    assert_eq!(task["progress"]["percent"], 0);
+    assert_eq!(task["status"], "in_progress");
+}

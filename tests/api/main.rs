@@ -1,0 +1,12 @@
+//! Integration tests: each boots the real server on port 0 with a fresh SQLite file and talks
+//! to it over real HTTP (and, for the CLI, through the real binary).
+
+mod auth;
+mod cli;
+mod concurrency;
+mod deps;
+mod events;
+mod input;
+mod leases;
+mod restart;
+mod support;

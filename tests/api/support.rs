@@ -1,0 +1,197 @@
+//! Booting a real server on port 0 with a fresh data folder, and small HTTP helpers.
+
+use std::path::Path;
+
+use reqwest::{Method, StatusCode};
+use serde_json::{json, Value};
+use taskyard::config::Config;
+use taskyard::App;
+use tempfile::TempDir;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+/// A running server.
+pub struct Server {
+    pub url: String,
+    pub admin: String,
+    pub app_store: taskyard::store::Store,
+    http: reqwest::Client,
+    stop: Option<oneshot::Sender<()>>,
+    handle: Option<JoinHandle<anyhow::Result<()>>>,
+    _dir: Option<TempDir>,
+}
+
+pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789";
+
+/// A config for tests: port 0, the given data folder, no retry backoff unless changed.
+pub fn test_config(data_dir: &Path) -> Config {
+    let mut config = Config::default();
+    config.server.bind = "127.0.0.1:0".parse().unwrap();
+    config.server.data_dir = data_dir.to_path_buf();
+    config.server.admin_token = Some(taskyard::config::Secret::new(ADMIN_TOKEN));
+    config.server.retry_backoff_seconds = 0;
+    config
+}
+
+impl Server {
+    /// A server on a fresh temporary data folder.
+    pub async fn start() -> Server {
+        Self::start_with(|_| {}).await
+    }
+
+    /// A server on a fresh temporary data folder, with config changes.
+    pub async fn start_with(tweak: impl FnOnce(&mut Config)) -> Server {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = test_config(dir.path());
+        tweak(&mut config);
+        let mut server = Self::boot(config).await;
+        server._dir = Some(dir);
+        server
+    }
+
+    /// A server with exactly this config (its data folder is kept).
+    pub async fn boot(config: Config) -> Server {
+        let app = App::build(config).await.expect("server boots");
+        let url = app.url().to_string();
+        let app_store = app.store().clone();
+        let (stop, stopped) = oneshot::channel::<()>();
+        let handle = tokio::spawn(app.run(async move {
+            let _ = stopped.await;
+        }));
+        Server {
+            url,
+            admin: ADMIN_TOKEN.to_string(),
+            app_store,
+            http: reqwest::Client::builder()
+                .pool_max_idle_per_host(256)
+                .build()
+                .unwrap(),
+            stop: Some(stop),
+            handle: Some(handle),
+            _dir: None,
+        }
+    }
+
+    /// Stops the server gracefully; returns the temporary folder so it outlives the server.
+    pub async fn stop(mut self) -> Option<TempDir> {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(handle) = self.handle.take() {
+            handle.await.unwrap().expect("server stops cleanly");
+        }
+        self._dir.take()
+    }
+
+    /// Calls the API; returns the status and the JSON body (Null when empty).
+    pub async fn call(
+        &self,
+        token: Option<&str>,
+        method: Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> (StatusCode, Value) {
+        let url = if path.starts_with('/') && !path.starts_with("/api") && !path.starts_with("/healthz") {
+            format!("{}/api/v1{path}", self.url)
+        } else {
+            format!("{}{path}", self.url)
+        };
+        let mut req = self.http.request(method, url);
+        if let Some(token) = token {
+            req = req.bearer_auth(token);
+        }
+        if let Some(body) = body {
+            req = req.json(&body);
+        }
+        let resp = req.send().await.expect("request reaches the server");
+        let status = resp.status();
+        let content_type = resp
+            .headers()
+            .get("content-type")
+            .map(|v| v.to_str().unwrap().to_string())
+            .unwrap_or_default();
+        let bytes = resp.bytes().await.unwrap();
+        if !status.is_success() && status != StatusCode::NO_CONTENT {
+            assert_eq!(
+                content_type,
+                "application/problem+json",
+                "errors are problem+json: {status} {}",
+                String::from_utf8_lossy(&bytes)
+            );
+        }
+        let value = if bytes.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_slice(&bytes).unwrap()
+        };
+        (status, value)
+    }
+
+    pub async fn post(&self, token: &str, path: &str, body: Value) -> (StatusCode, Value) {
+        self.call(Some(token), Method::POST, path, Some(body)).await
+    }
+
+    pub async fn get(&self, token: &str, path: &str) -> (StatusCode, Value) {
+        self.call(Some(token), Method::GET, path, None).await
+    }
+
+    /// Creates a task as admin and returns it.
+    pub async fn task(&self, body: Value) -> Value {
+        let (status, task) = self.post(&self.admin, "/tasks", body).await;
+        assert_eq!(status, StatusCode::CREATED, "{task}");
+        task
+    }
+
+    /// Registers an agent and returns its token.
+    pub async fn agent(&self, name: &str, capabilities: &[&str]) -> String {
+        self.agent_with_role(name, capabilities, "agent").await
+    }
+
+    /// Registers an agent with a role and returns its token.
+    pub async fn agent_with_role(&self, name: &str, capabilities: &[&str], role: &str) -> String {
+        let (status, body) = self
+            .post(
+                &self.admin,
+                "/agents",
+                json!({"name": name, "capabilities": capabilities, "role": role}),
+            )
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+        body["token"].as_str().unwrap().to_string()
+    }
+
+    /// Every event, oldest first (read through the store, not the API, as ground truth).
+    pub async fn all_events(&self) -> Vec<taskyard::domain::Event> {
+        let mut out = Vec::new();
+        let mut after = 0;
+        loop {
+            let batch = self.app_store.events_after(after, 1000).await.unwrap();
+            if batch.is_empty() {
+                return out;
+            }
+            after = batch.last().unwrap().id;
+            out.extend(batch);
+        }
+    }
+
+    /// A snapshot of every task (through the API, as admin), by id.
+    pub async fn all_tasks(&self) -> Vec<Value> {
+        let mut out = Vec::new();
+        let mut cursor: Option<String> = None;
+        loop {
+            let path = match &cursor {
+                Some(c) => format!("/tasks?limit=500&cursor={c}"),
+                None => "/tasks?limit=500".to_string(),
+            };
+            let (status, page) = self.get(&self.admin, &path).await;
+            assert_eq!(status, StatusCode::OK);
+            out.extend(page["items"].as_array().unwrap().iter().cloned());
+            match page["next_cursor"].as_str() {
+                Some(c) => cursor = Some(c.to_string()),
+                None => break,
+            }
+        }
+        out.sort_by_key(|t| t["id"].as_i64());
+        out
+    }
+}
