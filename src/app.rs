@@ -15,6 +15,7 @@ use tokio::sync::watch;
 
 use crate::config::{Config, Secret};
 use crate::http::{self, auth, AppState};
+use crate::loops::{HostMonitor, LoopContext, Loops};
 use crate::store::{Store, StoreOptions};
 
 /// The admin token's file inside the data folder.
@@ -50,17 +51,29 @@ impl App {
         )
         .await
         .with_context(|| format!("cannot open the database in {}", data_dir.display()))?;
+        let loop_defs = crate::loops::load_definitions(&config.server.loops_dir)?;
         let listener = TcpListener::bind(config.server.bind)
             .await
             .with_context(|| format!("cannot listen on {}", config.server.bind))?;
         let url = config.public_url(listener.local_addr()?);
         let (shutdown, shutdown_rx) = watch::channel(false);
+        let loops = Arc::new(Loops::new(
+            loop_defs,
+            LoopContext {
+                store: store.clone(),
+                config: Arc::new(config.clone()),
+                data_dir: data_dir.clone(),
+                url: url.clone(),
+                host: Arc::new(HostMonitor::default()),
+            },
+        ));
         let state = AppState {
             store,
             config: Arc::new(config),
             admin_token_hash: Arc::new(auth::hash_token(admin_token.expose())),
             shutdown: shutdown_rx,
             seen: Arc::new(Mutex::new(HashMap::new())),
+            loops,
         };
         Ok(App {
             listener,
@@ -87,6 +100,11 @@ impl App {
         &self.state.store
     }
 
+    /// The loops, for tests that run them by hand.
+    pub fn loops(&self) -> Arc<Loops> {
+        self.state.loops.clone()
+    }
+
     /// Serves until `signal` completes, then stops accepting, ends long polls and event
     /// streams, finishes in-flight requests and closes the database.
     pub async fn run(self, signal: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
@@ -98,6 +116,8 @@ impl App {
         } = self;
         tracing::info!(%url, data_dir = %state.config.server.data_dir.display(), "taskyard is listening");
         let store = state.store.clone();
+        let loops = state.loops.clone();
+        loops.start().await?;
         let router = http::router(state);
         axum::serve(listener, router)
             .with_graceful_shutdown(async move {
@@ -107,6 +127,7 @@ impl App {
             })
             .await
             .context("the HTTP server failed")?;
+        loops.stop().await;
         store.close().await;
         tracing::info!("stopped");
         Ok(())

@@ -64,6 +64,8 @@ pub struct ServerConfig {
     pub bind: SocketAddr,
     /// Data folder: database, run logs, admin token.
     pub data_dir: PathBuf,
+    /// Loop definitions, one TOML file per loop (the built-in defaults when the folder is absent).
+    pub loops_dir: PathBuf,
     /// The URL people and agents reach this server at (for links); default `http://<bind>`.
     pub public_url: Option<String>,
     /// Log format.
@@ -86,6 +88,7 @@ impl Default for ServerConfig {
         Self {
             bind: SocketAddr::from(([127, 0, 0, 1], 7311)),
             data_dir: PathBuf::from(".taskyard"),
+            loops_dir: PathBuf::from("loops"),
             public_url: None,
             log_format: LogFormat::Human,
             max_body_bytes: 1024 * 1024,
@@ -122,6 +125,8 @@ pub struct Overrides {
     pub bind: Option<SocketAddr>,
     /// `--data-dir` / `TASKYARD_DATA_DIR`.
     pub data_dir: Option<PathBuf>,
+    /// `--loops-dir` / `TASKYARD_LOOPS_DIR`.
+    pub loops_dir: Option<PathBuf>,
     /// `--log-format` / `TASKYARD_LOG_FORMAT`.
     pub log_format: Option<LogFormat>,
     /// `TASKYARD_ADMIN_TOKEN`.
@@ -174,6 +179,9 @@ impl Config {
         }
         if let Some(dir) = &overrides.data_dir {
             config.server.data_dir = dir.clone();
+        }
+        if let Some(dir) = &overrides.loops_dir {
+            config.server.loops_dir = dir.clone();
         }
         if let Some(format) = overrides.log_format {
             config.server.log_format = format;

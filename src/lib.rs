@@ -17,6 +17,7 @@ pub mod config;
 pub mod domain;
 pub mod error;
 pub mod http;
+pub mod loops;
 pub mod store;
 
 pub use app::App;

@@ -3,6 +3,7 @@
 
 mod agent;
 mod config;
+mod loops;
 mod output;
 mod task;
 
@@ -57,6 +58,9 @@ pub struct Global {
     /// Config file. Default ./taskyard.toml when present.
     #[arg(long, global = true, env = "TASKYARD_CONFIG")]
     pub config: Option<PathBuf>,
+    /// Loop definitions folder. Default ./loops (built-in defaults when absent)
+    #[arg(long, global = true, env = "TASKYARD_LOOPS_DIR")]
+    pub loops_dir: Option<PathBuf>,
     /// Address to listen on (serve). Default 127.0.0.1:7311
     #[arg(long, global = true, env = "TASKYARD_BIND")]
     pub bind: Option<SocketAddr>,
@@ -72,6 +76,7 @@ impl Global {
             config: self.config.clone(),
             bind: self.bind,
             data_dir: self.data_dir.clone(),
+            loops_dir: self.loops_dir.clone(),
             log_format: self.log_format,
             admin_token: std::env::var("TASKYARD_ADMIN_TOKEN").ok(),
         }
@@ -101,7 +106,10 @@ pub enum Command {
     /// Register and list agents.
     #[command(subcommand)]
     Agent(agent::AgentCommand),
-    /// Show or check the configuration.
+    /// List loops or run one now.
+    #[command(subcommand)]
+    Loops(loops::LoopsCommand),
+    /// Show or check the configuration (and the loop definitions).
     #[command(subcommand)]
     Config(config::ConfigCommand),
 }
@@ -111,6 +119,7 @@ pub async fn run_client(global: &Global, command: Command) -> ExitCode {
     let result = match command {
         Command::Task(cmd) => task::run(global, cmd).await,
         Command::Agent(cmd) => agent::run(global, cmd).await,
+        Command::Loops(cmd) => loops::run(global, cmd).await,
         Command::Config(cmd) => return config::run(global, cmd),
         Command::Serve => unreachable!("serve is not a client command"),
     };

@@ -335,6 +335,8 @@ pub struct Task {
     pub claimed_at: Option<Timestamp>,
     /// Completion time.
     pub completed_at: Option<Timestamp>,
+    /// Set by the stall detector while an in-progress task reports no progress.
+    pub stalled_since: Option<Timestamp>,
 }
 
 impl Task {

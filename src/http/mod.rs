@@ -7,6 +7,7 @@ pub mod claims;
 pub mod events;
 pub mod extract;
 pub mod health;
+pub mod loops;
 pub mod openapi;
 pub mod tasks;
 
@@ -41,6 +42,8 @@ pub struct AppState {
     pub shutdown: watch::Receiver<bool>,
     /// When each agent's `last_seen` was last written, so it is written at most every few seconds.
     pub seen: Arc<Mutex<HashMap<i64, Instant>>>,
+    /// The scheduled loops.
+    pub loops: Arc<crate::loops::Loops>,
 }
 
 impl AppState {
@@ -68,6 +71,7 @@ pub fn router(state: AppState) -> Router {
         .merge(claims::router())
         .merge(agents::router())
         .merge(events::router())
+        .merge(loops::router())
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             auth::authenticate,

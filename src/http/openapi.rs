@@ -20,7 +20,8 @@ use super::AppState;
     tags((name = "tasks", description = "The task registry"),
          (name = "claims", description = "Claims and work under a lease"),
          (name = "agents", description = "Agent identities and tokens"),
-         (name = "events", description = "The live event stream"))
+         (name = "events", description = "The live event stream"),
+         (name = "loops", description = "Scheduled loops and host status"))
 )]
 pub struct ApiDoc;
 

@@ -35,7 +35,7 @@ pub struct ClaimFilter {
 
 const CLAIM_SET: &str = "status = 'in_progress', fence = fence + 1, attempts = attempts + 1, \
     lease_holder = ?1, lease_expires_at = ?2, lease_ms = ?3, claimed_at = ?4, updated_at = ?4, \
-    last_progress_at = ?4, status_reason = NULL, not_before = 0";
+    last_progress_at = ?4, status_reason = NULL, not_before = 0, stalled_at = NULL";
 
 fn claimed(row: TaskRow) -> StoreResult<Claimed> {
     let task = Task::try_from(row)?;
@@ -276,7 +276,7 @@ impl Store {
         let lease_ms: Option<i64> = spec.lease_seconds.map(|s| s as i64 * 1000);
         sqlx::query(
             "UPDATE tasks SET progress_percent = COALESCE(?2, progress_percent), \
-             progress_note = COALESCE(?3, progress_note), last_progress_at = ?4, updated_at = ?4, \
+             progress_note = COALESCE(?3, progress_note), last_progress_at = ?4, updated_at = ?4, stalled_at = NULL, \
              lease_ms = COALESCE(?5, lease_ms), lease_expires_at = ?4 + COALESCE(?5, lease_ms) WHERE id = ?1",
         )
         .bind(id)

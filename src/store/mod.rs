@@ -7,6 +7,8 @@ mod agents;
 mod deps;
 mod events;
 mod leases;
+mod loop_runs;
+mod maintenance;
 mod rows;
 mod tasks;
 
@@ -22,6 +24,7 @@ use crate::domain::event::NewEvent;
 use crate::domain::{Event, InputError, Timestamp};
 
 pub use leases::{ClaimFilter, Claimed};
+pub use loop_runs::{LoopRun, NewLoopRun};
 pub use tasks::{TaskFilter, TaskPage, Why};
 
 /// How hard a commit tries to reach the disk.
@@ -110,6 +113,10 @@ pub struct Store {
     work: watch::Sender<u64>,
     /// Options.
     options: std::sync::Arc<StoreOptions>,
+    /// The database file.
+    path: std::sync::Arc<std::path::PathBuf>,
+    /// How connections are opened (for one-off connections such as backups).
+    connect: SqliteConnectOptions,
 }
 
 impl Store {
@@ -141,7 +148,7 @@ impl Store {
             .acquire_timeout(Duration::from_secs(60))
             .idle_timeout(None)
             .max_lifetime(None)
-            .connect_with(base.read_only(true))
+            .connect_with(base.clone().read_only(true))
             .await?;
         let (events, _) = broadcast::channel(4096);
         let (work, _) = watch::channel(0);
@@ -151,6 +158,8 @@ impl Store {
             events,
             work,
             options: std::sync::Arc::new(options),
+            path: std::sync::Arc::new(path.to_path_buf()),
+            connect: base,
         })
     }
 

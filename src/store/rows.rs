@@ -8,7 +8,7 @@ use super::{StoreError, StoreResult};
 pub const TASK_COLUMNS: &str = "id, key, project, title, description, priority, kind, capabilities, \
     acceptance_criteria, depends_on, parent_id, route, status, status_reason, attempts, max_attempts, \
     fence, lease_holder, lease_expires_at, not_before, progress_percent, progress_note, \
-    last_progress_at, result, created_by, created_at, updated_at, claimed_at, completed_at";
+    last_progress_at, result, created_by, created_at, updated_at, claimed_at, completed_at, stalled_at";
 
 /// One row of `tasks`.
 #[derive(Debug, sqlx::FromRow)]
@@ -42,6 +42,7 @@ pub struct TaskRow {
     pub updated_at: i64,
     pub claimed_at: Option<i64>,
     pub completed_at: Option<i64>,
+    pub stalled_at: Option<i64>,
 }
 
 fn json<T: serde::de::DeserializeOwned>(what: &str, text: &str) -> StoreResult<T> {
@@ -97,6 +98,10 @@ impl TryFrom<TaskRow> for Task {
             updated_at: Timestamp(row.updated_at),
             claimed_at: row.claimed_at.map(Timestamp),
             completed_at: row.completed_at.map(Timestamp),
+            stalled_since: row
+                .stalled_at
+                .filter(|_| status == Status::InProgress)
+                .map(Timestamp),
         })
     }
 }

@@ -511,6 +511,13 @@ impl Store {
                 _ => reasons.push("ready: any agent with the required capabilities can claim it".into()),
             },
             Status::InProgress => {
+                if let (Some(since), Some(at)) = (task.stalled_since, task.progress.updated_at) {
+                    reasons.push(format!(
+                        "stalled since {}: no progress reported since {}",
+                        since.to_rfc3339(),
+                        at.to_rfc3339()
+                    ));
+                }
                 if let Some(lease) = &task.lease {
                     if lease.expires_at <= now {
                         reasons.push(format!(

@@ -8,5 +8,6 @@ mod deps;
 mod events;
 mod input;
 mod leases;
+mod loops;
 mod restart;
 mod support;

@@ -15,6 +15,7 @@ pub struct Server {
     pub url: String,
     pub admin: String,
     pub app_store: taskyard::store::Store,
+    pub loops: std::sync::Arc<taskyard::loops::Loops>,
     http: reqwest::Client,
     stop: Option<oneshot::Sender<()>>,
     handle: Option<JoinHandle<anyhow::Result<()>>>,
@@ -23,9 +24,12 @@ pub struct Server {
 
 pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789";
 
-/// A config for tests: port 0, the given data folder, no retry backoff unless changed.
+/// A config for tests: port 0, the given data folder, no retry backoff unless changed, and no
+/// scheduled loops (an empty loops folder), so nothing changes behind a test's back.
 pub fn test_config(data_dir: &Path) -> Config {
     let mut config = Config::default();
+    config.server.loops_dir = data_dir.join("no-loops");
+    std::fs::create_dir_all(&config.server.loops_dir).unwrap();
     config.server.bind = "127.0.0.1:0".parse().unwrap();
     config.server.data_dir = data_dir.to_path_buf();
     config.server.admin_token = Some(taskyard::config::Secret::new(ADMIN_TOKEN));
@@ -54,6 +58,7 @@ impl Server {
         let app = App::build(config).await.expect("server boots");
         let url = app.url().to_string();
         let app_store = app.store().clone();
+        let loops = app.loops();
         let (stop, stopped) = oneshot::channel::<()>();
         let handle = tokio::spawn(app.run(async move {
             let _ = stopped.await;
@@ -62,6 +67,7 @@ impl Server {
             url,
             admin: ADMIN_TOKEN.to_string(),
             app_store,
+            loops,
             http: reqwest::Client::builder()
                 .pool_max_idle_per_host(256)
                 .build()

@@ -3,10 +3,12 @@
 //! one file per resource.
 
 mod agent;
+mod json;
 mod lease;
 mod task;
 
 pub use agent::{AgentSpec, CreateAgent};
+pub use json::{named_field, parse_json, JsonError};
 pub use lease::{
     BlockTask, ClaimNext, ClaimNextSpec, ClaimTask, CompleteSpec, CompleteTask, FailTask, NoteBody,
     ProgressSpec, ReleaseTask, ReportProgress,

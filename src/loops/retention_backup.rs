@@ -1,0 +1,128 @@
+//! `retention-backup`: prunes events and spawned-run logs past their age, then writes an online
+//! backup of the database to `<data-dir>/backups/` (with `VACUUM INTO`), keeping the newest N.
+//! A backup is a complete database: `taskyard serve --data-dir` on a folder holding it as
+//! `taskyard.db` opens it.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use anyhow::Context;
+use futures::future::BoxFuture;
+use serde::Deserialize;
+use serde_json::json;
+
+use crate::domain::Timestamp;
+
+use super::{settings, Loop, LoopContext, Outcome, Span};
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RetentionBackup {
+    /// Events older than this are deleted.
+    #[serde(default = "thirty_days")]
+    events_max_age: Span,
+    /// Run logs (`<data-dir>/runs/*.log`) older than this are deleted.
+    #[serde(default = "fourteen_days")]
+    run_logs_max_age: Span,
+    /// Backups kept; 0 turns backups off.
+    #[serde(default = "seven")]
+    backups_keep: usize,
+}
+
+fn thirty_days() -> Span {
+    Span(Duration::from_secs(30 * 86_400))
+}
+fn fourteen_days() -> Span {
+    Span(Duration::from_secs(14 * 86_400))
+}
+fn seven() -> usize {
+    7
+}
+
+/// Builds the loop.
+pub fn build(_name: &str, table: &toml::Table) -> Result<Arc<dyn Loop>, String> {
+    Ok(Arc::new(settings::<RetentionBackup>(table)?))
+}
+
+/// Deletes files in `dir` ending in `suffix` last modified before `cutoff`; returns how many.
+fn prune_files(dir: &Path, suffix: &str, cutoff: SystemTime) -> std::io::Result<usize> {
+    let mut removed = 0;
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Ok(0);
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        let old = entry.metadata()?.modified()? < cutoff;
+        if old && path.to_string_lossy().ends_with(suffix) {
+            std::fs::remove_file(&path)?;
+            removed += 1;
+        }
+    }
+    Ok(removed)
+}
+
+/// Writes a new backup and deletes all but the newest `keep`; returns the new file.
+async fn backup(ctx: &LoopContext, keep: usize) -> anyhow::Result<(PathBuf, usize)> {
+    let dir = ctx.data_dir.join("backups");
+    std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let stamp = chrono::Utc::now().format("%Y%m%dT%H%M%S%.3fZ");
+    let target = dir.join(format!("taskyard-{stamp}.db"));
+    let partial = dir.join(format!(".taskyard-{stamp}.db.partial"));
+    // Written under a temporary name first, so a crash never leaves a half backup that looks whole.
+    let _ = std::fs::remove_file(&partial);
+    ctx.store.backup_into(&partial).await?;
+    std::fs::rename(&partial, &target)?;
+    let mut backups: Vec<PathBuf> = std::fs::read_dir(&dir)?
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| {
+            let name = p
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            name.starts_with("taskyard-") && name.ends_with(".db")
+        })
+        .collect();
+    backups.sort();
+    let surplus = backups.len().saturating_sub(keep);
+    for old in &backups[..surplus] {
+        std::fs::remove_file(old)?;
+    }
+    Ok((target, surplus))
+}
+
+impl Loop for RetentionBackup {
+    fn run_once<'a>(&'a self, ctx: &'a LoopContext) -> BoxFuture<'a, anyhow::Result<Outcome>> {
+        Box::pin(async move {
+            let now = Timestamp::now();
+            let events = ctx
+                .store
+                .prune_events(now.plus_millis(-(self.events_max_age.0.as_millis() as i64)))
+                .await?;
+            let logs = prune_files(
+                &ctx.data_dir.join("runs"),
+                ".log",
+                SystemTime::now() - self.run_logs_max_age.0,
+            )?;
+            let (backup, dropped) = if self.backups_keep > 0 {
+                let (path, dropped) = backup(ctx, self.backups_keep).await?;
+                (Some(path), dropped)
+            } else {
+                (None, 0)
+            };
+            let summary = match &backup {
+                Some(path) => format!(
+                    "pruned {events} events and {logs} run logs; backup {} ({dropped} old backups removed)",
+                    path.display()
+                ),
+                None => format!("pruned {events} events and {logs} run logs; backups are off"),
+            };
+            Ok(Outcome::new(
+                summary,
+                json!({"events_pruned": events, "run_logs_pruned": logs, "backup": backup,
+                       "backups_removed": dropped}),
+            ))
+        })
+    }
+}

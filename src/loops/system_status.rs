@@ -1,0 +1,219 @@
+//! `system-status`: samples host CPU, memory and the data folder's disk with sysinfo, keeps a
+//! short time series for the dashboard, and decides whether the host is overloaded (the spawner
+//! starts no agents then).
+
+use std::collections::VecDeque;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use futures::future::BoxFuture;
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use sysinfo::{Disks, System};
+use utoipa::ToSchema;
+
+use crate::domain::Timestamp;
+
+use super::{settings, Loop, LoopContext, Outcome};
+
+/// One sample of the host.
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+pub struct HostSample {
+    /// When it was taken.
+    pub at: Timestamp,
+    /// CPU use over all cores, 0–100.
+    pub cpu_percent: f32,
+    /// 1-minute load average.
+    pub load_1m: f64,
+    /// Memory in use, bytes.
+    pub memory_used_bytes: u64,
+    /// Total memory, bytes.
+    pub memory_total_bytes: u64,
+    /// Free space on the data folder's disk, bytes.
+    pub disk_free_bytes: u64,
+    /// Size of that disk, bytes.
+    pub disk_total_bytes: u64,
+    /// Was the host overloaded by the thresholds then in force?
+    pub overloaded: bool,
+    /// Which thresholds were crossed.
+    pub reasons: Vec<String>,
+}
+
+/// What the system-status loop has seen of the host.
+#[derive(Debug, Clone, Default, Serialize, ToSchema)]
+pub struct HostStatus {
+    /// The newest sample, if any.
+    pub latest: Option<HostSample>,
+    /// Recent samples, oldest first.
+    pub samples: Vec<HostSample>,
+}
+
+/// The host's samples, shared between the loop and its readers.
+#[derive(Default)]
+pub struct HostMonitor {
+    samples: Mutex<VecDeque<HostSample>>,
+    /// sysinfo needs two refreshes some time apart to measure CPU use; it keeps the last one.
+    system: Mutex<Option<System>>,
+}
+
+impl HostMonitor {
+    /// True when the newest sample found the host overloaded.
+    pub fn overloaded(&self) -> Option<Vec<String>> {
+        let samples = self.samples.lock().unwrap_or_else(|p| p.into_inner());
+        samples.back().filter(|s| s.overloaded).map(|s| s.reasons.clone())
+    }
+
+    /// The newest sample and the series.
+    pub fn status(&self) -> HostStatus {
+        let samples = self.samples.lock().unwrap_or_else(|p| p.into_inner());
+        HostStatus {
+            latest: samples.back().cloned(),
+            samples: samples.iter().cloned().collect(),
+        }
+    }
+
+    fn push(&self, sample: HostSample, keep: usize) {
+        let mut samples = self.samples.lock().unwrap_or_else(|p| p.into_inner());
+        samples.push_back(sample);
+        while samples.len() > keep.max(1) {
+            samples.pop_front();
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SystemStatus {
+    #[serde(default = "ninety")]
+    cpu_percent: f32,
+    #[serde(default = "ninety")]
+    memory_percent: f32,
+    #[serde(default = "five")]
+    disk_free_percent: f32,
+    #[serde(default = "keep")]
+    keep_samples: usize,
+}
+
+fn ninety() -> f32 {
+    90.0
+}
+fn five() -> f32 {
+    5.0
+}
+fn keep() -> usize {
+    360
+}
+
+/// Builds the loop.
+pub fn build(_name: &str, table: &toml::Table) -> Result<Arc<dyn Loop>, String> {
+    let s: SystemStatus = settings(table)?;
+    for (name, value) in [
+        ("cpu_percent", s.cpu_percent),
+        ("memory_percent", s.memory_percent),
+        ("disk_free_percent", s.disk_free_percent),
+    ] {
+        if !(0.0..=100.0).contains(&value) {
+            return Err(format!("{name} must be between 0 and 100"));
+        }
+    }
+    Ok(Arc::new(s))
+}
+
+/// The disk holding `path`: the mounted disk with the longest mount point that prefixes it.
+fn disk_of(path: &Path) -> Option<(u64, u64)> {
+    let path = path.canonicalize().ok()?;
+    let disks = Disks::new_with_refreshed_list().ok()?;
+    disks
+        .iter()
+        .filter(|d| path.starts_with(d.mount_point()))
+        .max_by_key(|d| d.mount_point().as_os_str().len())
+        .map(|d| (d.available_space(), d.total_space()))
+}
+
+impl SystemStatus {
+    /// Runs on a blocking thread (see `run_once`), where sleeping is fine.
+    #[allow(clippy::disallowed_methods)]
+    fn sample(&self, monitor: &HostMonitor, data_dir: &Path) -> anyhow::Result<HostSample> {
+        let mut guard = monitor.system.lock().unwrap_or_else(|p| p.into_inner());
+        let first = guard.is_none();
+        if first {
+            *guard = Some(System::new().map_err(|e| anyhow::anyhow!("cannot read host statistics: {e}"))?);
+        }
+        let Some(system) = guard.as_mut() else {
+            anyhow::bail!("host statistics are unavailable");
+        };
+        system.refresh_cpu_usage();
+        if first {
+            // CPU use is measured between two refreshes; the first run has only one.
+            std::thread::sleep(sysinfo::MINIMUM_CPU_UPDATE_INTERVAL);
+            system.refresh_cpu_usage();
+        }
+        system.refresh_memory();
+        let (disk_free, disk_total) = disk_of(data_dir).unwrap_or((0, 0));
+        let cpu = system.global_cpu_usage();
+        let (used, total) = (system.used_memory(), system.total_memory());
+        let mut reasons = Vec::new();
+        if cpu > self.cpu_percent {
+            reasons.push(format!("CPU at {cpu:.0}% (limit {}%)", self.cpu_percent));
+        }
+        let memory_percent = if total > 0 {
+            used as f32 * 100.0 / total as f32
+        } else {
+            0.0
+        };
+        if memory_percent > self.memory_percent {
+            reasons.push(format!(
+                "memory at {memory_percent:.0}% (limit {}%)",
+                self.memory_percent
+            ));
+        }
+        if disk_total > 0 {
+            let free_percent = disk_free as f32 * 100.0 / disk_total as f32;
+            if free_percent < self.disk_free_percent {
+                reasons.push(format!(
+                    "disk {free_percent:.1}% free (minimum {}%)",
+                    self.disk_free_percent
+                ));
+            }
+        }
+        Ok(HostSample {
+            at: Timestamp::now(),
+            cpu_percent: cpu,
+            load_1m: System::load_average().map(|l| l.one).unwrap_or(0.0),
+            memory_used_bytes: used,
+            memory_total_bytes: total,
+            disk_free_bytes: disk_free,
+            disk_total_bytes: disk_total,
+            overloaded: !reasons.is_empty(),
+            reasons,
+        })
+    }
+}
+
+impl Loop for SystemStatus {
+    fn run_once<'a>(&'a self, ctx: &'a LoopContext) -> BoxFuture<'a, anyhow::Result<Outcome>> {
+        Box::pin(async move {
+            let host = ctx.host.clone();
+            let data_dir = ctx.data_dir.clone();
+            let this = SystemStatus { ..*self };
+            // sysinfo reads /proc synchronously; keep it off the async workers.
+            let sample = tokio::task::spawn_blocking(move || {
+                let sample = this.sample(&host, &data_dir)?;
+                host.push(sample.clone(), this.keep_samples);
+                anyhow::Ok(sample)
+            })
+            .await??;
+            let summary = if sample.overloaded {
+                format!("overloaded: {}", sample.reasons.join("; "))
+            } else {
+                format!(
+                    "cpu {:.0}%, memory {} MiB used, disk {} MiB free",
+                    sample.cpu_percent,
+                    sample.memory_used_bytes >> 20,
+                    sample.disk_free_bytes >> 20
+                )
+            };
+            Ok(Outcome::new(summary, json!(sample)))
+        })
+    }
+}
