@@ -188,9 +188,19 @@ impl Store {
             }
         }
         if let Some(cycle) = deps::find_cycle(&edges) {
-            let path: Vec<String> = cycle.iter().map(|id| format!("#{id}")).collect();
+            // The ids die with the rolled-back transaction: name the tasks by key or position.
+            let label = |id: &i64| {
+                let i = slots.iter().position(|(slot, _)| slot == id).unwrap_or(0);
+                specs[i]
+                    .key
+                    .clone()
+                    .map(|k| format!("{k:?}"))
+                    .unwrap_or_else(|| field(i, "").trim_end_matches('.').to_string())
+            };
+            let path: Vec<String> = cycle.iter().map(label).collect();
+            let first = slots.iter().position(|(slot, _)| *slot == cycle[0]).unwrap_or(0);
             return Err(InputError::new(
-                field(0, "depends_on").replace("[0]", ""),
+                field(first, "depends_on"),
                 format!("dependency cycle: {}", path.join(" → ")),
             )
             .into());

@@ -58,7 +58,14 @@ async fn cycles_are_rejected() {
         )
         .await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
-    assert!(body["detail"].as_str().unwrap().contains("cycle"), "{body}");
+    assert!(
+        body["detail"]
+            .as_str()
+            .unwrap()
+            .contains(r#"dependency cycle: "x" → "y" → "x""#),
+        "{body}"
+    );
+    assert_eq!(body["field"], "tasks[0].depends_on");
     assert!(server.all_tasks().await.is_empty(), "all or nothing");
 
     let a = server.task(json!({"title": "a"})).await;
