@@ -81,6 +81,7 @@ pub async fn claim_next(
     let mut shutdown = state.shutdown.clone();
     loop {
         work.borrow_and_update();
+        let attempt = Timestamp::now();
         if let Some(claimed) = state.store.claim_next(&who, &filter, lease).await? {
             return Ok(axum::Json(claimed).into_response());
         }
@@ -89,7 +90,7 @@ pub async fn claim_next(
         }
         // Sleep until new work is announced, a backoff or lease runs out, or the deadline.
         let mut until = deadline;
-        if let Some(at) = state.store.next_timed_wakeup().await? {
+        if let Some(at) = state.store.next_timed_wakeup(attempt).await? {
             let ms = (at.millis() - Timestamp::now().millis()).max(0) as u64;
             until = until.min(Instant::now() + Duration::from_millis(ms + 5));
         }
@@ -199,6 +200,7 @@ pub async fn unblock(
     Path(id): Path<String>,
     Json(body): Json<NoteBody>,
 ) -> ApiResult<axum::Json<Task>> {
+    require(&who, Role::Agent)?;
     let note = body.parse()?;
     let id = state.task_id(&id).await?;
     Ok(axum::Json(state.store.unblock(id, &who, note).await?))

@@ -62,10 +62,10 @@ pub async fn events(
         .transpose()?;
     // Subscribe before reading the starting point, so nothing falls between the two.
     let live = state.store.subscribe();
-    let after = match header.or(query.after) {
-        Some(id) => id.max(0),
-        None => state.store.last_event_id().await?,
-    };
+    let newest = state.store.last_event_id().await?;
+    // A cursor beyond the newest event (say, from before the database was replaced) would
+    // silence the stream; it starts from the newest instead.
+    let after = header.or(query.after).map_or(newest, |id| id.clamp(0, newest));
     let (tx, rx) = mpsc::channel::<Event>(256);
     tokio::spawn(pump(state.store.clone(), live, after, tx, state.shutdown.clone()));
     let stream = ReceiverStream::new(rx).map(|event| {

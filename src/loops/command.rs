@@ -91,6 +91,18 @@ async fn read_tail(mut from: impl AsyncRead + Unpin, keep: usize) -> Vec<u8> {
     out
 }
 
+/// What a pipe reader collected, waiting a little for the pipe to close.
+async fn drain(reader: tokio::task::JoinHandle<Vec<u8>>) -> Vec<u8> {
+    let abort = reader.abort_handle();
+    match tokio::time::timeout(Duration::from_secs(2), reader).await {
+        Ok(bytes) => bytes.unwrap_or_default(),
+        Err(_) => {
+            abort.abort();
+            Vec::new()
+        }
+    }
+}
+
 /// The fields of `spec` that differ from `task`, as an edit (empty when nothing differs).
 fn changes(task: &Task, spec: TaskSpec) -> TaskPatch {
     fn differs<T: PartialEq>(old: &T, new: T) -> Option<T> {
@@ -159,8 +171,12 @@ impl CommandLoop {
             tally.unchanged += 1;
             return Ok(());
         }
-        ctx.store.patch_task(task.id, patch, who).await?;
-        tally.updated += 1;
+        match ctx.store.patch_task(task.id, patch, who).await {
+            Ok(_) => tally.updated += 1,
+            Err(crate::store::StoreError::Db(e)) => return Err(e.into()),
+            // Claimed between the two steps, say: the task keeps its current fields.
+            Err(e) => tally.invalid.push(format!("line {line_no}: {e}")),
+        }
         Ok(())
     }
 }
@@ -181,6 +197,7 @@ impl Loop for CommandLoop {
             let mut cmd = tokio::process::Command::new(&self.command[0]);
             cmd.args(&self.command[1..])
                 .envs(&self.env)
+                .env_remove("TASKYARD_ADMIN_TOKEN")
                 .env("TASKYARD_URL", &ctx.url)
                 .env("TASKYARD_TOKEN", &token)
                 .stdin(Stdio::null())
@@ -197,20 +214,21 @@ impl Loop for CommandLoop {
             let group = child.id().map(|id| Pid::from_raw(id as i32));
             let stdout = tokio::spawn(read_capped(child.stdout.take().context("no stdout")?, MAX_STDOUT));
             let stderr = tokio::spawn(read_tail(child.stderr.take().context("no stderr")?, STDERR_TAIL));
-            let status = tokio::time::timeout(self.timeout.0, child.wait()).await;
-            // Whatever the program left behind in its process group goes with it.
-            if let Some(group) = group {
-                let _ = killpg(group, Signal::SIGKILL);
-            }
-            let status = match status {
+            let status = match tokio::time::timeout(self.timeout.0, child.wait()).await {
                 Ok(status) => Some(status?),
                 Err(_) => {
+                    // The whole process group goes, grandchildren included. (Only here: once the
+                    // leader is reaped and its group is empty, the id may belong to someone else.)
+                    if let Some(group) = group {
+                        let _ = killpg(group, Signal::SIGKILL);
+                    }
                     child.wait().await?;
                     None
                 }
             };
-            let out = stdout.await.unwrap_or_default();
-            let err_tail = String::from_utf8_lossy(&stderr.await.unwrap_or_default()).into_owned();
+            // A descendant that outlived the program may hold the pipes open: read what is there.
+            let out = drain(stdout).await;
+            let err_tail = String::from_utf8_lossy(&drain(stderr).await).into_owned();
 
             let mut tally = Tally::default();
             for (i, line) in String::from_utf8_lossy(&out).lines().enumerate() {

@@ -1,6 +1,6 @@
 //! `inbox`: a folder where any program drops `*.json` task requests (the body of
-//! `POST /tasks`). Each file is ingested once (its `key`, or `inbox-<file name>` when it has
-//! none, makes it idempotent), answered with `<name>.response.json`, and moved to `processed/`
+//! `POST /tasks`). Each file is ingested once (its `key`, or `inbox-<file name>-<content hash>`
+//! when it has none, makes it idempotent), answered with `<name>.response.json`, and moved to `processed/`
 //! or `failed/`. Files not ending in `.json` are ignored, so writers write under another name and
 //! rename; an unparsable file younger than `settle` is left for the next run in case it is
 //! still being written.
@@ -13,6 +13,7 @@ use anyhow::Context;
 use futures::future::BoxFuture;
 use serde::Deserialize;
 use serde_json::{json, Value};
+use sha2::Digest;
 
 use crate::domain::input::{parse_json, CreateTask, JsonError};
 use crate::domain::{Principal, Role};
@@ -103,7 +104,10 @@ impl Inbox {
                 Err(JsonError::Field(e)) => problem(ApiError::Invalid(e)),
                 Ok(mut body) => {
                     if body.key.is_none() {
-                        body.key = Some(format!("inbox-{stem}"));
+                        // Named by file and content: the same request dropped twice is one task,
+                        // a different request under a reused file name is another.
+                        let digest = hex::encode(&sha2::Sha256::digest(&bytes)[..6]);
+                        body.key = Some(format!("inbox-{stem}-{digest}"));
                     }
                     match body.parse() {
                         Err(e) => problem(ApiError::Invalid(e)),
@@ -153,12 +157,21 @@ impl Loop for Inbox {
                 .collect();
             files.sort();
             let (mut ingested, mut failed, mut waiting) = (0, 0, 0);
+            let mut errors = Vec::new();
             for file in &files {
-                match self.ingest(ctx, &dir, file).await? {
-                    Fate::Ingested => ingested += 1,
-                    Fate::Failed => failed += 1,
-                    Fate::Waiting => waiting += 1,
+                match self.ingest(ctx, &dir, file).await {
+                    Ok(Fate::Ingested) => ingested += 1,
+                    Ok(Fate::Failed) => failed += 1,
+                    Ok(Fate::Waiting) => waiting += 1,
+                    // One unreadable file must not hold up the others; it is tried again next run.
+                    Err(err) => errors.push(format!("{}: {err:#}", file.display())),
                 }
+            }
+            if !errors.is_empty() {
+                anyhow::bail!(
+                    "{ingested} files ingested, {failed} failed; could not process {}",
+                    errors.join("; ")
+                );
             }
             Ok(Outcome::new(
                 format!("{ingested} files ingested, {failed} failed, {waiting} still being written"),

@@ -19,8 +19,9 @@ use super::{LoopContext, LoopDef, Schedule};
 
 struct Entry {
     def: LoopDef,
-    /// Held while a run is in progress.
-    running: Mutex<()>,
+    /// Held while a run is in progress, by the task doing the run (so a caller that stops
+    /// waiting does not release it early).
+    running: Arc<Mutex<()>>,
 }
 
 /// A loop as the API lists it.
@@ -76,7 +77,7 @@ impl Loops {
                 .map(|def| {
                     Arc::new(Entry {
                         def,
-                        running: Mutex::new(()),
+                        running: Arc::new(Mutex::new(())),
                     })
                 })
                 .collect(),
@@ -191,40 +192,52 @@ impl Loops {
 }
 
 /// Runs `entry` once unless it is running already (`None` then), catching errors and panics,
-/// and records the run.
+/// and records the run. The run and its record happen in a task of their own that holds the
+/// loop's guard, so they complete even if the caller stops waiting.
 async fn run_entry(entry: &Arc<Entry>, ctx: &Arc<LoopContext>) -> Option<crate::store::StoreResult<LoopRun>> {
-    let _running = entry.running.try_lock().ok()?;
-    let started_at = Timestamp::now();
-    let task = {
-        let imp = entry.def.imp.clone();
-        let ctx = ctx.clone();
-        tokio::spawn(async move { imp.run_once(&ctx).await })
-    };
-    let (ok, summary, details) = match task.await {
-        Ok(Ok(outcome)) => (true, outcome.summary, outcome.details),
-        Ok(Err(err)) => (false, format!("error: {err:#}"), json!({})),
-        Err(join) => {
-            let why = match join.try_into_panic() {
-                Ok(panic) => panic
-                    .downcast_ref::<&str>()
-                    .map(|s| s.to_string())
-                    .or_else(|| panic.downcast_ref::<String>().cloned())
-                    .unwrap_or_else(|| "unknown panic".into()),
-                Err(_) => "cancelled".into(),
-            };
-            (false, format!("panicked: {why}"), json!({}))
+    let guard = entry.running.clone().try_lock_owned().ok()?;
+    let entry = entry.clone();
+    let ctx = ctx.clone();
+    let run = tokio::spawn(async move {
+        let _guard = guard;
+        let started_at = Timestamp::now();
+        let body = {
+            let imp = entry.def.imp.clone();
+            let ctx = ctx.clone();
+            tokio::spawn(async move { imp.run_once(&ctx).await })
+        };
+        let (ok, summary, details) = match body.await {
+            Ok(Ok(outcome)) => (true, outcome.summary, outcome.details),
+            Ok(Err(err)) => (false, format!("error: {err:#}"), json!({})),
+            Err(join) => {
+                let why = match join.try_into_panic() {
+                    Ok(panic) => panic
+                        .downcast_ref::<&str>()
+                        .map(|s| s.to_string())
+                        .or_else(|| panic.downcast_ref::<String>().cloned())
+                        .unwrap_or_else(|| "unknown panic".into()),
+                    Err(_) => "cancelled".into(),
+                };
+                (false, format!("panicked: {why}"), json!({}))
+            }
+        };
+        if !ok {
+            tracing::warn!(loop_name = %entry.def.name, %summary, "loop run failed");
         }
-    };
-    if !ok {
-        tracing::warn!(loop_name = %entry.def.name, %summary, "loop run failed");
+        let record = NewLoopRun {
+            loop_name: entry.def.name.clone(),
+            kind: entry.def.kind.clone(),
+            started_at,
+            ok,
+            summary,
+            details,
+        };
+        ctx.store.record_loop_run(record).await
+    });
+    match run.await {
+        Ok(recorded) => Some(recorded),
+        Err(join) => Some(Err(crate::store::StoreError::Corrupt(format!(
+            "loop run task failed: {join}"
+        )))),
     }
-    let run = NewLoopRun {
-        loop_name: entry.def.name.clone(),
-        kind: entry.def.kind.clone(),
-        started_at,
-        ok,
-        summary,
-        details,
-    };
-    Some(ctx.store.record_loop_run(run).await)
 }

@@ -154,6 +154,17 @@ impl Store {
         let mut tx = self.writer.begin().await?;
         let (mut events, woke) = reap(&mut tx, now, Some(id)).await?;
         let task = fetch_existing(&mut tx, id).await?;
+        if task.route == Route::Spawn && !who.is_admin() {
+            return Err(StoreError::Forbidden(format!(
+                "task #{id} has route spawn: it is for an agent process the server starts"
+            )));
+        }
+        if task.status == Status::Available && task.attempts >= task.max_attempts {
+            return Err(StoreError::NotReady(format!(
+                "task #{id} has used all {} attempts; raise max_attempts to run it again",
+                task.max_attempts
+            )));
+        }
         if self.is_for_people(&task) && !who.is_person() {
             return Err(StoreError::Forbidden(format!(
                 "task #{id} is meant for a person (route {}, kind {}); agents cannot claim it",
@@ -214,7 +225,7 @@ impl Store {
         let row: Option<TaskRow> = sqlx::query_as(&format!(
             "UPDATE tasks SET {CLAIM_SET} WHERE id = ( \
                SELECT t.id FROM tasks t \
-               WHERE t.status = 'available' AND t.not_before <= ?4 \
+               WHERE t.status = 'available' AND t.not_before <= ?4 AND t.attempts < t.max_attempts \
                  AND (?6 IS NULL OR t.project IN (SELECT value FROM json_each(?6))) \
                  AND NOT EXISTS (SELECT 1 FROM json_each(t.capabilities) c \
                                  WHERE c.value NOT IN (SELECT value FROM json_each(?5))) \
@@ -242,10 +253,11 @@ impl Store {
         Ok(claim)
     }
 
-    /// The next moment at which work may become claimable without anyone acting: the end of a
-    /// retry backoff or of a lease. Long polls sleep until then at most.
-    pub async fn next_timed_wakeup(&self) -> StoreResult<Option<Timestamp>> {
-        let now = Timestamp::now();
+    /// The next moment after `after` at which work may become claimable without anyone acting:
+    /// the end of a retry backoff or of a lease. Long polls sleep until then at most; they pass the
+    /// time of their last claim attempt, so a backoff ending since then is not missed.
+    pub async fn next_timed_wakeup(&self, after: Timestamp) -> StoreResult<Option<Timestamp>> {
+        let now = after;
         let at: Option<i64> = sqlx::query_scalar(
             "SELECT MIN(t) FROM ( \
                SELECT MIN(not_before) AS t FROM tasks WHERE status = 'available' AND not_before > ?1 \
@@ -274,9 +286,13 @@ impl Store {
         let task = fetch_existing(&mut tx, id).await?;
         check_hold(&task, who, spec.fence)?;
         let lease_ms: Option<i64> = spec.lease_seconds.map(|s| s as i64 * 1000);
+        // A bare heartbeat renews the lease but is not progress: the stall detector still sees silence.
+        let reported = spec.percent.is_some() || spec.note.is_some();
         sqlx::query(
             "UPDATE tasks SET progress_percent = COALESCE(?2, progress_percent), \
-             progress_note = COALESCE(?3, progress_note), last_progress_at = ?4, updated_at = ?4, stalled_at = NULL, \
+             progress_note = COALESCE(?3, progress_note), updated_at = ?4, \
+             last_progress_at = CASE WHEN ?6 THEN ?4 ELSE last_progress_at END, \
+             stalled_at = CASE WHEN ?6 THEN NULL ELSE stalled_at END, \
              lease_ms = COALESCE(?5, lease_ms), lease_expires_at = ?4 + COALESCE(?5, lease_ms) WHERE id = ?1",
         )
         .bind(id)
@@ -284,11 +300,12 @@ impl Store {
         .bind(&spec.note)
         .bind(now.millis())
         .bind(lease_ms)
+        .bind(reported)
         .execute(&mut *tx)
         .await?;
         let updated = fetch_existing(&mut tx, id).await?;
         // A bare heartbeat only renews the lease: it is not worth an event.
-        let events = if spec.percent.is_some() || spec.note.is_some() {
+        let events = if reported {
             vec![NewEvent::task(
                 "task.progress",
                 id,

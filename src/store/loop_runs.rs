@@ -89,12 +89,14 @@ impl Store {
         .bind(run.details.to_string())
         .fetch_one(&mut *tx)
         .await?;
-        sqlx::query("DELETE FROM loop_runs WHERE loop_name = ?1 AND id <= ?2 - ?3")
-            .bind(&run.loop_name)
-            .bind(row.0)
-            .bind(KEEP_PER_LOOP)
-            .execute(&mut *tx)
-            .await?;
+        sqlx::query(
+            "DELETE FROM loop_runs WHERE loop_name = ?1 AND id <= \
+             (SELECT id FROM loop_runs WHERE loop_name = ?1 ORDER BY id DESC LIMIT 1 OFFSET ?2)",
+        )
+        .bind(&run.loop_name)
+        .bind(KEEP_PER_LOOP)
+        .execute(&mut *tx)
+        .await?;
         let recorded = to_run(row)?;
         let event = NewEvent {
             kind: "loop.ran",

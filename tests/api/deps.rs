@@ -203,6 +203,23 @@ async fn cancelling_a_parent_cancels_unfinished_subtasks() {
         StatusCode::FORBIDDEN,
         "only the creator or an admin: {body}"
     );
+    let other = server.agent("b", &[]).await;
+    let (status, body) = server
+        .post(&other, &format!("/tasks/{}/cancel", child["id"]), json!({}))
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "b did not create it: {body}");
+    let (status, body) = server
+        .post(&agent, &format!("/tasks/{}/cancel", child["id"]), json!({}))
+        .await;
+    assert_eq!(
+        status,
+        StatusCode::OK,
+        "a creator may cancel its own subtree: {body}"
+    );
+    let (_, now) = server
+        .get(&server.admin, &format!("/tasks/{}", grandchild["id"]))
+        .await;
+    assert_eq!(now["status"], "cancelled", "including what it holds itself");
     let (status, _) = server
         .post(
             &server.admin,

@@ -122,6 +122,18 @@ async fn quiet_holders_are_flagged_stalled_until_they_report() {
     assert!(why["reasons"][0].as_str().unwrap().contains("stalled"), "{why}");
     assert_eq!(why["decisions"][0]["kind"], "task.stalled");
 
+    // A bare heartbeat keeps the lease alive but is not progress.
+    let heartbeat = json!({"fence": claim["lease"]["fence"]});
+    let (status, _) = server
+        .post(&agent, &format!("/tasks/{id}/progress"), heartbeat)
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let (_, t) = server.get(&agent, &format!("/tasks/{id}")).await;
+    assert!(
+        t["stalled_since"].is_string(),
+        "a heartbeat does not clear the flag"
+    );
+
     server
         .post(
             &agent,
@@ -241,9 +253,13 @@ async fn inbox_files_become_tasks_with_responses() {
     let read =
         |name: &str| -> Value { serde_json::from_slice(&std::fs::read(dir.join(name)).unwrap()).unwrap() };
     let ok = read("fix-login.response.json");
-    assert_eq!(
-        (ok["ok"].as_bool(), ok["task"]["key"].as_str()),
-        (Some(true), Some("inbox-fix-login"))
+    assert_eq!(ok["ok"], true);
+    assert!(
+        ok["task"]["key"]
+            .as_str()
+            .unwrap()
+            .starts_with("inbox-fix-login-"),
+        "{ok}"
     );
     assert!(dir.join("processed/fix-login.json").exists());
     let broken = read("broken.response.json");
@@ -267,6 +283,16 @@ async fn inbox_files_become_tasks_with_responses() {
     let tasks = server.all_tasks().await;
     assert_eq!(tasks.len(), 1);
     assert_eq!(tasks[0]["created_by"], "loop:inbox");
+
+    // A different request under a reused file name is a new task, not the old one.
+    write("fix-login.json", r#"{"title": "Fix logout"}"#, true);
+    run(&server, "inbox", &settings).await.unwrap();
+    let again = read("fix-login.response.json");
+    assert_eq!(
+        (again["created"].as_bool(), again["task"]["title"].as_str()),
+        (Some(true), Some("Fix logout"))
+    );
+    assert_eq!(server.all_tasks().await.len(), 2);
 }
 
 fn script(dir: &std::path::Path, name: &str, body: &str) -> String {
