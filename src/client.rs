@@ -73,11 +73,6 @@ impl Client {
         }
     }
 
-    /// The server's base URL.
-    pub fn base(&self) -> &str {
-        &self.base
-    }
-
     /// Calls `method path` (path below `/api/v1`, or absolute when it starts with `/api` or
     /// `/healthz`) with an optional JSON body. `Ok(None)` means 204 No Content.
     pub async fn call<T: DeserializeOwned>(

@@ -39,11 +39,6 @@ impl Priority {
     pub fn as_str(self) -> &'static str {
         ["P0", "P1", "P2", "P3"][self as usize]
     }
-
-    /// The word for it: CRITICAL, HIGH, MEDIUM, LOW.
-    pub fn label(self) -> &'static str {
-        ["CRITICAL", "HIGH", "MEDIUM", "LOW"][self as usize]
-    }
 }
 
 impl fmt::Display for Priority {

@@ -57,12 +57,6 @@ pub struct HostMonitor {
 }
 
 impl HostMonitor {
-    /// True when the newest sample found the host overloaded.
-    pub fn overloaded(&self) -> Option<Vec<String>> {
-        let samples = self.samples.lock().unwrap_or_else(|p| p.into_inner());
-        samples.back().filter(|s| s.overloaded).map(|s| s.reasons.clone())
-    }
-
     /// The newest sample and the series.
     pub fn status(&self) -> HostStatus {
         let samples = self.samples.lock().unwrap_or_else(|p| p.into_inner());

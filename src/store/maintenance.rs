@@ -135,11 +135,6 @@ impl Store {
         Ok(())
     }
 
-    /// The database file.
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-
     /// Creates the agent `name` or gives it a new token hash (older tokens stop working).
     /// Loops use this to hand a fresh token to each run of a program.
     pub async fn rotate_agent_token(

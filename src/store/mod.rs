@@ -113,8 +113,6 @@ pub struct Store {
     work: watch::Sender<u64>,
     /// Options.
     options: std::sync::Arc<StoreOptions>,
-    /// The database file.
-    path: std::sync::Arc<std::path::PathBuf>,
     /// How connections are opened (for one-off connections such as backups).
     connect: SqliteConnectOptions,
 }
@@ -158,7 +156,6 @@ impl Store {
             events,
             work,
             options: std::sync::Arc::new(options),
-            path: std::sync::Arc::new(path.to_path_buf()),
             connect: base,
         })
     }

@@ -331,16 +331,6 @@ impl Store {
         Ok(TaskPage { items, next_cursor })
     }
 
-    /// Counts of tasks by status.
-    pub async fn count_by_status(&self) -> StoreResult<Vec<(Status, i64)>> {
-        let rows: Vec<(String, i64)> = sqlx::query_as("SELECT status, COUNT(*) FROM tasks GROUP BY status")
-            .fetch_all(&self.reader)
-            .await?;
-        rows.into_iter()
-            .map(|(s, n)| Ok((s.parse().map_err(StoreError::Corrupt)?, n)))
-            .collect()
-    }
-
     /// Edits a task that is not in progress.
     pub async fn patch_task(&self, id: i64, patch: TaskPatch, actor: &Principal) -> StoreResult<Task> {
         let now = Timestamp::now();
