@@ -56,12 +56,13 @@ impl App {
             .await
             .with_context(|| format!("cannot listen on {}", config.server.bind))?;
         let url = config.public_url(listener.local_addr()?);
+        let config = Arc::new(config);
         let (shutdown, shutdown_rx) = watch::channel(false);
         let loops = Arc::new(Loops::new(
             loop_defs,
             LoopContext {
                 store: store.clone(),
-                config: Arc::new(config.clone()),
+                config: config.clone(),
                 data_dir: data_dir.clone(),
                 url: url.clone(),
                 host: Arc::new(HostMonitor::default()),
@@ -69,7 +70,7 @@ impl App {
         ));
         let state = AppState {
             store,
-            config: Arc::new(config),
+            config,
             admin_token_hash: Arc::new(auth::hash_token(admin_token.expose())),
             shutdown: shutdown_rx,
             seen: Arc::new(Mutex::new(HashMap::new())),

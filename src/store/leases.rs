@@ -257,13 +257,12 @@ impl Store {
     /// the end of a retry backoff or of a lease. Long polls sleep until then at most; they pass the
     /// time of their last claim attempt, so a backoff ending since then is not missed.
     pub async fn next_timed_wakeup(&self, after: Timestamp) -> StoreResult<Option<Timestamp>> {
-        let now = after;
         let at: Option<i64> = sqlx::query_scalar(
             "SELECT MIN(t) FROM ( \
                SELECT MIN(not_before) AS t FROM tasks WHERE status = 'available' AND not_before > ?1 \
                UNION ALL SELECT MIN(lease_expires_at) FROM tasks WHERE status = 'in_progress')",
         )
-        .bind(now.millis())
+        .bind(after.millis())
         .fetch_one(&self.reader)
         .await?;
         Ok(at.map(Timestamp))

@@ -10,7 +10,7 @@ use sqlx::{ConnectOptions, Connection};
 use crate::domain::event::NewEvent;
 use crate::domain::{Principal, Role, Status, Timestamp};
 
-use super::{deps, Store, StoreResult};
+use super::{deps, Store, StoreError, StoreResult};
 
 fn ms(d: Duration) -> i64 {
     i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
@@ -84,7 +84,9 @@ impl Store {
         .await?;
         let (mut released, mut blocked, mut events) = (0, 0, Vec::new());
         for (id, depends_on) in settled {
-            let ids: Vec<i64> = serde_json::from_str(&depends_on).unwrap_or_default();
+            // A mangled list must not read as "no dependencies" and release the task.
+            let ids: Vec<i64> = serde_json::from_str(&depends_on)
+                .map_err(|e| StoreError::Corrupt(format!("depends_on of task #{id}: {e}")))?;
             let (status, reason) = deps::initial_status(&mut tx, &ids).await?;
             if status == Status::Pending {
                 continue;

@@ -147,30 +147,59 @@ async fn quiet_holders_are_flagged_stalled_until_they_report() {
 
 #[tokio::test]
 async fn dependency_release_settles_what_was_left_pending() {
-    let server = Server::start().await;
-    let a = server.task(json!({"title": "a"})).await;
-    let b = server.task(json!({"title": "b", "depends_on": [a["id"]]})).await;
-    // A pending task whose dependency completed without releasing it (as after a crash in an
-    // older version): the safety net must release it. Simulated by completing `a` directly.
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::boot(crate::support::test_config(dir.path())).await;
     let agent = server.agent("x", &[]).await;
-    let (_, claim) = server
-        .post(&agent, &format!("/tasks/{}/claim", a["id"]), json!({}))
+    let finish = |id: Value, how: &'static str| {
+        let (server, agent) = (&server, &agent);
+        async move {
+            let (_, claim) = server.post(agent, &format!("/tasks/{id}/claim"), json!({})).await;
+            let body = match how {
+                "complete" => json!({"fence": claim["lease"]["fence"], "summary": "ok"}),
+                _ => json!({"fence": claim["lease"]["fence"], "reason": "no", "retryable": false}),
+            };
+            let (status, _) = server.post(agent, &format!("/tasks/{id}/{how}"), body).await;
+            assert_eq!(status, StatusCode::OK);
+        }
+    };
+    let done = server.task(json!({"title": "done"})).await;
+    let dead = server.task(json!({"title": "dead"})).await;
+    let waiting = server
+        .task(json!({"title": "waiting", "depends_on": [done["id"]]}))
         .await;
-    server
-        .post(
-            &agent,
-            &format!("/tasks/{}/complete", a["id"]),
-            json!({"fence": claim["lease"]["fence"], "summary": "ok"}),
-        )
+    let doomed = server
+        .task(json!({"title": "doomed", "depends_on": [dead["id"]]}))
         .await;
+    finish(done["id"].clone(), "complete").await;
+    finish(dead["id"].clone(), "fail").await;
     let outcome = run(&server, "dependency-release", "").await.unwrap();
     assert_eq!(
         outcome.details,
         json!({"released": 0, "blocked": 0}),
-        "completion already released b"
+        "settled inline already"
     );
-    let (_, b_now) = server.get(&agent, &format!("/tasks/{}", b["id"])).await;
-    assert_eq!(b_now["status"], "available");
+
+    // Put both back to `pending` behind the server's back, as a crash in an older version could
+    // have left them: the safety net must settle them.
+    let mut db = <sqlx::SqliteConnection as sqlx::Connection>::connect(&format!(
+        "sqlite://{}",
+        dir.path().join("taskyard.db").display()
+    ))
+    .await
+    .unwrap();
+    sqlx::query("UPDATE tasks SET status = 'pending', status_reason = NULL WHERE id IN (?, ?)")
+        .bind(waiting["id"].as_i64())
+        .bind(doomed["id"].as_i64())
+        .execute(&mut db)
+        .await
+        .unwrap();
+    let outcome = run(&server, "dependency-release", "").await.unwrap();
+    assert_eq!(outcome.details, json!({"released": 1, "blocked": 1}));
+    let (_, w) = server.get(&agent, &format!("/tasks/{}", waiting["id"])).await;
+    assert_eq!(w["status"], "available");
+    let (_, d) = server.get(&agent, &format!("/tasks/{}", doomed["id"])).await;
+    assert_eq!(d["status"], "blocked");
+    assert!(d["status_reason"].as_str().unwrap().contains("failed"));
 }
 
 #[tokio::test]
