@@ -16,6 +16,7 @@ use tokio::sync::watch;
 use crate::config::{Config, Secret};
 use crate::http::{self, auth, AppState};
 use crate::loops::{HostMonitor, LoopContext, Loops};
+use crate::spawn::Spawner;
 use crate::store::{Store, StoreOptions};
 
 /// The admin token's file inside the data folder.
@@ -47,6 +48,8 @@ impl App {
                 readers: 4,
                 retry_backoff: Duration::from_secs(config.server.retry_backoff_seconds),
                 human_kinds: config.routing.human_kinds.clone(),
+                max_depth: config.spawner.max_depth,
+                max_fanout: config.spawner.max_fanout,
             },
         )
         .await
@@ -58,6 +61,15 @@ impl App {
         let url = config.public_url(listener.local_addr()?);
         let config = Arc::new(config);
         let (shutdown, shutdown_rx) = watch::channel(false);
+        let host = Arc::new(HostMonitor::default());
+        let spawner = Arc::new(Spawner::new(
+            store.clone(),
+            config.clone(),
+            url.clone(),
+            data_dir.clone(),
+            host.clone(),
+            shutdown_rx.clone(),
+        ));
         let loops = Arc::new(Loops::new(
             loop_defs,
             LoopContext {
@@ -65,7 +77,8 @@ impl App {
                 config: config.clone(),
                 data_dir: data_dir.clone(),
                 url: url.clone(),
-                host: Arc::new(HostMonitor::default()),
+                host,
+                spawner,
             },
         ));
         let state = AppState {
@@ -118,6 +131,7 @@ impl App {
         tracing::info!(%url, data_dir = %state.config.server.data_dir.display(), "taskyard is listening");
         let store = state.store.clone();
         let loops = state.loops.clone();
+        loops.context().spawner.reconcile().await?;
         loops.start().await?;
         let router = http::router(state);
         axum::serve(listener, router)

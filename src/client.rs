@@ -116,6 +116,32 @@ impl Client {
             .map_err(|e| ClientError::Decode(format!("{e}: {}", String::from_utf8_lossy(&bytes))))
     }
 
+    /// GET of a streamed body (such as a followed run log): the bytes as they arrive.
+    pub async fn stream(
+        &self,
+        path: &str,
+    ) -> Result<impl futures::Stream<Item = reqwest::Result<bytes::Bytes>>, ClientError> {
+        let mut request = self
+            .http
+            .get(format!("{}{path}", self.base))
+            .timeout(Duration::from_secs(24 * 3600));
+        if let Some(token) = &self.token {
+            request = request.bearer_auth(token);
+        }
+        let response = request.send().await.map_err(|source| ClientError::Transport {
+            url: self.base.clone(),
+            source,
+        })?;
+        if !response.status().is_success() {
+            let bytes = response.bytes().await.unwrap_or_default();
+            return Err(match serde_json::from_slice::<ApiProblem>(&bytes) {
+                Ok(problem) => ClientError::Api(problem),
+                Err(_) => ClientError::Decode(String::from_utf8_lossy(&bytes).into_owned()),
+            });
+        }
+        Ok(response.bytes_stream())
+    }
+
     /// GET returning JSON.
     pub async fn get(&self, path: &str) -> Result<Value, ClientError> {
         self.call(Method::GET, path, None::<&Value>)

@@ -7,7 +7,11 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use std::collections::BTreeMap;
+
 use crate::domain::input::word;
+use crate::domain::time::Span;
+use crate::domain::Priority;
 use crate::store::Durability;
 
 /// The name of the config file looked for in the working directory.
@@ -52,8 +56,12 @@ pub enum LogFormat {
 pub struct Config {
     /// `[server]`: where to listen and keep data, and request limits.
     pub server: ServerConfig,
-    /// `[routing]`: which work belongs to people.
+    /// `[routing]`: which work belongs to people and which is spawned, to which agent type.
     pub routing: RoutingConfig,
+    /// `[spawner]`: limits on spawned agent processes.
+    pub spawner: SpawnerConfig,
+    /// `[agent_types.NAME]`: how to start each agent type.
+    pub agent_types: BTreeMap<String, AgentTypeConfig>,
 }
 
 /// `[server]` settings.
@@ -106,14 +114,92 @@ impl Default for ServerConfig {
 pub struct RoutingConfig {
     /// Task kinds that go to people; claim-next never hands them to agents.
     pub human_kinds: Vec<String>,
+    /// Priorities whose tasks are spawned (route `auto`).
+    pub spawn_priorities: Vec<Priority>,
+    /// Capability → agent type; the first of a task's capabilities found here picks the type.
+    pub agent_types: BTreeMap<String, String>,
+    /// The agent type when no capability matches.
+    pub default_agent_type: String,
 }
 
 impl Default for RoutingConfig {
     fn default() -> Self {
+        let map = [
+            ("architecture", "decision-architect"),
+            ("backend", "backend-specialist"),
+            ("frontend", "ui-specialist-pro"),
+            ("ui", "ui-specialist-pro"),
+            ("testing", "quality-lead"),
+            ("integration", "development-lead"),
+            ("deployment", "operations-lead"),
+        ];
         Self {
             human_kinds: vec!["architecture".into(), "strategic".into()],
+            spawn_priorities: vec![Priority::P0, Priority::P1],
+            agent_types: map.iter().map(|(c, t)| (c.to_string(), t.to_string())).collect(),
+            default_agent_type: "development-lead".into(),
         }
     }
+}
+
+/// What happens, at boot, to a spawned process that outlived the previous server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OnRestart {
+    /// Stop its process group and hand the task back (default).
+    #[default]
+    Terminate,
+    /// Keep its lease alive while it lives (its output after the restart is not captured).
+    Adopt,
+}
+
+/// `[spawner]` settings.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SpawnerConfig {
+    /// Most spawned processes at once, over all types.
+    pub max_concurrent: usize,
+    /// What to do with processes found alive at boot.
+    pub on_restart: OnRestart,
+    /// Deepest subtask level that is still spawned (a top-level task is level 0).
+    pub max_depth: i64,
+    /// Most subtasks one task may have.
+    pub max_fanout: i64,
+    /// Largest run log; output beyond it is dropped.
+    pub log_max_bytes: u64,
+    /// Time between TERM and KILL when a run is stopped.
+    pub kill_grace: Span,
+}
+
+impl Default for SpawnerConfig {
+    fn default() -> Self {
+        Self {
+            max_concurrent: 4,
+            on_restart: OnRestart::Terminate,
+            max_depth: 3,
+            max_fanout: 50,
+            log_max_bytes: 10 * 1024 * 1024,
+            kill_grace: Span(std::time::Duration::from_secs(10)),
+        }
+    }
+}
+
+/// `[agent_types.NAME]`: one kind of agent process.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AgentTypeConfig {
+    /// Program and arguments; `{task.id}`, `{task.title}`, `{prompt}`, … expand inside each.
+    pub command: Vec<String>,
+    /// Extra environment.
+    pub env: BTreeMap<String, String>,
+    /// Working directory.
+    pub workdir: Option<PathBuf>,
+    /// Longest run (default 1h).
+    pub timeout: Option<Span>,
+    /// Most runs of this type at once.
+    pub max_concurrent: Option<usize>,
+    /// Prompt template (default: the built-in one).
+    pub prompt: Option<String>,
 }
 
 /// Values from flags and environment variables (clap merges the two), applied over the file.
@@ -243,6 +329,23 @@ impl Config {
                 return Err(invalid(
                     "TASKYARD_ADMIN_TOKEN",
                     "must be at least 16 characters".into(),
+                ));
+            }
+        }
+        if self.spawner.max_concurrent == 0 {
+            return Err(invalid("spawner.max_concurrent", "must be at least 1".into()));
+        }
+        for (name, t) in &self.agent_types {
+            if t.command.first().is_some_and(|p| p.trim().is_empty()) {
+                return Err(invalid(
+                    &format!("agent_types.{name}.command"),
+                    "names no program".into(),
+                ));
+            }
+            if t.max_concurrent == Some(0) {
+                return Err(invalid(
+                    &format!("agent_types.{name}.max_concurrent"),
+                    "must be at least 1".into(),
                 ));
             }
         }

@@ -18,6 +18,7 @@ pub mod domain;
 pub mod error;
 pub mod http;
 pub mod loops;
+pub mod spawn;
 pub mod store;
 
 pub use app::App;

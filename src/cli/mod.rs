@@ -5,6 +5,7 @@ mod agent;
 mod config;
 mod loops;
 mod output;
+mod runs;
 mod task;
 
 use std::net::SocketAddr;
@@ -106,6 +107,9 @@ pub enum Command {
     /// Register and list agents.
     #[command(subcommand)]
     Agent(agent::AgentCommand),
+    /// Spawned agent processes: list, show, log, kill.
+    #[command(subcommand)]
+    Runs(runs::RunsCommand),
     /// List loops or run one now.
     #[command(subcommand)]
     Loops(loops::LoopsCommand),
@@ -120,6 +124,7 @@ pub async fn run_client(global: &Global, command: Command) -> ExitCode {
         Command::Task(cmd) => task::run(global, cmd).await,
         Command::Agent(cmd) => agent::run(global, cmd).await,
         Command::Loops(cmd) => loops::run(global, cmd).await,
+        Command::Runs(cmd) => runs::run(global, cmd).await,
         Command::Config(cmd) => return config::run(global, cmd),
         Command::Serve => unreachable!("serve is not a client command"),
     };

@@ -83,6 +83,8 @@ pub struct Principal {
     pub kind: String,
     /// Its declared capabilities.
     pub capabilities: Vec<String>,
+    /// For a spawned run's token: the task it may act on (with its subtasks); `None` = unscoped.
+    pub scope: Option<i64>,
 }
 
 /// The name the built-in admin token acts under.
@@ -97,6 +99,7 @@ impl Principal {
             role: Role::Admin,
             kind: "admin".to_string(),
             capabilities: Vec::new(),
+            scope: None,
         }
     }
 

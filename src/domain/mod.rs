@@ -4,11 +4,13 @@
 pub mod agent;
 pub mod event;
 pub mod input;
+pub mod run;
 pub mod task;
 pub mod time;
 
 pub use agent::{Agent, Principal, Role};
 pub use event::Event;
+pub use run::{Run, RunStatus};
 pub use task::{Lease, Priority, Progress, Route, Status, Task, TaskRef, TaskResult};
 pub use time::Timestamp;
 

@@ -1,7 +1,9 @@
 //! Timestamps: Unix milliseconds inside, RFC 3339 UTC on the wire.
 
 use chrono::{DateTime, SecondsFormat, Utc};
-use serde::{Serialize, Serializer};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize, Serializer};
 
 /// A point in time, in milliseconds since the Unix epoch (UTC).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -59,9 +61,74 @@ impl utoipa::PartialSchema for Timestamp {
 
 impl utoipa::ToSchema for Timestamp {}
 
+/// A duration written as `30s`, `5m`, `2h`, `1d` (or a number of seconds).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Span(pub Duration);
+
+impl Span {
+    /// Parses `30s`, `5m`, `2h`, `1d`, `500ms`.
+    pub fn parse(text: &str) -> Result<Span, String> {
+        let text = text.trim();
+        let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
+        let (number, unit) = text.split_at(split);
+        let n: u64 = number
+            .parse()
+            .map_err(|_| format!("{text:?} is not a duration like 30s, 5m, 2h or 1d"))?;
+        let secs = match unit.trim() {
+            "ms" => return Ok(Span(Duration::from_millis(n))),
+            "" | "s" | "sec" | "secs" | "seconds" => n,
+            "m" | "min" | "mins" | "minutes" => n * 60,
+            "h" | "hour" | "hours" => n * 3_600,
+            "d" | "day" | "days" => n * 86_400,
+            other => {
+                return Err(format!(
+                    "unknown unit {other:?} in {text:?}; use ms, s, m, h or d"
+                ))
+            }
+        };
+        Ok(Span(Duration::from_secs(secs)))
+    }
+}
+
+impl<'de> Deserialize<'de> for Span {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Seconds(u64),
+            Text(String),
+        }
+        match Raw::deserialize(deserializer)? {
+            Raw::Seconds(s) => Ok(Span(Duration::from_secs(s))),
+            Raw::Text(t) => Span::parse(&t).map_err(serde::de::Error::custom),
+        }
+    }
+}
+
+impl Serialize for Span {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let ms = self.0.as_millis();
+        if ms % 1000 != 0 {
+            serializer.serialize_str(&format!("{ms}ms"))
+        } else {
+            serializer.serialize_str(&format!("{}s", ms / 1000))
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn spans() {
+        assert_eq!(Span::parse("30s"), Ok(Span(Duration::from_secs(30))));
+        assert_eq!(Span::parse("5m"), Ok(Span(Duration::from_secs(300))));
+        assert_eq!(Span::parse("2h"), Ok(Span(Duration::from_secs(7_200))));
+        assert_eq!(Span::parse("250ms"), Ok(Span(Duration::from_millis(250))));
+        assert!(Span::parse("soon").is_err());
+        assert!(Span::parse("5 fortnights").is_err());
+    }
 
     #[test]
     fn renders_rfc3339_utc() {

@@ -108,6 +108,31 @@ pub fn require(principal: &Principal, role: Role) -> ApiResult<()> {
     }
 }
 
+/// Refuses a spawned run's token outside its own task and that task's subtasks.
+pub async fn check_scope(state: &AppState, who: &Principal, task_id: i64) -> ApiResult<()> {
+    match who.scope {
+        Some(scope) if !state.store.within_scope(scope, task_id).await? => Err(ApiError::Forbidden(format!(
+            "this token may act only on task #{scope} and its subtasks"
+        ))),
+        _ => Ok(()),
+    }
+}
+
+/// Refuses a spawned run's token creating a task that is not a subtask within its scope.
+pub async fn check_new_task_scope(
+    state: &AppState,
+    who: &Principal,
+    parent_id: Option<i64>,
+) -> ApiResult<()> {
+    match (who.scope, parent_id) {
+        (None, _) => Ok(()),
+        (Some(scope), None) => Err(ApiError::Forbidden(format!(
+            "this token may only create subtasks of task #{scope} (set parent_id)"
+        ))),
+        (Some(_), Some(parent)) => check_scope(state, who, parent).await,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -17,7 +17,7 @@ use crate::domain::{Principal, Role, Task, Timestamp};
 use crate::error::{ApiResult, Problem};
 use crate::store::{ClaimFilter, Claimed};
 
-use super::auth::require;
+use super::auth::{check_scope, require};
 use super::extract::Json;
 use super::AppState;
 
@@ -52,6 +52,7 @@ pub async fn claim(
         .map(Duration::from_secs)
         .unwrap_or(state.default_lease());
     let id = state.task_id(&id).await?;
+    check_scope(&state, &who, id).await?;
     Ok(axum::Json(state.store.claim_task(id, &who, lease).await?))
 }
 
@@ -116,6 +117,7 @@ pub async fn progress(
     require(&who, Role::Agent)?;
     let spec = body.parse()?;
     let id = state.task_id(&id).await?;
+    check_scope(&state, &who, id).await?;
     Ok(axum::Json(state.store.report_progress(id, &who, spec).await?))
 }
 
@@ -133,6 +135,7 @@ pub async fn complete(
     require(&who, Role::Agent)?;
     let spec = body.parse()?;
     let id = state.task_id(&id).await?;
+    check_scope(&state, &who, id).await?;
     Ok(axum::Json(state.store.complete(id, &who, spec).await?))
 }
 
@@ -150,6 +153,7 @@ pub async fn fail(
     require(&who, Role::Agent)?;
     let (fence, reason, retryable) = body.parse()?;
     let id = state.task_id(&id).await?;
+    check_scope(&state, &who, id).await?;
     Ok(axum::Json(
         state.store.fail(id, &who, fence, reason, retryable).await?,
     ))
@@ -169,6 +173,7 @@ pub async fn release(
     require(&who, Role::Agent)?;
     let (fence, note) = body.parse()?;
     let id = state.task_id(&id).await?;
+    check_scope(&state, &who, id).await?;
     Ok(axum::Json(state.store.release(id, &who, fence, note).await?))
 }
 
@@ -186,6 +191,7 @@ pub async fn block(
     require(&who, Role::Agent)?;
     let (fence, reason) = body.parse()?;
     let id = state.task_id(&id).await?;
+    check_scope(&state, &who, id).await?;
     Ok(axum::Json(state.store.block(id, &who, fence, reason).await?))
 }
 
@@ -203,5 +209,6 @@ pub async fn unblock(
     require(&who, Role::Agent)?;
     let note = body.parse()?;
     let id = state.task_id(&id).await?;
+    check_scope(&state, &who, id).await?;
     Ok(axum::Json(state.store.unblock(id, &who, note).await?))
 }

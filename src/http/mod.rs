@@ -9,6 +9,7 @@ pub mod extract;
 pub mod health;
 pub mod loops;
 pub mod openapi;
+pub mod runs;
 pub mod tasks;
 
 use std::collections::HashMap;
@@ -72,6 +73,7 @@ pub fn router(state: AppState) -> Router {
         .merge(agents::router())
         .merge(events::router())
         .merge(loops::router())
+        .merge(runs::router())
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             auth::authenticate,

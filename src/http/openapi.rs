@@ -21,7 +21,8 @@ use super::AppState;
          (name = "claims", description = "Claims and work under a lease"),
          (name = "agents", description = "Agent identities and tokens"),
          (name = "events", description = "The live event stream"),
-         (name = "loops", description = "Scheduled loops and host status"))
+         (name = "loops", description = "Scheduled loops and host status"),
+         (name = "runs", description = "Spawned agent processes"))
 )]
 pub struct ApiDoc;
 

@@ -13,7 +13,7 @@ use crate::domain::{Event, InputError, Principal, Role, Route, Status, Task, Tas
 use crate::error::{ApiResult, Problem};
 use crate::store::{TaskFilter, TaskPage, Why};
 
-use super::auth::require;
+use super::auth::{check_new_task_scope, check_scope, require};
 use super::extract::{Json, Query};
 use super::AppState;
 
@@ -56,7 +56,9 @@ pub async fn create_task(
     Json(body): Json<CreateTask>,
 ) -> ApiResult<impl IntoResponse> {
     require(&who, Role::Agent)?;
-    let (task, created) = state.store.create_task(body.parse()?, &who).await?;
+    let spec = body.parse()?;
+    check_new_task_scope(&state, &who, spec.parent_id).await?;
+    let (task, created) = state.store.create_task(spec, &who).await?;
     let status = if created {
         StatusCode::CREATED
     } else {
@@ -75,7 +77,11 @@ pub async fn create_batch(
     Json(body): Json<CreateBatch>,
 ) -> ApiResult<impl IntoResponse> {
     require(&who, Role::Agent)?;
-    let created = state.store.create_tasks(body.parse()?, &who, "tasks").await?;
+    let specs = body.parse()?;
+    for spec in &specs {
+        check_new_task_scope(&state, &who, spec.parent_id).await?;
+    }
+    let created = state.store.create_tasks(specs, &who, "tasks").await?;
     let tasks = created.into_iter().map(|(t, _)| t).collect();
     Ok((StatusCode::CREATED, axum::Json(BatchCreated { tasks })))
 }
@@ -230,5 +236,6 @@ pub async fn cancel(
     require(&who, Role::Agent)?;
     let note = body.parse()?;
     let id = state.task_id(&id).await?;
+    check_scope(&state, &who, id).await?;
     Ok(axum::Json(state.store.cancel_task(id, &who, note).await?))
 }

@@ -192,6 +192,7 @@ impl Loop for CommandLoop {
                     "loop",
                     Role::Agent,
                     &hex::encode(hash_token(&token)),
+                    None,
                 )
                 .await?;
             let mut cmd = tokio::process::Command::new(&self.command[0]);

@@ -107,6 +107,7 @@ const BUILTIN: &[(&str, &str)] = &[
         include_str!("../../loops/retention-backup.toml"),
     ),
     ("inbox", include_str!("../../loops/inbox.toml")),
+    ("assignment", include_str!("../../loops/assignment.toml")),
 ];
 
 /// The compiled-in default loops.

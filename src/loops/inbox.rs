@@ -135,6 +135,7 @@ fn inbox_principal() -> Principal {
         role: Role::Agent,
         kind: "inbox".into(),
         capabilities: Vec::new(),
+        scope: None,
     }
 }
 

@@ -4,6 +4,7 @@
 //! records live in `scheduler.rs`.
 
 mod agent_liveness;
+mod assignment;
 mod command;
 mod definition;
 mod dependency_release;
@@ -16,13 +17,12 @@ pub mod system_status;
 
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
 
 use futures::future::BoxFuture;
 use serde::de::DeserializeOwned;
-use serde::Deserialize;
 
 use crate::config::Config;
+pub use crate::domain::time::Span;
 use crate::store::Store;
 
 pub use definition::{builtin_definitions, load_definitions, LoopDef, LoopDefError, Schedule};
@@ -61,12 +61,19 @@ pub struct LoopContext {
     pub url: String,
     /// Host CPU, memory and disk, as sampled by the system-status loop.
     pub host: Arc<HostMonitor>,
+    /// Starts and supervises agent processes.
+    pub spawner: Arc<crate::spawn::Spawner>,
 }
 
 /// A loop kind, configured: it runs once per tick.
 pub trait Loop: Send + Sync {
     /// Does one round of work.
     fn run_once<'a>(&'a self, ctx: &'a LoopContext) -> BoxFuture<'a, anyhow::Result<Outcome>>;
+
+    /// True for loops that also run at once whenever new or returned work appears.
+    fn woken_by_work(&self) -> bool {
+        false
+    }
 }
 
 /// Builds a configured loop of one kind from the loop's name and its settings table.
@@ -82,6 +89,7 @@ const KINDS: &[(&str, Builder)] = &[
     ("retention-backup", retention_backup::build),
     ("inbox", inbox::build),
     ("command", command::build),
+    ("assignment", assignment::build),
 ];
 
 /// The names of the built-in kinds.
@@ -105,63 +113,9 @@ fn settings<S: DeserializeOwned>(table: &toml::Table) -> Result<S, String> {
         .map_err(|e: toml::de::Error| e.message().to_string())
 }
 
-/// A duration written as `30s`, `5m`, `2h`, `1d` (or a number of seconds).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Span(pub Duration);
-
-impl Span {
-    /// Parses `30s`, `5m`, `2h`, `1d`, `500ms`.
-    pub fn parse(text: &str) -> Result<Span, String> {
-        let text = text.trim();
-        let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
-        let (number, unit) = text.split_at(split);
-        let n: u64 = number
-            .parse()
-            .map_err(|_| format!("{text:?} is not a duration like 30s, 5m, 2h or 1d"))?;
-        let secs = match unit.trim() {
-            "ms" => return Ok(Span(Duration::from_millis(n))),
-            "" | "s" | "sec" | "secs" | "seconds" => n,
-            "m" | "min" | "mins" | "minutes" => n * 60,
-            "h" | "hour" | "hours" => n * 3_600,
-            "d" | "day" | "days" => n * 86_400,
-            other => {
-                return Err(format!(
-                    "unknown unit {other:?} in {text:?}; use ms, s, m, h or d"
-                ))
-            }
-        };
-        Ok(Span(Duration::from_secs(secs)))
-    }
-}
-
-impl<'de> Deserialize<'de> for Span {
-    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        #[derive(Deserialize)]
-        #[serde(untagged)]
-        enum Raw {
-            Seconds(u64),
-            Text(String),
-        }
-        match Raw::deserialize(deserializer)? {
-            Raw::Seconds(s) => Ok(Span(Duration::from_secs(s))),
-            Raw::Text(t) => Span::parse(&t).map_err(serde::de::Error::custom),
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn spans() {
-        assert_eq!(Span::parse("30s"), Ok(Span(Duration::from_secs(30))));
-        assert_eq!(Span::parse("5m"), Ok(Span(Duration::from_secs(300))));
-        assert_eq!(Span::parse("2h"), Ok(Span(Duration::from_secs(7_200))));
-        assert_eq!(Span::parse("250ms"), Ok(Span(Duration::from_millis(250))));
-        assert!(Span::parse("soon").is_err());
-        assert!(Span::parse("5 fortnights").is_err());
-    }
 
     #[test]
     fn every_kind_builds_with_defaults_and_refuses_unknown_settings() {

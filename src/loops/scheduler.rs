@@ -65,6 +65,8 @@ pub enum RunNowError {
 pub struct Loops {
     entries: Vec<Arc<Entry>>,
     ctx: Arc<LoopContext>,
+    /// Tells the tasks that wake loops on new work to stop.
+    stopping: tokio::sync::watch::Sender<bool>,
     scheduler: Mutex<Option<(JobScheduler, HashMap<String, Uuid>)>>,
 }
 
@@ -82,6 +84,7 @@ impl Loops {
                 })
                 .collect(),
             ctx: Arc::new(ctx),
+            stopping: tokio::sync::watch::channel(false).0,
             scheduler: Mutex::new(None),
         }
     }
@@ -121,6 +124,17 @@ impl Loops {
             };
             ids.insert(entry.def.name.clone(), scheduler.add(job).await?);
         }
+        for entry in self
+            .entries
+            .iter()
+            .filter(|e| e.def.enabled && e.def.imp.woken_by_work())
+        {
+            tokio::spawn(wake_on_work(
+                entry.clone(),
+                self.ctx.clone(),
+                self.stopping.subscribe(),
+            ));
+        }
         scheduler.start().await?;
         tracing::info!(loops = ids.len(), "loops scheduled");
         *self.scheduler.lock().await = Some((scheduler, ids));
@@ -129,6 +143,7 @@ impl Loops {
 
     /// Stops scheduling; runs in progress finish on their own.
     pub async fn stop(&self) {
+        self.stopping.send_replace(true);
         if let Some((mut scheduler, _)) = self.scheduler.lock().await.take() {
             if let Err(err) = scheduler.shutdown().await {
                 tracing::warn!(error = %err, "the loop scheduler did not stop cleanly");
@@ -188,6 +203,36 @@ impl Loops {
             });
         }
         Ok(out)
+    }
+}
+
+/// Runs `entry` whenever work appears; work that appears during a run gets another run.
+async fn wake_on_work(
+    entry: Arc<Entry>,
+    ctx: Arc<LoopContext>,
+    mut stopping: tokio::sync::watch::Receiver<bool>,
+) {
+    let mut work = ctx.store.watch_work();
+    loop {
+        tokio::select! {
+            changed = work.changed() => if changed.is_err() { return },
+            _ = stopping.changed() => return,
+        }
+        work.borrow_and_update();
+        loop {
+            match run_entry(&entry, &ctx).await {
+                Some(Err(err)) => {
+                    tracing::error!(loop_name = %entry.def.name, error = %err, "cannot record a loop run")
+                }
+                Some(Ok(_)) => {}
+                // A scheduled run is under way and may have missed this work: run again after it.
+                None => {
+                    drop(entry.running.lock().await);
+                    continue;
+                }
+            }
+            break;
+        }
     }
 }
 

@@ -78,6 +78,7 @@ impl Store {
         .fetch_optional(&self.reader)
         .await?;
         row.map(|row| {
+            let scope = row.scope_task_id;
             let agent = Agent::try_from(row)?;
             Ok((
                 Principal {
@@ -86,6 +87,7 @@ impl Store {
                     role: agent.role,
                     kind: agent.kind,
                     capabilities: agent.capabilities,
+                    scope,
                 },
                 agent.status,
             ))

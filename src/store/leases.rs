@@ -154,7 +154,7 @@ impl Store {
         let mut tx = self.writer.begin().await?;
         let (mut events, woke) = reap(&mut tx, now, Some(id)).await?;
         let task = fetch_existing(&mut tx, id).await?;
-        if task.route == Route::Spawn && !who.is_admin() {
+        if task.route == Route::Spawn && !who.is_admin() && who.kind != "spawned" {
             return Err(StoreError::Forbidden(format!(
                 "task #{id} has route spawn: it is for an agent process the server starts"
             )));
@@ -230,6 +230,7 @@ impl Store {
                  AND NOT EXISTS (SELECT 1 FROM json_each(t.capabilities) c \
                                  WHERE c.value NOT IN (SELECT value FROM json_each(?5))) \
                  AND t.route <> 'spawn' \
+                 AND (?7 OR t.routed_to IS NOT 'human') \
                  AND (?7 OR (t.route <> 'human' AND (t.route <> 'auto' \
                       OR t.kind NOT IN (SELECT value FROM json_each(?8))))) \
                ORDER BY t.priority, t.id LIMIT 1) \

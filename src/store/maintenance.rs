@@ -137,20 +137,23 @@ impl Store {
         Ok(())
     }
 
-    /// Creates the agent `name` or gives it a new token hash (older tokens stop working).
-    /// Loops use this to hand a fresh token to each run of a program.
+    /// Creates the agent `name` or gives it a new token hash (older tokens stop working), scoped
+    /// to task `scope` and its subtasks when given. Loops and the spawner use this to hand a
+    /// fresh token to each program they start.
     pub async fn rotate_agent_token(
         &self,
         name: &str,
         kind: &str,
         role: Role,
         token_hash: &str,
+        scope: Option<i64>,
     ) -> StoreResult<Principal> {
         let now = Timestamp::now();
         let id: i64 = sqlx::query_scalar(
-            "INSERT INTO agents (name, kind, capabilities, role, token_hash, status, created_at) \
-             VALUES (?1, ?2, '[]', ?3, ?4, 'online', ?5) \
-             ON CONFLICT (name) DO UPDATE SET token_hash = excluded.token_hash, role = excluded.role \
+            "INSERT INTO agents (name, kind, capabilities, role, token_hash, status, created_at, scope_task_id) \
+             VALUES (?1, ?2, '[]', ?3, ?4, 'online', ?5, ?6) \
+             ON CONFLICT (name) DO UPDATE SET token_hash = excluded.token_hash, role = excluded.role, \
+                 scope_task_id = excluded.scope_task_id \
              RETURNING id",
         )
         .bind(name)
@@ -158,6 +161,7 @@ impl Store {
         .bind(role.as_str())
         .bind(token_hash)
         .bind(now.millis())
+        .bind(scope)
         .fetch_one(&self.writer)
         .await?;
         Ok(Principal {
@@ -166,6 +170,7 @@ impl Store {
             role,
             kind: kind.to_string(),
             capabilities: Vec::new(),
+            scope,
         })
     }
 }

@@ -10,6 +10,7 @@ mod leases;
 mod loop_runs;
 mod maintenance;
 mod rows;
+mod runs;
 mod tasks;
 
 use std::path::Path;
@@ -25,6 +26,7 @@ use crate::domain::{Event, InputError, Timestamp};
 
 pub use leases::{ClaimFilter, Claimed};
 pub use loop_runs::{LoopRun, NewLoopRun};
+pub use runs::LiveRun;
 pub use tasks::{TaskFilter, TaskPage, Why};
 
 /// How hard a commit tries to reach the disk.
@@ -87,6 +89,10 @@ pub struct StoreOptions {
     pub retry_backoff: Duration,
     /// Kinds that belong to people: claim-next never hands them to an agent.
     pub human_kinds: Vec<String>,
+    /// Deepest subtask level allowed (a top-level task is level 0).
+    pub max_depth: i64,
+    /// Most subtasks one task may have.
+    pub max_fanout: i64,
 }
 
 impl Default for StoreOptions {
@@ -96,6 +102,8 @@ impl Default for StoreOptions {
             readers: 4,
             retry_backoff: Duration::from_secs(30),
             human_kinds: vec!["architecture".into(), "strategic".into()],
+            max_depth: 3,
+            max_fanout: 50,
         }
     }
 }

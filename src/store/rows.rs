@@ -107,7 +107,8 @@ impl TryFrom<TaskRow> for Task {
 }
 
 /// The column list every agent query selects.
-pub const AGENT_COLUMNS: &str = "id, name, kind, capabilities, role, status, last_seen, created_at";
+pub const AGENT_COLUMNS: &str =
+    "id, name, kind, capabilities, role, status, last_seen, created_at, scope_task_id";
 
 /// One row of `agents` (without the token hash).
 #[derive(Debug, sqlx::FromRow)]
@@ -120,6 +121,7 @@ pub struct AgentRow {
     pub status: String,
     pub last_seen: Option<i64>,
     pub created_at: i64,
+    pub scope_task_id: Option<i64>,
 }
 
 impl TryFrom<AgentRow> for Agent {

@@ -144,19 +144,43 @@ impl Store {
                     continue;
                 }
             }
+            let mut depth = 0;
             if let Some(parent) = spec.parent_id {
-                let found: Option<i64> = sqlx::query_scalar("SELECT id FROM tasks WHERE id = ?")
-                    .bind(parent)
-                    .fetch_optional(&mut *tx)
-                    .await?;
-                if found.is_none() {
+                let found: Option<(i64, i64)> = sqlx::query_as(
+                    "SELECT depth, (SELECT COUNT(*) FROM tasks c WHERE c.parent_id = p.id) FROM tasks p WHERE id = ?",
+                )
+                .bind(parent)
+                .fetch_optional(&mut *tx)
+                .await?;
+                let Some((parent_depth, children)) = found else {
                     return Err(InputError::new(field(i, "parent_id"), format!("no task #{parent}")).into());
+                };
+                depth = parent_depth + 1;
+                if depth > self.options.max_depth {
+                    return Err(InputError::new(
+                        field(i, "parent_id"),
+                        format!(
+                            "subtasks may nest {} levels deep; #{parent} is at level {parent_depth}",
+                            self.options.max_depth
+                        ),
+                    )
+                    .into());
+                }
+                if children >= self.options.max_fanout {
+                    return Err(InputError::new(
+                        field(i, "parent_id"),
+                        format!(
+                            "task #{parent} already has {children} subtasks (the limit is {})",
+                            self.options.max_fanout
+                        ),
+                    )
+                    .into());
                 }
             }
             let id: i64 = sqlx::query_scalar(
                 "INSERT INTO tasks (key, project, title, description, priority, kind, capabilities, \
-                 acceptance_criteria, parent_id, route, status, max_attempts, created_by, created_at, updated_at) \
-                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'pending', ?, ?, ?, ?) RETURNING id",
+                 acceptance_criteria, parent_id, route, status, max_attempts, created_by, created_at, updated_at, depth) \
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'pending', ?, ?, ?, ?, ?) RETURNING id",
             )
             .bind(&spec.key)
             .bind(&spec.project)
@@ -172,6 +196,7 @@ impl Store {
             .bind(&creator.name)
             .bind(now.millis())
             .bind(now.millis())
+            .bind(depth)
             .fetch_one(&mut *tx)
             .await?;
             if let Some(key) = &spec.key {
@@ -400,7 +425,8 @@ impl Store {
             }
             changed.push("depends_on");
         }
-        sqlx::query("UPDATE tasks SET updated_at = ? WHERE id = ?")
+        // An edited task is routed afresh.
+        sqlx::query("UPDATE tasks SET updated_at = ?, routed_to = NULL, routed_reason = NULL WHERE id = ?")
             .bind(now.millis())
             .bind(id)
             .execute(&mut *tx)

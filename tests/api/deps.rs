@@ -253,3 +253,49 @@ async fn cancelling_a_parent_cancels_unfinished_subtasks() {
         .await;
     assert_eq!(subtasks["items"].as_array().unwrap().len(), 2);
 }
+
+#[tokio::test]
+async fn subtasks_nest_and_fan_out_only_so_far() {
+    let server = Server::start_with(|c| {
+        c.spawner.max_depth = 2;
+        c.spawner.max_fanout = 2;
+    })
+    .await;
+    let top = server.task(json!({"title": "level 0"})).await;
+    let one = server
+        .task(json!({"title": "level 1", "parent_id": top["id"]}))
+        .await;
+    let two = server
+        .task(json!({"title": "level 2", "parent_id": one["id"]}))
+        .await;
+    let (status, body) = server
+        .post(
+            &server.admin,
+            "/tasks",
+            json!({"title": "level 3", "parent_id": two["id"]}),
+        )
+        .await;
+    assert_eq!(
+        (status, body["field"].as_str()),
+        (StatusCode::UNPROCESSABLE_ENTITY, Some("parent_id")),
+        "{body}"
+    );
+    server
+        .task(json!({"title": "second child", "parent_id": top["id"]}))
+        .await;
+    let (status, body) = server
+        .post(
+            &server.admin,
+            "/tasks",
+            json!({"title": "third child", "parent_id": top["id"]}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    assert!(
+        body["detail"]
+            .as_str()
+            .unwrap()
+            .contains("already has 2 subtasks"),
+        "{body}"
+    );
+}

@@ -10,4 +10,5 @@ mod input;
 mod leases;
 mod loops;
 mod restart;
+mod spawn;
 mod support;

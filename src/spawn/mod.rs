@@ -1,0 +1,109 @@
+//! The auto-spawner: routing available work (`router.rs`), the assignment pass that applies it
+//! (`assign.rs`), starting and supervising agent processes (`supervisor.rs`), settling runs
+//! left over from a previous server (`reconcile.rs`), and prompt rendering (`prompt.rs`).
+
+mod assign;
+mod process;
+pub mod prompt;
+mod reconcile;
+pub mod router;
+mod supervisor;
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::watch;
+
+use crate::config::Config;
+use crate::domain::{Principal, Role, RunStatus};
+use crate::loops::HostMonitor;
+use crate::store::Store;
+
+pub use assign::AssignOutcome;
+
+/// Why a run is being stopped.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StopRequest {
+    /// The status the run ends with.
+    pub status: RunStatus,
+    /// Why.
+    pub reason: String,
+}
+
+/// Starts and supervises agent processes. Cheap to share behind an `Arc`.
+pub struct Spawner {
+    store: Store,
+    config: Arc<Config>,
+    url: String,
+    data_dir: PathBuf,
+    host: Arc<HostMonitor>,
+    /// Stop switches of the runs this server supervises, by run id.
+    stops: Mutex<HashMap<i64, watch::Sender<Option<StopRequest>>>>,
+    /// Becomes true at shutdown: supervisors let go of their processes (restart reconciliation
+    /// settles them).
+    shutdown: watch::Receiver<bool>,
+}
+
+/// Why `kill` did nothing.
+#[derive(Debug, thiserror::Error)]
+pub enum KillError {
+    /// The run is not live under this server.
+    #[error("run #{0} is not running")]
+    NotRunning(i64),
+}
+
+impl Spawner {
+    /// A spawner; call [`Spawner::reconcile`] once before the first assignment.
+    pub fn new(
+        store: Store,
+        config: Arc<Config>,
+        url: String,
+        data_dir: PathBuf,
+        host: Arc<HostMonitor>,
+        shutdown: watch::Receiver<bool>,
+    ) -> Self {
+        Self {
+            store,
+            config,
+            url,
+            data_dir,
+            host,
+            stops: Mutex::new(HashMap::new()),
+            shutdown,
+        }
+    }
+
+    /// Asks a live run to stop (TERM to its process group, then KILL after the grace time).
+    pub fn kill(&self, run_id: i64, reason: &str) -> Result<(), KillError> {
+        let stops = self.stops.lock().unwrap_or_else(|p| p.into_inner());
+        let stop = stops.get(&run_id).ok_or(KillError::NotRunning(run_id))?;
+        stop.send_replace(Some(StopRequest {
+            status: RunStatus::Killed,
+            reason: reason.to_string(),
+        }));
+        Ok(())
+    }
+
+    /// The folder of run logs.
+    pub fn runs_dir(&self) -> PathBuf {
+        self.data_dir.join("runs")
+    }
+
+    /// The log file of a run.
+    pub fn log_path(&self, run_id: i64) -> PathBuf {
+        self.runs_dir().join(format!("{run_id}.log"))
+    }
+
+    /// The principal the spawner acts as when it settles leases itself.
+    fn system_principal() -> Principal {
+        Principal {
+            agent_id: None,
+            name: "spawner".into(),
+            role: Role::Admin,
+            kind: "spawner".into(),
+            capabilities: Vec::new(),
+            scope: None,
+        }
+    }
+}

@@ -1,0 +1,383 @@
+//! Starting an agent process for a task and watching it until it ends: the lease is kept alive
+//! while it lives, CPU and memory are sampled, output goes to a capped log, and a timeout, a
+//! kill, a cancelled task or a lost lease stop its whole process group (TERM, then KILL).
+
+use std::process::Stdio;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use nix::sys::signal::Signal;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
+use tokio::process::Child;
+use tokio::sync::{broadcast, watch, Mutex};
+
+use crate::config::AgentTypeConfig;
+use crate::domain::input::ProgressSpec;
+use crate::domain::{Event, Principal, Role, Run, RunStatus, Status, Task};
+use crate::http::auth::{hash_token, new_token};
+use crate::store::{Claimed, StoreError};
+
+use super::process::{self, Sampler};
+use super::prompt::{self, Context};
+use super::{Spawner, StopRequest};
+
+/// How often a live run is sampled (and its lease renewed when due).
+const TICK: Duration = Duration::from_secs(1);
+/// Longest run when the agent type sets no timeout.
+const DEFAULT_TIMEOUT: Duration = Duration::from_secs(3_600);
+
+/// Why a run could not be started.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The task could not be claimed (someone else got it first, say).
+    #[error("could not claim the task: {0}")]
+    Claim(StoreError),
+    /// The program could not be started; the task goes to a person.
+    #[error("{0}")]
+    Launch(String),
+    /// The database failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Copies a pipe into the run's log until the cap, then keeps draining so the process never
+/// blocks on a full pipe.
+async fn copy_capped(
+    mut from: impl AsyncRead + Unpin,
+    log: Arc<Mutex<tokio::fs::File>>,
+    written: Arc<AtomicU64>,
+    cap: u64,
+) {
+    let mut buf = vec![0u8; 16 * 1024];
+    while let Ok(n) = from.read(&mut buf).await {
+        if n == 0 {
+            break;
+        }
+        let before = written.fetch_add(n as u64, Ordering::SeqCst);
+        if before >= cap {
+            continue;
+        }
+        let take = (cap - before).min(n as u64) as usize;
+        let mut file = log.lock().await;
+        let _ = file.write_all(&buf[..take]).await;
+        if take < n {
+            let _ = file
+                .write_all(b"\n[taskyard: log cap reached; further output dropped]\n")
+                .await;
+        }
+    }
+    let _ = log.lock().await.flush().await;
+}
+
+impl Spawner {
+    /// Claims `task` for a new run of `agent_type` and starts its process.
+    pub(super) async fn start(
+        self: &Arc<Self>,
+        task: &Task,
+        agent_type: &str,
+        cfg: &AgentTypeConfig,
+    ) -> Result<Run, StartError> {
+        let run = self.store.create_run(task.id, agent_type).await?;
+        let token = new_token();
+        let who = self
+            .store
+            .rotate_agent_token(
+                &run.holder,
+                "spawned",
+                Role::Agent,
+                &hex::encode(hash_token(&token)),
+                Some(task.id),
+            )
+            .await?;
+        // Subscribe before claiming, so a cancellation right after the claim is seen.
+        let events = self.store.subscribe();
+        let lease = Duration::from_secs(self.config.server.lease_seconds);
+        let claim = match self.store.claim_task(task.id, &who, lease).await {
+            Ok(claim) => claim,
+            Err(err) => {
+                self.store
+                    .run_ended(
+                        &run,
+                        RunStatus::Failed,
+                        None,
+                        Some(format!("could not claim: {err}")),
+                    )
+                    .await?;
+                return Err(StartError::Claim(err));
+            }
+        };
+        match self.launch(&run, &claim, &token, cfg).await {
+            Ok(child) => {
+                let pid = child.id().map(i64::from).unwrap_or_default();
+                self.store
+                    .run_started(&run, claim.lease.fence, pid, process::start_time(pid))
+                    .await?;
+                let (stop_tx, stop_rx) = watch::channel(None);
+                self.stops
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .insert(run.id, stop_tx);
+                let spawner = self.clone();
+                let timeout = cfg.timeout.map(|s| s.0).unwrap_or(DEFAULT_TIMEOUT);
+                let run2 = run.clone();
+                tokio::spawn(async move {
+                    spawner
+                        .supervise(run2, child, claim, who, events, stop_rx, timeout)
+                        .await;
+                });
+                Ok(run)
+            }
+            Err(message) => {
+                // Not the task's fault: hand it back with the attempt, and tell people.
+                let _ = self
+                    .store
+                    .release(
+                        task.id,
+                        &who,
+                        claim.lease.fence,
+                        Some(format!("could not start {agent_type}")),
+                    )
+                    .await;
+                self.store
+                    .run_ended(&run, RunStatus::Failed, None, Some(message.clone()))
+                    .await?;
+                Err(StartError::Launch(message))
+            }
+        }
+    }
+
+    /// Starts the process: argv from the agent type with placeholders expanded, the
+    /// `TASKYARD_*` environment, its own process group, output piped into the run log.
+    async fn launch(
+        &self,
+        run: &Run,
+        claim: &Claimed,
+        token: &str,
+        cfg: &AgentTypeConfig,
+    ) -> Result<Child, String> {
+        let task = &claim.task;
+        let fence = claim.lease.fence;
+        let template = cfg.prompt.as_deref().unwrap_or(prompt::DEFAULT_PROMPT);
+        let rendered = prompt::render(
+            template,
+            &Context {
+                task,
+                run_id: run.id,
+                fence,
+                prompt: "",
+            },
+        );
+        let ctx = Context {
+            task,
+            run_id: run.id,
+            fence,
+            prompt: &rendered,
+        };
+        let argv: Vec<String> = cfg.command.iter().map(|a| prompt::render(a, &ctx)).collect();
+        let Some((program, args)) = argv.split_first() else {
+            return Err(format!("agent type {} has no command", run.agent_type));
+        };
+        std::fs::create_dir_all(self.runs_dir())
+            .map_err(|e| format!("cannot create the runs folder: {e}"))?;
+        let log = tokio::fs::File::create(self.log_path(run.id))
+            .await
+            .map_err(|e| format!("cannot create the run log: {e}"))?;
+        let mut cmd = tokio::process::Command::new(program);
+        cmd.args(args)
+            .env_remove("TASKYARD_ADMIN_TOKEN")
+            .envs(&cfg.env)
+            .env("TASKYARD_URL", &self.url)
+            .env("TASKYARD_TOKEN", token)
+            .env("TASKYARD_TASK_ID", task.id.to_string())
+            .env("TASKYARD_FENCE", fence.to_string())
+            .env("TASKYARD_RUN_ID", run.id.to_string())
+            .env("TASKYARD_PROMPT", &rendered)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .process_group(0)
+            // A restart leaves runs alive for reconciliation, so the server never kills on drop.
+            .kill_on_drop(false);
+        if let Some(dir) = &cfg.workdir {
+            cmd.current_dir(dir);
+        }
+        let mut child = cmd
+            .spawn()
+            .map_err(|e| format!("cannot start {program:?}: {e}"))?;
+        let log = Arc::new(Mutex::new(log));
+        let written = Arc::new(AtomicU64::new(0));
+        let cap = self.config.spawner.log_max_bytes;
+        if let Some(out) = child.stdout.take() {
+            tokio::spawn(copy_capped(out, log.clone(), written.clone(), cap));
+        }
+        if let Some(err) = child.stderr.take() {
+            tokio::spawn(copy_capped(err, log, written, cap));
+        }
+        Ok(child)
+    }
+
+    /// Watches a run until it ends, then settles its task and records how it ended.
+    #[allow(clippy::too_many_arguments)]
+    async fn supervise(
+        self: Arc<Self>,
+        run: Run,
+        mut child: Child,
+        claim: Claimed,
+        who: Principal,
+        mut events: broadcast::Receiver<Event>,
+        mut stop: watch::Receiver<Option<StopRequest>>,
+        timeout: Duration,
+    ) {
+        let task_id = claim.task.id;
+        let fence = claim.lease.fence;
+        let pgid = child.id().map(i64::from).unwrap_or_default();
+        let mut sampler = Sampler::new(pgid);
+        let mut shutdown = self.shutdown.clone();
+        let deadline = tokio::time::sleep(timeout);
+        tokio::pin!(deadline);
+        let mut tick = tokio::time::interval(TICK);
+        let renew_every = Duration::from_secs((self.config.server.lease_seconds / 3).max(1));
+        let mut renewed = tokio::time::Instant::now();
+        let ended: Result<std::process::ExitStatus, StopRequest> = loop {
+            let request = tokio::select! {
+                status = child.wait() => match status {
+                    Ok(status) => break Ok(status),
+                    Err(e) => StopRequest { status: RunStatus::Failed, reason: format!("lost track of the process: {e}") },
+                },
+                _ = &mut deadline => StopRequest {
+                    status: RunStatus::TimedOut,
+                    reason: format!("exceeded its {}s timeout", timeout.as_secs()),
+                },
+                _ = stop.changed() => match stop.borrow().clone() {
+                    Some(request) => request,
+                    None => continue,
+                },
+                event = events.recv() => match event {
+                    Ok(e) if e.task_id == Some(task_id) && e.kind == "task.cancelled" => StopRequest {
+                        status: RunStatus::Killed,
+                        reason: "its task was cancelled".into(),
+                    },
+                    Err(broadcast::error::RecvError::Lagged(_)) => match self.store.task(&crate::domain::TaskRef::Id(task_id)).await {
+                        Ok(t) if t.status == Status::Cancelled => StopRequest { status: RunStatus::Killed, reason: "its task was cancelled".into() },
+                        _ => continue,
+                    },
+                    _ => continue,
+                },
+                _ = shutdown.changed() => {
+                    // Let go: the process lives on and the next start reconciles it.
+                    self.stops.lock().unwrap_or_else(|p| p.into_inner()).remove(&run.id);
+                    return;
+                }
+                _ = tick.tick() => {
+                    if let Some((cpu, memory)) = sampler.sample() {
+                        let _ = self.store.run_sampled(run.id, cpu, memory).await;
+                    }
+                    if renewed.elapsed() < renew_every {
+                        continue;
+                    }
+                    renewed = tokio::time::Instant::now();
+                    let beat = ProgressSpec { fence, percent: None, note: None, lease_seconds: None };
+                    match self.store.report_progress(task_id, &who, beat).await {
+                        Err(StoreError::LeaseLost(m)) | Err(StoreError::Forbidden(m)) => StopRequest {
+                            status: RunStatus::Killed,
+                            reason: format!("its lease is gone: {m}"),
+                        },
+                        _ => continue,
+                    }
+                }
+            };
+            break Err(request);
+        };
+        let (status, exit_code, error) = match ended {
+            Ok(exit) => {
+                // Sweep up whatever the agent left running in its group.
+                process::signal_group(pgid, Signal::SIGKILL);
+                (None, exit.code().map(i64::from), None)
+            }
+            Err(request) => {
+                self.stop_group(&mut child, pgid).await;
+                (Some(request.status), None, Some(request.reason))
+            }
+        };
+        self.stops
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&run.id);
+        if let Err(err) = self
+            .settle(&run, task_id, &who, fence, status, exit_code, error)
+            .await
+        {
+            tracing::error!(run_id = run.id, error = %err, "could not settle a finished run");
+        }
+    }
+
+    /// TERM to the group, KILL after the grace time, and reap the leader.
+    async fn stop_group(&self, child: &mut Child, pgid: i64) {
+        process::signal_group(pgid, Signal::SIGTERM);
+        let grace = self.config.spawner.kill_grace.0;
+        if tokio::time::timeout(grace, child.wait()).await.is_err() {
+            process::signal_group(pgid, Signal::SIGKILL);
+            let _ = child.wait().await;
+        } else {
+            // The leader went; stragglers in its group do not get the grace again.
+            process::signal_group(pgid, Signal::SIGKILL);
+        }
+    }
+
+    /// Records how a run ended and what became of its task: completed → succeeded; still held
+    /// → a retryable failure (the store retries it after a backoff, or fails it when its
+    /// attempts are used up, and then a person is told).
+    #[allow(clippy::too_many_arguments)]
+    pub(super) async fn settle(
+        &self,
+        run: &Run,
+        task_id: i64,
+        who: &Principal,
+        fence: i64,
+        stopped: Option<RunStatus>,
+        exit_code: Option<i64>,
+        error: Option<String>,
+    ) -> Result<(), StoreError> {
+        let task = self.store.task(&crate::domain::TaskRef::Id(task_id)).await?;
+        let completed = task.status == Status::Completed;
+        let still_held = task
+            .lease
+            .as_ref()
+            .is_some_and(|l| l.holder == run.holder && l.fence == fence);
+        let status = match stopped {
+            Some(status) => status,
+            None if completed => RunStatus::Succeeded,
+            None => RunStatus::Failed,
+        };
+        let error = error.or_else(|| {
+            (!completed && stopped.is_none()).then(|| match exit_code {
+                Some(code) => format!("exited with code {code} without completing its task"),
+                None => "was killed by a signal without completing its task".into(),
+            })
+        });
+        if still_held {
+            let reason = format!(
+                "run #{} of {} {}",
+                run.id,
+                run.agent_type,
+                error.as_deref().unwrap_or("ended")
+            );
+            let after = self.store.fail(task_id, who, fence, reason.clone(), true).await?;
+            if after.status == Status::Failed {
+                self.store
+                    .record_routing(
+                        task_id,
+                        "human",
+                        &format!(
+                            "spawned agents used all {} attempts; last: {reason}",
+                            after.max_attempts
+                        ),
+                    )
+                    .await?;
+            }
+        }
+        self.store.run_ended(run, status, exit_code, error).await?;
+        Ok(())
+    }
+}
