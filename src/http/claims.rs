@@ -67,6 +67,11 @@ pub async fn claim_next(
     Json(body): Json<ClaimNext>,
 ) -> ApiResult<Response> {
     require(&who, Role::Agent)?;
+    if let Some(scope) = who.scope {
+        return Err(crate::error::ApiError::Forbidden(format!(
+            "this token belongs to the run of task #{scope}; it cannot claim other work"
+        )));
+    }
     let spec = body.parse()?;
     let lease = spec
         .lease_seconds

@@ -29,6 +29,8 @@ pub struct AssignOutcome {
 impl Spawner {
     /// Routes every available task once.
     pub async fn assign(self: &Arc<Self>) -> Result<AssignOutcome, crate::store::StoreError> {
+        // One pass at a time, or two passes could each see a free slot and overfill the caps.
+        let _pass = self.assigning.lock().await;
         let mut out = AssignOutcome::default();
         let (mut live, mut per_type) = self.store.live_run_counts().await?;
         let overloaded = self
@@ -37,11 +39,10 @@ impl Spawner {
             .latest
             .filter(|s| s.overloaded)
             .map(|s| s.reasons.join("; "));
-        for (task, routed_to) in self.store.routable_tasks(PASS_LIMIT).await? {
-            // Once with people, a task stays with people until someone edits it.
-            if routed_to.as_deref() == Some("human") {
-                out.to_people += 1;
-                continue;
+        // Once with people, a task stays with people until someone edits it: those are not listed.
+        for task in self.store.routable_tasks(PASS_LIMIT).await? {
+            if *self.shutdown.borrow() {
+                break;
             }
             let (agent_type, reason) = match decide(&task, &self.config.routing) {
                 Decision::Human(reason) => {

@@ -41,8 +41,10 @@ pub struct Spawner {
     /// Stop switches of the runs this server supervises, by run id.
     stops: Mutex<HashMap<i64, watch::Sender<Option<StopRequest>>>>,
     /// Becomes true at shutdown: supervisors let go of their processes (restart reconciliation
-    /// settles them).
+    /// settles them) and no new ones are started.
     shutdown: watch::Receiver<bool>,
+    /// Held for the whole of an assignment pass.
+    assigning: tokio::sync::Mutex<()>,
 }
 
 /// Why `kill` did nothing.
@@ -71,6 +73,7 @@ impl Spawner {
             host,
             stops: Mutex::new(HashMap::new()),
             shutdown,
+            assigning: tokio::sync::Mutex::new(()),
         }
     }
 

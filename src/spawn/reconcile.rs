@@ -29,6 +29,8 @@ impl Spawner {
             };
             match (alive, self.config.spawner.on_restart) {
                 (false, _) => {
+                    // No signal: its pid may belong to an unrelated process by now. Survivors of
+                    // its group lose their token when the run ends.
                     self.hand_back(
                         run,
                         RunStatus::Lost,
@@ -66,8 +68,13 @@ impl Spawner {
     /// Marks a run ended and hands its task back (with the attempt) unless it was completed.
     async fn hand_back(&self, run: &Run, status: RunStatus, why: &str) -> Result<(), StoreError> {
         let task = self.store.task(&TaskRef::Id(run.task_id)).await?;
-        let held = task.lease.as_ref().is_some_and(|l| l.holder == run.holder);
-        if let (true, Some(fence)) = (held, run.fence) {
+        // The task's lease has the fence even when the run died before recording it.
+        let fence = task
+            .lease
+            .as_ref()
+            .filter(|l| l.holder == run.holder)
+            .map(|l| l.fence);
+        if let Some(fence) = fence {
             self.store
                 .release(
                     run.task_id,

@@ -80,7 +80,7 @@ impl Spawner {
     ) -> Result<Run, StartError> {
         let run = self.store.create_run(task.id, agent_type).await?;
         let token = new_token();
-        let who = self
+        let who = match self
             .store
             .rotate_agent_token(
                 &run.holder,
@@ -89,7 +89,17 @@ impl Spawner {
                 &hex::encode(hash_token(&token)),
                 Some(task.id),
             )
-            .await?;
+            .await
+        {
+            Ok(who) => who,
+            Err(err) => {
+                let _ = self
+                    .store
+                    .run_ended(&run, RunStatus::Failed, None, Some(format!("no token: {err}")))
+                    .await;
+                return Err(err.into());
+            }
+        };
         // Subscribe before claiming, so a cancellation right after the claim is seen.
         let events = self.store.subscribe();
         let lease = Duration::from_secs(self.config.server.lease_seconds);
@@ -110,9 +120,14 @@ impl Spawner {
         match self.launch(&run, &claim, &token, cfg).await {
             Ok(child) => {
                 let pid = child.id().map(i64::from).unwrap_or_default();
-                self.store
+                // The process runs now: whatever happens, it gets a supervisor.
+                if let Err(err) = self
+                    .store
                     .run_started(&run, claim.lease.fence, pid, process::start_time(pid))
-                    .await?;
+                    .await
+                {
+                    tracing::error!(run_id = run.id, error = %err, "could not record a run's start");
+                }
                 let (stop_tx, stop_rx) = watch::channel(None);
                 self.stops
                     .lock()
@@ -239,6 +254,8 @@ impl Spawner {
         let mut tick = tokio::time::interval(TICK);
         let renew_every = Duration::from_secs((self.config.server.lease_seconds / 3).max(1));
         let mut renewed = tokio::time::Instant::now();
+        // Set once the agent has completed its task: no more lease renewals.
+        let mut finished = false;
         let ended: Result<std::process::ExitStatus, StopRequest> = loop {
             let request = tokio::select! {
                 status = child.wait() => match status {
@@ -273,16 +290,21 @@ impl Spawner {
                     if let Some((cpu, memory)) = sampler.sample() {
                         let _ = self.store.run_sampled(run.id, cpu, memory).await;
                     }
-                    if renewed.elapsed() < renew_every {
+                    if finished || renewed.elapsed() < renew_every {
                         continue;
                     }
                     renewed = tokio::time::Instant::now();
                     let beat = ProgressSpec { fence, percent: None, note: None, lease_seconds: None };
                     match self.store.report_progress(task_id, &who, beat).await {
-                        Err(StoreError::LeaseLost(m)) | Err(StoreError::Forbidden(m)) => StopRequest {
-                            status: RunStatus::Killed,
-                            reason: format!("its lease is gone: {m}"),
-                        },
+                        Err(StoreError::LeaseLost(m)) | Err(StoreError::Forbidden(m)) => {
+                            // Completing its task ends the lease too: then the agent may finish up.
+                            let task = self.store.task(&crate::domain::TaskRef::Id(task_id)).await;
+                            if task.is_ok_and(|t| t.status == Status::Completed) {
+                                finished = true;
+                                continue;
+                            }
+                            StopRequest { status: RunStatus::Killed, reason: format!("its lease is gone: {m}") }
+                        }
                         _ => continue,
                     }
                 }
@@ -304,11 +326,18 @@ impl Spawner {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .remove(&run.id);
-        if let Err(err) = self
-            .settle(&run, task_id, &who, fence, status, exit_code, error)
-            .await
-        {
-            tracing::error!(run_id = run.id, error = %err, "could not settle a finished run");
+        // A busy or failing database must not leave the run "running": try a few times.
+        for attempt in 1..=5 {
+            match self
+                .settle(&run, task_id, &who, fence, status, exit_code, error.clone())
+                .await
+            {
+                Ok(()) => break,
+                Err(err) => {
+                    tracing::error!(run_id = run.id, attempt, error = %err, "could not settle a finished run");
+                    tokio::time::sleep(Duration::from_secs(attempt)).await;
+                }
+            }
         }
     }
 
@@ -345,11 +374,13 @@ impl Spawner {
             .lease
             .as_ref()
             .is_some_and(|l| l.holder == run.holder && l.fence == fence);
+        // An agent that completed its task succeeded, even if it was then stopped on its way out.
         let status = match stopped {
+            _ if completed => RunStatus::Succeeded,
             Some(status) => status,
-            None if completed => RunStatus::Succeeded,
             None => RunStatus::Failed,
         };
+        let error = if completed { None } else { error };
         let error = error.or_else(|| {
             (!completed && stopped.is_none()).then(|| match exit_code {
                 Some(code) => format!("exited with code {code} without completing its task"),

@@ -154,7 +154,7 @@ impl Store {
         let mut tx = self.writer.begin().await?;
         let (mut events, woke) = reap(&mut tx, now, Some(id)).await?;
         let task = fetch_existing(&mut tx, id).await?;
-        if task.route == Route::Spawn && !who.is_admin() && who.kind != "spawned" {
+        if task.route == Route::Spawn && !who.is_person() && who.kind != "spawned" {
             return Err(StoreError::Forbidden(format!(
                 "task #{id} has route spawn: it is for an agent process the server starts"
             )));
@@ -229,7 +229,7 @@ impl Store {
                  AND (?6 IS NULL OR t.project IN (SELECT value FROM json_each(?6))) \
                  AND NOT EXISTS (SELECT 1 FROM json_each(t.capabilities) c \
                                  WHERE c.value NOT IN (SELECT value FROM json_each(?5))) \
-                 AND t.route <> 'spawn' \
+                 AND (t.route <> 'spawn' OR (?7 AND t.routed_to IS 'human')) \
                  AND (?7 OR t.routed_to IS NOT 'human') \
                  AND (?7 OR (t.route <> 'human' AND (t.route <> 'auto' \
                       OR t.kind NOT IN (SELECT value FROM json_each(?8))))) \

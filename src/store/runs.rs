@@ -146,6 +146,11 @@ impl Store {
         .bind(now.millis())
         .fetch_one(&mut *tx)
         .await?;
+        // The run's token dies with it (a hash no token can have).
+        sqlx::query("UPDATE agents SET token_hash = 'revoked:' || name WHERE name = ?")
+            .bind(&run.holder)
+            .execute(&mut *tx)
+            .await?;
         let event = NewEvent::task(
             "run.exited",
             run.task_id,
@@ -216,28 +221,19 @@ impl Store {
         Ok((per.values().sum(), per))
     }
 
-    /// Available tasks the router should look at, most urgent first (not `route = agent`,
-    /// not backing off, attempts left).
-    pub async fn routable_tasks(&self, limit: i64) -> StoreResult<Vec<(Task, Option<String>)>> {
+    /// Available tasks the router should look at, most urgent first: not `route = agent`, not
+    /// already with people, not backing off, attempts left.
+    pub async fn routable_tasks(&self, limit: i64) -> StoreResult<Vec<Task>> {
         let rows: Vec<TaskRow> = sqlx::query_as(&format!(
             "SELECT {TASK_COLUMNS} FROM tasks WHERE status = 'available' AND not_before <= ?1 \
-             AND attempts < max_attempts AND route <> 'agent' ORDER BY priority, id LIMIT ?2"
+             AND attempts < max_attempts AND route <> 'agent' AND routed_to IS NOT 'human' \
+             ORDER BY priority, id LIMIT ?2"
         ))
         .bind(Timestamp::now().millis())
         .bind(limit)
         .fetch_all(&self.reader)
         .await?;
-        let mut out = Vec::with_capacity(rows.len());
-        for row in rows {
-            let task = Task::try_from(row)?;
-            let routed: Option<Option<String>> =
-                sqlx::query_scalar("SELECT routed_to FROM tasks WHERE id = ?")
-                    .bind(task.id)
-                    .fetch_optional(&self.reader)
-                    .await?;
-            out.push((task, routed.flatten()));
-        }
-        Ok(out)
+        rows.into_iter().map(Task::try_from).collect()
     }
 
     /// Records a routing decision; a `task.routed` event is written only when the decision or

@@ -146,15 +146,22 @@ impl Store {
             }
             let mut depth = 0;
             if let Some(parent) = spec.parent_id {
-                let found: Option<(i64, i64)> = sqlx::query_as(
-                    "SELECT depth, (SELECT COUNT(*) FROM tasks c WHERE c.parent_id = p.id) FROM tasks p WHERE id = ?",
+                let found: Option<(i64, i64, String)> = sqlx::query_as(
+                    "SELECT depth, (SELECT COUNT(*) FROM tasks c WHERE c.parent_id = p.id), status FROM tasks p WHERE id = ?",
                 )
                 .bind(parent)
                 .fetch_optional(&mut *tx)
                 .await?;
-                let Some((parent_depth, children)) = found else {
+                let Some((parent_depth, children, parent_status)) = found else {
                     return Err(InputError::new(field(i, "parent_id"), format!("no task #{parent}")).into());
                 };
+                if matches!(parent_status.as_str(), "completed" | "failed" | "cancelled") {
+                    return Err(InputError::new(
+                        field(i, "parent_id"),
+                        format!("task #{parent} is {parent_status}; it takes no new subtasks"),
+                    )
+                    .into());
+                }
                 depth = parent_depth + 1;
                 if depth > self.options.max_depth {
                     return Err(InputError::new(

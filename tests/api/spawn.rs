@@ -79,7 +79,12 @@ async fn a_p0_backend_task_is_done_by_a_spawned_backend_specialist() {
     let mut config = with_assignment(data.path());
     config.agent_types.insert(
         "backend-specialist".into(),
-        agent_type(scripts.path(), "backend", COMPLETES, |_| {}),
+        agent_type(
+            scripts.path(),
+            "backend",
+            &format!("echo \"$TASKYARD_TOKEN\" > \"$OUT/token\"\n{COMPLETES}"),
+            |_| {},
+        ),
     );
     let server = Server::boot(config).await;
     let mut events = server.app_store.subscribe();
@@ -128,6 +133,10 @@ async fn a_p0_backend_task_is_done_by_a_spawned_backend_specialist() {
         .unwrap()
         .clone();
     assert_eq!(routed["data"]["decision"], "spawn");
+    // The run's token ended with the run.
+    let token = std::fs::read_to_string(scripts.path().join("token")).unwrap();
+    let (status, _) = server.get(token.trim(), "/tasks").await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
     server.stop().await;
 }
 

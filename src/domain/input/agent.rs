@@ -43,6 +43,12 @@ impl CreateAgent {
         {
             return Err(reject("name", "use letters, digits, '.', '_', '-' and '@' only"));
         }
+        if name.starts_with("run-") || name.starts_with("loop-") {
+            return Err(reject(
+                "name",
+                "names starting with run- or loop- are kept for spawned runs and loops",
+            ));
+        }
         if name == crate::domain::agent::ADMIN_NAME {
             return Err(reject(
                 "name",
