@@ -8,9 +8,13 @@
 //! - [`config`]: defaults < file < env < flags.
 //! - [`app`]: boot (data folder, admin token, store, listener) and graceful shutdown.
 //! - [`client`]: the HTTP client behind the CLI.
+//! - [`loops`]: scheduled loops, one file per kind.
+//! - [`spawn`]: routing available work and supervising spawned agent processes.
+//! - [`bench`]: `taskyard bench`, the load generator and its scenarios.
 //! - [`cli`]: the command line (`serve` and the client subcommands).
 
 pub mod app;
+pub mod bench;
 pub mod cli;
 pub mod client;
 pub mod config;

@@ -113,6 +113,8 @@ pub enum Command {
     /// List loops or run one now.
     #[command(subcommand)]
     Loops(loops::LoopsCommand),
+    /// Measure throughput and latency against a fresh server (or --target URL).
+    Bench(crate::bench::BenchArgs),
     /// Show or check the configuration (and the loop definitions).
     #[command(subcommand)]
     Config(config::ConfigCommand),
@@ -125,6 +127,20 @@ pub async fn run_client(global: &Global, command: Command) -> ExitCode {
         Command::Agent(cmd) => agent::run(global, cmd).await,
         Command::Loops(cmd) => loops::run(global, cmd).await,
         Command::Runs(cmd) => runs::run(global, cmd).await,
+        Command::Bench(args) => {
+            return match crate::bench::run(&args, global.token.clone(), global.json).await {
+                Ok(report) => {
+                    if global.json {
+                        output::json(&report);
+                    }
+                    ExitCode::SUCCESS
+                }
+                Err(err) => {
+                    eprintln!("error: {err:#}");
+                    ExitCode::FAILURE
+                }
+            };
+        }
         Command::Config(cmd) => return config::run(global, cmd),
         Command::Serve => unreachable!("serve is not a client command"),
     };

@@ -19,6 +19,8 @@ use super::{LoopContext, LoopDef, Schedule};
 
 struct Entry {
     def: LoopDef,
+    /// Set when the loops stop: no new run starts after that.
+    halted: Arc<std::sync::atomic::AtomicBool>,
     /// Held while a run is in progress, by the task doing the run (so a caller that stops
     /// waiting does not release it early).
     running: Arc<Mutex<()>>,
@@ -73,12 +75,14 @@ pub struct Loops {
 impl Loops {
     /// Loops ready to start.
     pub fn new(defs: Vec<LoopDef>, ctx: LoopContext) -> Self {
+        let halted = Arc::new(std::sync::atomic::AtomicBool::new(false));
         Self {
             entries: defs
                 .into_iter()
                 .map(|def| {
                     Arc::new(Entry {
                         def,
+                        halted: halted.clone(),
                         running: Arc::new(Mutex::new(())),
                     })
                 })
@@ -141,13 +145,20 @@ impl Loops {
         Ok(())
     }
 
-    /// Stops scheduling; runs in progress finish on their own.
+    /// Stops scheduling and waits for runs in progress to finish.
     pub async fn stop(&self) {
+        for entry in &self.entries {
+            entry.halted.store(true, std::sync::atomic::Ordering::SeqCst);
+        }
         self.stopping.send_replace(true);
         if let Some((mut scheduler, _)) = self.scheduler.lock().await.take() {
             if let Err(err) = scheduler.shutdown().await {
                 tracing::warn!(error = %err, "the loop scheduler did not stop cleanly");
             }
+        }
+        // Wait out runs in progress, so none outlives the store.
+        for entry in &self.entries {
+            drop(entry.running.lock().await);
         }
     }
 
@@ -226,6 +237,7 @@ async fn wake_on_work(
                 }
                 Some(Ok(_)) => {}
                 // A scheduled run is under way and may have missed this work: run again after it.
+                None if entry.halted.load(std::sync::atomic::Ordering::SeqCst) => return,
                 None => {
                     drop(entry.running.lock().await);
                     continue;
@@ -240,6 +252,9 @@ async fn wake_on_work(
 /// and records the run. The run and its record happen in a task of their own that holds the
 /// loop's guard, so they complete even if the caller stops waiting.
 async fn run_entry(entry: &Arc<Entry>, ctx: &Arc<LoopContext>) -> Option<crate::store::StoreResult<LoopRun>> {
+    if entry.halted.load(std::sync::atomic::Ordering::SeqCst) {
+        return None;
+    }
     let guard = entry.running.clone().try_lock_owned().ok()?;
     let entry = entry.clone();
     let ctx = ctx.clone();

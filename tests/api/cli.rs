@@ -143,3 +143,29 @@ async fn config_check_names_the_file_and_field() {
     assert!(text.contains("127.0.0.1:8888"), "env beats file: {text}");
     assert!(!text.contains("a-very-secret"), "secrets are redacted: {text}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bench_runs_its_own_server_and_checks_exactly_once() {
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_taskyard"))
+        .args([
+            "bench",
+            "--scenario",
+            "throughput",
+            "--tasks",
+            "300",
+            "--agents",
+            "8",
+            "--json",
+        ])
+        .output()
+        .await
+        .unwrap();
+    let report = stdout_json(&out);
+    let throughput = &report["throughput"];
+    assert_eq!(throughput["tasks"], 300);
+    assert_eq!(throughput["not_exactly_once"], 0);
+    assert_eq!(throughput["report"]["cycles"], 300);
+    assert_eq!(throughput["report"]["duplicates"], 0);
+    assert_eq!(throughput["report"]["errors"], 0);
+    assert!(throughput["report"]["claim"]["count"].as_u64().unwrap() >= 300);
+}
