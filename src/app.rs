@@ -70,6 +70,11 @@ impl App {
             host.clone(),
             shutdown_rx.clone(),
         ));
+        let notifier = Arc::new(
+            crate::notify::Notifier::new(store.clone(), config.clone(), &data_dir, url.clone())
+                .await
+                .context("cannot set up notifications")?,
+        );
         let loops = Arc::new(Loops::new(
             loop_defs,
             LoopContext {
@@ -79,6 +84,7 @@ impl App {
                 url: url.clone(),
                 host,
                 spawner,
+                notifier: notifier.clone(),
             },
         ));
         let state = AppState {
@@ -88,6 +94,7 @@ impl App {
             shutdown: shutdown_rx,
             seen: Arc::new(Mutex::new(HashMap::new())),
             loops,
+            notifier,
         };
         Ok(App {
             listener,
@@ -176,23 +183,30 @@ fn admin_token_from_file(data_dir: &Path) -> anyhow::Result<Secret> {
         }
         Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
             let token = auth::new_token();
-            let mut options = std::fs::OpenOptions::new();
-            options.write(true).create_new(true);
-            #[cfg(unix)]
-            {
-                use std::os::unix::fs::OpenOptionsExt;
-                options.mode(0o600);
-            }
-            let mut file = options
-                .open(&path)
-                .with_context(|| format!("cannot create {}", path.display()))?;
-            writeln!(file, "{token}")?;
-            file.sync_all()?;
+            create_secret_file(&path, &token)?;
             tracing::info!(path = %path.display(), "created a new admin token");
             Ok(Secret::new(token))
         }
         Err(err) => Err(err).with_context(|| format!("cannot read {}", path.display())),
     }
+}
+
+/// Creates `path` (it must not exist) readable by this user only, holding `secret` and a newline,
+/// and makes it durable.
+pub fn create_secret_file(path: &Path, secret: &str) -> anyhow::Result<()> {
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    let mut file = options
+        .open(path)
+        .with_context(|| format!("cannot create {}", path.display()))?;
+    writeln!(file, "{secret}")?;
+    file.sync_all()?;
+    Ok(())
 }
 
 /// Reads the admin token a local CLI should use: `<data-dir>/admin.token`.

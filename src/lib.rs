@@ -10,6 +10,7 @@
 //! - [`client`]: the HTTP client behind the CLI.
 //! - [`loops`]: scheduled loops, one file per kind.
 //! - [`spawn`]: routing available work and supervising spawned agent processes.
+//! - [`notify`]: emails to people (outbox, SMTP or files, signed take/decline links, digest).
 //! - [`bench`]: `taskyard bench`, the load generator and its scenarios.
 //! - [`cli`]: the command line (`serve` and the client subcommands).
 
@@ -22,6 +23,7 @@ pub mod domain;
 pub mod error;
 pub mod http;
 pub mod loops;
+pub mod notify;
 pub mod spawn;
 pub mod store;
 

@@ -4,6 +4,7 @@
 mod agent;
 mod config;
 mod loops;
+mod notifications;
 mod output;
 mod runs;
 mod task;
@@ -113,6 +114,9 @@ pub enum Command {
     /// List loops or run one now.
     #[command(subcommand)]
     Loops(loops::LoopsCommand),
+    /// The outbox of emails to people.
+    #[command(subcommand)]
+    Notifications(notifications::NotificationsCommand),
     /// Measure throughput and latency against a fresh server (or --target URL).
     Bench(crate::bench::BenchArgs),
     /// Show or check the configuration (and the loop definitions).
@@ -127,6 +131,7 @@ pub async fn run_client(global: &Global, command: Command) -> ExitCode {
         Command::Agent(cmd) => agent::run(global, cmd).await,
         Command::Loops(cmd) => loops::run(global, cmd).await,
         Command::Runs(cmd) => runs::run(global, cmd).await,
+        Command::Notifications(cmd) => notifications::run(global, cmd).await,
         Command::Bench(args) => {
             return match crate::bench::run(&args, global.token.clone(), global.json).await {
                 Ok(report) => {

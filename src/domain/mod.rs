@@ -4,12 +4,14 @@
 pub mod agent;
 pub mod event;
 pub mod input;
+pub mod notification;
 pub mod run;
 pub mod task;
 pub mod time;
 
 pub use agent::{Agent, Principal, Role};
 pub use event::Event;
+pub use notification::{LinkAction, NewNotification, Notification, NotificationStatus, Reason};
 pub use run::{Run, RunStatus};
 pub use task::{Lease, Priority, Progress, Route, Status, Task, TaskRef, TaskResult};
 pub use time::Timestamp;

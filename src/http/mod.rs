@@ -7,7 +7,9 @@ pub mod claims;
 pub mod events;
 pub mod extract;
 pub mod health;
+pub mod links;
 pub mod loops;
+pub mod notifications;
 pub mod openapi;
 pub mod runs;
 pub mod tasks;
@@ -45,6 +47,8 @@ pub struct AppState {
     pub seen: Arc<Mutex<HashMap<i64, Instant>>>,
     /// The scheduled loops.
     pub loops: Arc<crate::loops::Loops>,
+    /// Emails to people, and their take and decline links.
+    pub notifier: Arc<crate::notify::Notifier>,
 }
 
 impl AppState {
@@ -74,6 +78,7 @@ pub fn router(state: AppState) -> Router {
         .merge(events::router())
         .merge(loops::router())
         .merge(runs::router())
+        .merge(notifications::router())
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             auth::authenticate,
@@ -85,6 +90,7 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .merge(api)
         .merge(health::router())
+        .merge(links::router())
         .merge(openapi::router(doc))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)

@@ -22,7 +22,8 @@ use super::AppState;
          (name = "agents", description = "Agent identities and tokens"),
          (name = "events", description = "The live event stream"),
          (name = "loops", description = "Scheduled loops and host status"),
-         (name = "runs", description = "Spawned agent processes"))
+         (name = "runs", description = "Spawned agent processes"),
+         (name = "notifications", description = "The outbox: emails to people"))
 )]
 pub struct ApiDoc;
 

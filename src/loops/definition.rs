@@ -108,6 +108,8 @@ const BUILTIN: &[(&str, &str)] = &[
     ),
     ("inbox", include_str!("../../loops/inbox.toml")),
     ("assignment", include_str!("../../loops/assignment.toml")),
+    ("notify", include_str!("../../loops/notify.toml")),
+    ("digest", include_str!("../../loops/digest.toml")),
 ];
 
 /// The compiled-in default loops.

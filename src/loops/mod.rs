@@ -8,8 +8,10 @@ mod assignment;
 mod command;
 mod definition;
 mod dependency_release;
+mod digest;
 mod inbox;
 mod lease_reaper;
+mod notify;
 mod retention_backup;
 mod scheduler;
 mod stall_detector;
@@ -63,6 +65,8 @@ pub struct LoopContext {
     pub host: Arc<HostMonitor>,
     /// Starts and supervises agent processes.
     pub spawner: Arc<crate::spawn::Spawner>,
+    /// Queues and sends emails to people.
+    pub notifier: Arc<crate::notify::Notifier>,
 }
 
 /// A loop kind, configured: it runs once per tick.
@@ -72,6 +76,11 @@ pub trait Loop: Send + Sync {
 
     /// True for loops that also run at once whenever new or returned work appears.
     fn woken_by_work(&self) -> bool {
+        false
+    }
+
+    /// True for loops that also run at once whenever something may need telling a person.
+    fn woken_by_outbox(&self) -> bool {
         false
     }
 }
@@ -90,6 +99,8 @@ const KINDS: &[(&str, Builder)] = &[
     ("inbox", inbox::build),
     ("command", command::build),
     ("assignment", assignment::build),
+    ("notify", notify::build),
+    ("digest", digest::build),
 ];
 
 /// The names of the built-in kinds.

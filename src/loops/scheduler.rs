@@ -128,14 +128,18 @@ impl Loops {
             };
             ids.insert(entry.def.name.clone(), scheduler.add(job).await?);
         }
-        for entry in self
-            .entries
-            .iter()
-            .filter(|e| e.def.enabled && e.def.imp.woken_by_work())
-        {
-            tokio::spawn(wake_on_work(
+        for entry in self.entries.iter().filter(|e| e.def.enabled) {
+            let signal = if entry.def.imp.woken_by_work() {
+                self.ctx.store.watch_work()
+            } else if entry.def.imp.woken_by_outbox() {
+                self.ctx.store.watch_outbox()
+            } else {
+                continue;
+            };
+            tokio::spawn(wake_on(
                 entry.clone(),
                 self.ctx.clone(),
+                signal,
                 self.stopping.subscribe(),
             ));
         }
@@ -217,13 +221,13 @@ impl Loops {
     }
 }
 
-/// Runs `entry` whenever work appears; work that appears during a run gets another run.
-async fn wake_on_work(
+/// Runs `entry` whenever `work` signals; a signal during a run gets another run.
+async fn wake_on(
     entry: Arc<Entry>,
     ctx: Arc<LoopContext>,
+    mut work: tokio::sync::watch::Receiver<u64>,
     mut stopping: tokio::sync::watch::Receiver<bool>,
 ) {
-    let mut work = ctx.store.watch_work();
     loop {
         tokio::select! {
             changed = work.changed() => if changed.is_err() { return },

@@ -64,7 +64,7 @@ impl Spawner {
                 .filter(|c| !c.command.is_empty())
             else {
                 let why = format!("{reason}, but agent type {agent_type} has no command configured");
-                self.store.record_routing(task.id, "human", &why).await?;
+                self.store.record_spawn_fallback(task.id, &why).await?;
                 out.to_people += 1;
                 continue;
             };
@@ -105,7 +105,7 @@ impl Spawner {
                 Err(StartError::Claim(_)) => {}
                 Err(StartError::Launch(message)) => {
                     let why = format!("{reason}, but {agent_type} could not start: {message}");
-                    self.store.record_routing(task.id, "human", &why).await?;
+                    self.store.record_spawn_fallback(task.id, &why).await?;
                     out.to_people += 1;
                 }
                 Err(StartError::Store(e)) => return Err(e),

@@ -152,8 +152,23 @@ impl Store {
     pub async fn claim_task(&self, id: i64, who: &Principal, lease: Duration) -> StoreResult<Claimed> {
         let now = Timestamp::now();
         let mut tx = self.writer.begin().await?;
-        let (mut events, woke) = reap(&mut tx, now, Some(id)).await?;
-        let task = fetch_existing(&mut tx, id).await?;
+        let (claim, events, woke) = self.claim_in(&mut tx, id, who, lease, now).await?;
+        self.commit(tx, now, events, woke).await?;
+        Ok(claim)
+    }
+
+    /// [`Store::claim_task`] inside the caller's transaction: the claim, its events, and
+    /// whether reaping along the way returned work.
+    pub(super) async fn claim_in(
+        &self,
+        tx: &mut SqliteConnection,
+        id: i64,
+        who: &Principal,
+        lease: Duration,
+        now: Timestamp,
+    ) -> StoreResult<(Claimed, Vec<NewEvent>, bool)> {
+        let (mut events, woke) = reap(&mut *tx, now, Some(id)).await?;
+        let task = fetch_existing(&mut *tx, id).await?;
         if task.route == Route::Spawn && !who.is_person() && who.kind != "spawned" {
             return Err(StoreError::Forbidden(format!(
                 "task #{id} has route spawn: it is for an agent process the server starts"
@@ -206,8 +221,7 @@ impl Store {
         .await?;
         let claim = claimed(row)?;
         events.push(claim_event(&claim));
-        self.commit(tx, now, events, woke).await?;
-        Ok(claim)
+        Ok((claim, events, woke))
     }
 
     /// Claims the best ready task for `who`: capabilities a subset of the filter's, then
@@ -524,41 +538,51 @@ impl Store {
         }
         let now = Timestamp::now();
         let mut tx = self.writer.begin().await?;
-        let task = fetch_existing(&mut tx, id).await?;
-        if task.status != Status::Blocked {
-            return Err(StoreError::Conflict(format!(
-                "task #{id} is {}, not blocked",
-                task.status
-            )));
-        }
-        let (status, reason) = deps::initial_status(&mut tx, &task.depends_on).await?;
-        if status == Status::Blocked {
-            return Err(StoreError::Conflict(format!(
-                "task #{id} cannot run: {}; change its depends_on first",
-                reason.unwrap_or_default()
-            )));
-        }
-        sqlx::query("UPDATE tasks SET status = ?2, status_reason = NULL, not_before = 0, updated_at = ?3 WHERE id = ?1")
-            .bind(id)
-            .bind(status.as_str())
-            .bind(now.millis())
-            .execute(&mut *tx)
-            .await?;
-        let updated = fetch_existing(&mut tx, id).await?;
-        self.commit(
-            tx,
-            now,
-            vec![NewEvent::task(
-                "task.unblocked",
-                id,
-                &who.name,
-                json!({"note": note, "status": status}),
-            )],
-            status == Status::Available,
-        )
-        .await?;
+        let (updated, event) = unblock_in(&mut tx, id, who, note, now).await?;
+        let woke = updated.status == Status::Available;
+        self.commit(tx, now, vec![event], woke).await?;
         Ok(updated)
     }
+}
+
+/// [`Store::unblock`] inside the caller's transaction: the task after, and the event.
+pub(super) async fn unblock_in(
+    tx: &mut SqliteConnection,
+    id: i64,
+    who: &Principal,
+    note: Option<String>,
+    now: Timestamp,
+) -> StoreResult<(Task, NewEvent)> {
+    let task = fetch_existing(&mut *tx, id).await?;
+    if task.status != Status::Blocked {
+        return Err(StoreError::Conflict(format!(
+            "task #{id} is {}, not blocked",
+            task.status
+        )));
+    }
+    let (status, reason) = deps::initial_status(&mut *tx, &task.depends_on).await?;
+    if status == Status::Blocked {
+        return Err(StoreError::Conflict(format!(
+            "task #{id} cannot run: {}; change its depends_on first",
+            reason.unwrap_or_default()
+        )));
+    }
+    sqlx::query(
+        "UPDATE tasks SET status = ?2, status_reason = NULL, not_before = 0, updated_at = ?3 WHERE id = ?1",
+    )
+    .bind(id)
+    .bind(status.as_str())
+    .bind(now.millis())
+    .execute(&mut *tx)
+    .await?;
+    let updated = fetch_existing(&mut *tx, id).await?;
+    let event = NewEvent::task(
+        "task.unblocked",
+        id,
+        &who.name,
+        json!({"note": note, "status": status}),
+    );
+    Ok((updated, event))
 }
 
 #[cfg(test)]

@@ -9,6 +9,7 @@ mod events;
 mod leases;
 mod loop_runs;
 mod maintenance;
+mod notifications;
 mod rows;
 mod runs;
 mod tasks;
@@ -26,6 +27,7 @@ use crate::domain::{Event, InputError, Timestamp};
 
 pub use leases::{ClaimFilter, Claimed};
 pub use loop_runs::{LoopRun, NewLoopRun};
+pub use notifications::{NotificationFilter, NotificationPage, Outgoing};
 pub use runs::LiveRun;
 pub use tasks::{TaskFilter, TaskPage, Why};
 
@@ -119,6 +121,8 @@ pub struct Store {
     events: broadcast::Sender<Event>,
     /// Bumped whenever claimable work may have appeared (wakes long polls).
     work: watch::Sender<u64>,
+    /// Bumped whenever something may need a notification (wakes the notify loop).
+    outbox: watch::Sender<u64>,
     /// Options.
     options: std::sync::Arc<StoreOptions>,
     /// How connections are opened (for one-off connections such as backups).
@@ -158,11 +162,13 @@ impl Store {
             .await?;
         let (events, _) = broadcast::channel(4096);
         let (work, _) = watch::channel(0);
+        let (outbox, _) = watch::channel(0);
         Ok(Self {
             writer,
             reader,
             events,
             work,
+            outbox,
             options: std::sync::Arc::new(options),
             connect: base,
         })
@@ -183,8 +189,25 @@ impl Store {
         self.work.send_modify(|n| *n = n.wrapping_add(1));
     }
 
-    /// Publishes committed events and, if `woke`, wakes waiting claimers.
+    /// Subscribes to "a notification may be due" signals.
+    pub fn watch_outbox(&self) -> watch::Receiver<u64> {
+        self.outbox.subscribe()
+    }
+
+    /// Wakes the notify loop.
+    pub fn wake_outbox(&self) {
+        self.outbox.send_modify(|n| *n = n.wrapping_add(1));
+    }
+
+    /// Publishes committed events and, if `woke`, wakes waiting claimers; events that may call
+    /// for a notification wake the notify loop.
     fn publish(&self, events: Vec<Event>, woke: bool) {
+        if events
+            .iter()
+            .any(|e| crate::domain::notification::TRIGGER_EVENTS.contains(&e.kind.as_str()))
+        {
+            self.wake_outbox();
+        }
         for event in events {
             // No subscribers is fine: the events are in the database.
             let _ = self.events.send(event);

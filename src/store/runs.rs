@@ -239,6 +239,16 @@ impl Store {
     /// Records a routing decision; a `task.routed` event is written only when the decision or
     /// its reason changed, so a task waiting for capacity does not fill the log.
     pub async fn record_routing(&self, task_id: i64, routed_to: &str, reason: &str) -> StoreResult<bool> {
+        self.route(task_id, routed_to, reason, false).await
+    }
+
+    /// Records that a task meant to be spawned went to people instead (no command, or its
+    /// agent could not start).
+    pub async fn record_spawn_fallback(&self, task_id: i64, reason: &str) -> StoreResult<bool> {
+        self.route(task_id, "human", reason, true).await
+    }
+
+    async fn route(&self, task_id: i64, routed_to: &str, reason: &str, fallback: bool) -> StoreResult<bool> {
         let now = Timestamp::now();
         let mut tx = self.writer.begin().await?;
         let changed = sqlx::query(
@@ -257,7 +267,7 @@ impl Store {
                 "task.routed",
                 task_id,
                 "router",
-                json!({"decision": routed_to, "reason": reason}),
+                json!({"decision": routed_to, "reason": reason, "fallback": fallback}),
             )]
         } else {
             Vec::new()

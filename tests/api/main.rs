@@ -9,6 +9,8 @@ mod events;
 mod input;
 mod leases;
 mod loops;
+mod notify;
 mod restart;
+mod smtp;
 mod spawn;
 mod support;

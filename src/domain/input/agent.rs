@@ -33,28 +33,28 @@ pub struct AgentSpec {
     pub role: Role,
 }
 
+/// Checks an agent's name: letters, digits, `.`, `_`, `-`, `@`; not reserved.
+pub fn agent_name(name: &str) -> Result<String, String> {
+    let name = line("name", name, limits::NAME, false).map_err(|e| e.message)?;
+    if !name
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | '@'))
+    {
+        return Err("use letters, digits, '.', '_', '-' and '@' only".into());
+    }
+    if name.starts_with("run-") || name.starts_with("loop-") {
+        return Err("names starting with run- or loop- are kept for spawned runs and loops".into());
+    }
+    if name == crate::domain::agent::ADMIN_NAME {
+        return Err("\"admin\" is reserved for the server's admin token".into());
+    }
+    Ok(name)
+}
+
 impl CreateAgent {
     /// Checks the agent.
     pub fn parse(self) -> Result<AgentSpec, InputError> {
-        let name = line("name", &self.name, limits::NAME, false)?;
-        if !name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | '@'))
-        {
-            return Err(reject("name", "use letters, digits, '.', '_', '-' and '@' only"));
-        }
-        if name.starts_with("run-") || name.starts_with("loop-") {
-            return Err(reject(
-                "name",
-                "names starting with run- or loop- are kept for spawned runs and loops",
-            ));
-        }
-        if name == crate::domain::agent::ADMIN_NAME {
-            return Err(reject(
-                "name",
-                "\"admin\" is reserved for the server's admin token",
-            ));
-        }
+        let name = agent_name(&self.name).map_err(|message| reject("name", message))?;
         Ok(AgentSpec {
             name,
             kind: self

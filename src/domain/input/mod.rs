@@ -7,7 +7,7 @@ mod json;
 mod lease;
 mod task;
 
-pub use agent::{AgentSpec, CreateAgent};
+pub use agent::{agent_name, AgentSpec, CreateAgent};
 pub use json::{named_field, parse_json, JsonError};
 pub use lease::{
     BlockTask, ClaimNext, ClaimNextSpec, ClaimTask, CompleteSpec, CompleteTask, FailTask, NoteBody,

@@ -14,6 +14,10 @@ use crate::domain::time::Span;
 use crate::domain::Priority;
 use crate::store::Durability;
 
+mod notify;
+
+pub use notify::{HumanConfig, NotifyConfig, SmtpConfig, SmtpTls, Transport};
+
 /// The name of the config file looked for in the working directory.
 pub const DEFAULT_CONFIG_FILE: &str = "taskyard.toml";
 
@@ -62,6 +66,10 @@ pub struct Config {
     pub spawner: SpawnerConfig,
     /// `[agent_types.NAME]`: how to start each agent type.
     pub agent_types: BTreeMap<String, AgentTypeConfig>,
+    /// `[notify]`: email to people about work that needs them.
+    pub notify: NotifyConfig,
+    /// `[[humans]]`: the people who take work by email.
+    pub humans: Vec<HumanConfig>,
 }
 
 /// `[server]` settings.
@@ -352,6 +360,51 @@ impl Config {
         for (i, kind) in self.routing.human_kinds.iter().enumerate() {
             word(&format!("routing.human_kinds[{i}]"), kind).map_err(|e| invalid(&e.field, e.message))?;
         }
+        self.validate_notify()
+    }
+
+    /// Checks `[notify]` and `[[humans]]`: addresses parse, names are usable agent names.
+    fn validate_notify(&self) -> Result<(), ConfigError> {
+        let invalid = |field: String, message: String| ConfigError::Invalid { field, message };
+        let address = |field: String, value: &str| {
+            value
+                .parse::<lettre::message::Mailbox>()
+                .map(|_| ())
+                .map_err(|e| invalid(field, format!("{value:?} is not an email address: {e}")))
+        };
+        let n = &self.notify;
+        address("notify.from".into(), &n.from)?;
+        for (i, to) in n.default_to.iter().enumerate() {
+            address(format!("notify.default_to[{i}]"), to)?;
+        }
+        if n.transport == Transport::Smtp && n.smtp.host.trim().is_empty() {
+            return Err(invalid("notify.smtp.host".into(), "names no host".into()));
+        }
+        let lease = n.human_lease.0.as_secs();
+        if !(1..=86_400).contains(&lease) {
+            return Err(invalid(
+                "notify.human_lease".into(),
+                "must be between 1s and 1d".into(),
+            ));
+        }
+        if n.link_ttl.0 < std::time::Duration::from_secs(60) {
+            return Err(invalid("notify.link_ttl".into(), "must be at least 1m".into()));
+        }
+        if n.max_attempts == 0 {
+            return Err(invalid("notify.max_attempts".into(), "must be at least 1".into()));
+        }
+        let mut names = std::collections::HashSet::new();
+        for (i, h) in self.humans.iter().enumerate() {
+            let field = |f: &str| format!("humans[{i}].{f}");
+            crate::domain::input::agent_name(&h.name).map_err(|m| invalid(field("name"), m))?;
+            if !names.insert(h.name.as_str()) {
+                return Err(invalid(field("name"), format!("{:?} is listed twice", h.name)));
+            }
+            address(field("email"), &h.email)?;
+            for (j, c) in h.capabilities.iter().enumerate() {
+                word(&field(&format!("capabilities[{j}]")), c).map_err(|e| invalid(e.field, e.message))?;
+            }
+        }
         Ok(())
     }
 
@@ -414,6 +467,28 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(err.contains("server.lease_seconds"), "{err}");
+    }
+
+    #[test]
+    fn notify_errors_name_the_field() {
+        let check = |text: &str| {
+            let config: Config = toml::from_str(text).unwrap();
+            config.validate().map_err(|e| e.to_string())
+        };
+        assert!(check("[notify]\nfrom = \"T <t@example.com>\"\n").is_ok());
+        let err = check("[notify]\nfrom = \"not an address\"\n").unwrap_err();
+        assert!(err.contains("notify.from"), "{err}");
+        let err = check("[notify]\ndefault_to = [\"a@example.com\", \"nope\"]\n").unwrap_err();
+        assert!(err.contains("notify.default_to[1]"), "{err}");
+        let err = check("[notify]\nhuman_lease = \"2d\"\n").unwrap_err();
+        assert!(err.contains("notify.human_lease"), "{err}");
+        let two = "[[humans]]\nname = \"ana\"\nemail = \"a@example.com\"\n";
+        let err = check(&format!("{two}{two}")).unwrap_err();
+        assert!(err.contains("humans[1].name"), "{err}");
+        let err = check("[[humans]]\nname = \"admin\"\nemail = \"a@example.com\"\n").unwrap_err();
+        assert!(err.contains("humans[0].name"), "{err}");
+        let err = check("[[humans]]\nname = \"ana\"\nemail = \"ana\"\n").unwrap_err();
+        assert!(err.contains("humans[0].email"), "{err}");
     }
 
     #[test]

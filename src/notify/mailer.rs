@@ -1,0 +1,92 @@
+//! The mailer: SMTP (plain, STARTTLS or implicit TLS, with optional authentication) or `.eml`
+//! files in a folder. Sending failures are sorted into "try again" and "give up".
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use lettre::transport::smtp::authentication::Credentials;
+use lettre::{AsyncFileTransport, AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
+
+use crate::config::{NotifyConfig, SmtpTls, Transport};
+
+/// A failed attempt.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SendError {
+    /// True when trying again cannot help (the server rejected the message for good).
+    pub permanent: bool,
+    /// What went wrong, with the mail server's answer where there was one.
+    pub message: String,
+}
+
+/// Sends one message at a time.
+pub enum Mailer {
+    /// Through an SMTP server.
+    Smtp(AsyncSmtpTransport<Tokio1Executor>),
+    /// Into a folder of `.eml` files.
+    File(AsyncFileTransport<Tokio1Executor>, PathBuf),
+}
+
+impl Mailer {
+    /// Builds the configured mailer. The SMTP password comes from the environment variable
+    /// `notify.smtp.password_env` and is never logged.
+    pub fn from_config(config: &NotifyConfig, data_dir: &std::path::Path) -> anyhow::Result<Mailer> {
+        match config.transport {
+            Transport::File => {
+                let dir = config.file_dir.clone().unwrap_or_else(|| data_dir.join("mail"));
+                std::fs::create_dir_all(&dir)
+                    .with_context(|| format!("cannot create the mail folder {}", dir.display()))?;
+                Ok(Mailer::File(AsyncFileTransport::new(&dir), dir))
+            }
+            Transport::Smtp => {
+                let smtp = &config.smtp;
+                let builder = match smtp.tls {
+                    SmtpTls::None => AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(&smtp.host),
+                    SmtpTls::Starttls => AsyncSmtpTransport::<Tokio1Executor>::starttls_relay(&smtp.host)
+                        .with_context(|| format!("notify.smtp.host: cannot use {:?} for TLS", smtp.host))?,
+                    SmtpTls::Tls => AsyncSmtpTransport::<Tokio1Executor>::relay(&smtp.host)
+                        .with_context(|| format!("notify.smtp.host: cannot use {:?} for TLS", smtp.host))?,
+                };
+                let mut builder = builder.port(smtp.effective_port()).timeout(Some(smtp.timeout.0));
+                if let Some(user) = &smtp.username {
+                    let password = std::env::var(&smtp.password_env).with_context(|| {
+                        format!(
+                            "notify.smtp.username is set, but the password variable {} is not",
+                            smtp.password_env
+                        )
+                    })?;
+                    builder = builder.credentials(Credentials::new(user.clone(), password));
+                }
+                Ok(Mailer::Smtp(builder.build()))
+            }
+        }
+    }
+
+    /// Sends `message`.
+    pub async fn send(&self, message: Message) -> Result<(), SendError> {
+        match self {
+            Mailer::Smtp(smtp) => smtp.send(message).await.map(drop).map_err(|e| SendError {
+                permanent: e.is_permanent(),
+                message: error_chain(&e),
+            }),
+            Mailer::File(file, dir) => file.send(message).await.map(drop).map_err(|e| SendError {
+                permanent: false,
+                message: format!("cannot write to {}: {}", dir.display(), error_chain(&e)),
+            }),
+        }
+    }
+}
+
+/// An error with its causes, one after another.
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let more = cause.to_string();
+        if !text.contains(&more) {
+            text.push_str(": ");
+            text.push_str(&more);
+        }
+        source = cause.source();
+    }
+    text
+}
