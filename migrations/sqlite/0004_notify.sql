@@ -7,7 +7,8 @@ CREATE TABLE notifications (
     human           TEXT    NOT NULL,                        -- the person's agent name; links act as them
     to_addr         TEXT    NOT NULL,
     subject         TEXT    NOT NULL,
-    reason          TEXT    NOT NULL,                        -- routed, spawn_fallback, failed, blocked, stalled, digest
+    reason          TEXT    NOT NULL CHECK (reason IN ('routed', 'spawn_fallback', 'failed', 'blocked',
+                                                   'stalled', 'digest')),
     dedupe_key      TEXT    NOT NULL UNIQUE,                 -- one task, one reason, one person: one email
     status          TEXT    NOT NULL DEFAULT 'queued' CHECK (status IN ('queued', 'sent', 'failed')),
     attempts        INTEGER NOT NULL DEFAULT 0,

@@ -41,8 +41,11 @@ impl Notifier {
             .await?;
         let mut by_person: BTreeMap<String, Sections> = BTreeMap::new();
         for task in &tasks {
+            // The person it is offered to; when everyone declined, still the first who matches.
             let declined = self.store.declined_by(task.id).await?;
-            let Some(person) = people::next_person(task, &self.config, &declined) else {
+            let person = people::next_person(task, &self.config, &declined)
+                .or_else(|| people::candidates(task, &self.config).into_iter().next());
+            let Some(person) = person else {
                 continue;
             };
             let sections = by_person.entry(person.name).or_default();
@@ -69,7 +72,7 @@ impl Notifier {
                     &name,
                     &[
                         ("Waiting for you", s.waiting),
-                        ("Blocked on a decision", s.blocked),
+                        ("Blocked", s.blocked),
                         ("Failed in the last day", s.failed),
                     ],
                     &self.url,

@@ -12,8 +12,11 @@ use crate::config::{NotifyConfig, SmtpTls, Transport};
 /// A failed attempt.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SendError {
-    /// True when trying again cannot help (the server rejected the message for good).
+    /// True when trying again cannot help: the server refused this message or recipient for good.
     pub permanent: bool,
+    /// True when no message could get through now (connection, TLS, authentication): the round
+    /// stops instead of spending every queued message's attempt on the same fault.
+    pub server_fault: bool,
     /// What went wrong, with the mail server's answer where there was one.
     pub message: String,
 }
@@ -64,12 +67,22 @@ impl Mailer {
     /// Sends `message`.
     pub async fn send(&self, message: Message) -> Result<(), SendError> {
         match self {
-            Mailer::Smtp(smtp) => smtp.send(message).await.map(drop).map_err(|e| SendError {
-                permanent: e.is_permanent(),
-                message: error_chain(&e),
+            Mailer::Smtp(smtp) => smtp.send(message).await.map(drop).map_err(|e| {
+                let code = e.status().map(|c| c.to_string());
+                // 550-555: this mailbox, address or message is refused. Other 5xx answers, such
+                // as 530/535 (authentication), are the server's setup and may be fixed.
+                let refused = code
+                    .as_deref()
+                    .is_some_and(|c| matches!(c, "550" | "551" | "552" | "553" | "554" | "555"));
+                SendError {
+                    permanent: e.is_permanent() && refused,
+                    server_fault: !refused && !e.is_transient(),
+                    message: error_chain(&e),
+                }
             }),
             Mailer::File(file, dir) => file.send(message).await.map(drop).map_err(|e| SendError {
                 permanent: false,
+                server_fault: true,
                 message: format!("cannot write to {}: {}", dir.display(), error_chain(&e)),
             }),
         }

@@ -71,6 +71,10 @@ impl Notifier {
             .map(|p| (p.name, p.capabilities))
             .collect();
         store.sync_humans(&people).await?;
+        if !people.is_empty() && config.server.public_url.is_none() && config.server.bind.ip().is_loopback() {
+            tracing::warn!(%url, "links in emails point at a loopback address; set server.public_url \
+                so people can open them");
+        }
         Ok(Self {
             store,
             config,
@@ -85,13 +89,15 @@ impl Notifier {
         &self.links
     }
 
-    /// One round: queue notifications for new trigger events, then send what is due.
+    /// One round: queue notifications for new trigger events, then send what is due. A failure
+    /// to queue does not hold back sending; it is reported after.
     pub async fn dispatch(&self) -> StoreResult<DispatchOutcome> {
+        let queueing = self.queue_from_events().await;
         let mut out = DispatchOutcome {
-            queued: self.queue_from_events().await?,
+            queued: *queueing.as_ref().unwrap_or(&0),
             ..Default::default()
         };
-        loop {
+        'rounds: loop {
             let due = self.store.due_notifications(Timestamp::now(), SEND_BATCH).await?;
             if due.is_empty() {
                 break;
@@ -118,6 +124,10 @@ impl Notifier {
                         } else {
                             out.failed += 1;
                         }
+                        // The rest would fail the same way: they keep their attempts for later.
+                        if err.server_fault {
+                            break 'rounds;
+                        }
                     }
                 }
             }
@@ -125,7 +135,7 @@ impl Notifier {
                 break;
             }
         }
-        Ok(out)
+        queueing.map(|_| out)
     }
 
     /// Milliseconds to wait after `attempts` failed attempts: the base, doubling, capped.
@@ -147,8 +157,18 @@ impl Notifier {
             };
             let mut items = Vec::new();
             for event in &events {
-                if let Some(item) = self.notification_for(event).await? {
-                    items.push(item);
+                match self.notification_for(event).await {
+                    Ok(Some(item)) => items.push(item),
+                    Ok(None) => {}
+                    // A task that cannot be read back will not be readable next time either.
+                    Err(err @ StoreError::Corrupt(_)) => {
+                        tracing::error!(event = event.id, error = %err, "no notification for an unreadable task");
+                    }
+                    // The database failed: keep what came before, try this event again next round.
+                    Err(err) => {
+                        self.store.queue_notifications(Some(event.id - 1), &items).await?;
+                        return Err(err);
+                    }
                 }
             }
             queued += self.store.queue_notifications(Some(last), &items).await?;
@@ -177,8 +197,9 @@ impl Notifier {
                 (reason, Status::Available)
             }
             "task.failed" if flag("final") => (Reason::Failed, Status::Failed),
-            // Blocks by a failed dependency are the dependency's news, not a decision to make.
-            "task.blocked" if data.get("dependency").is_none() => (Reason::Blocked, Status::Blocked),
+            // Only a block by a holder or an admin is a decision to make (those events name the
+            // holder); a block by a failed dependency is the dependency's news.
+            "task.blocked" if data.get("holder").is_some() => (Reason::Blocked, Status::Blocked),
             "task.stalled" if self.config.notify.on_stall => (Reason::Stalled, Status::InProgress),
             _ => return Ok(None),
         };
@@ -191,12 +212,21 @@ impl Notifier {
         if task.status != wanted {
             return Ok(None);
         }
-        let declined = self.store.declined_by(task_id).await?;
-        let Some(person) = people::next_person(&task, &self.config, &declined) else {
+        let Some(person) = self.recipient(&task, reason).await? else {
             return Ok(None);
         };
         let (fence, _) = self.store.task_routing(task_id).await?;
         Ok(Some(task_notification(&task, fence, reason, &person)))
+    }
+
+    /// Who hears about `task` for `reason`: an offer goes to the first person who has not
+    /// declined it (nobody when all have); other news to the first who matches.
+    async fn recipient(&self, task: &Task, reason: Reason) -> StoreResult<Option<Person>> {
+        if matches!(reason, Reason::Routed | Reason::SpawnFallback) {
+            let declined = self.store.declined_by(task.id).await?;
+            return Ok(people::next_person(task, &self.config, &declined));
+        }
+        Ok(people::candidates(task, &self.config).into_iter().next())
     }
 
     /// Sends one notification, rendering task emails now so links are fresh.
@@ -212,11 +242,13 @@ impl Notifier {
                 .await
                 .map_err(|message| mailer::SendError {
                     permanent: false,
+                    server_fault: false,
                     message,
                 })?,
             (None, None) => {
                 return Err(mailer::SendError {
                     permanent: true,
+                    server_fault: false,
                     message: "the notification has no body and no task".into(),
                 })
             }
@@ -225,6 +257,7 @@ impl Notifier {
             email::message(&self.config.notify.from, &n.to, &n.subject, &body).map_err(|message| {
                 mailer::SendError {
                     permanent: true,
+                    server_fault: false,
                     message,
                 }
             })?;

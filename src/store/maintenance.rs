@@ -109,7 +109,7 @@ impl Store {
                 kind,
                 id,
                 "loop:dependency-release",
-                json!({"reason": reason}),
+                json!({"reason": reason, "dependency": true}),
             ));
         }
         self.commit(tx, now, events, released > 0).await?;

@@ -451,6 +451,26 @@ impl Store {
         let task_id = n
             .task_id
             .ok_or_else(|| StoreError::Conflict("this email is not about one task".into()))?;
+        // Only work still waiting the way the email said can be passed on.
+        let status: String = sqlx::query_scalar("SELECT status FROM tasks WHERE id = ?")
+            .bind(task_id)
+            .fetch_one(&mut *tx)
+            .await?;
+        let waiting = match n.reason {
+            Reason::Routed | Reason::SpawnFallback => Status::Available,
+            Reason::Blocked => Status::Blocked,
+            other => {
+                return Err(StoreError::Conflict(format!(
+                    "an email about a {} task offers nothing to decline",
+                    other.as_str().replace('_', " ")
+                )))
+            }
+        };
+        if status != waiting.as_str() {
+            return Err(StoreError::Conflict(format!(
+                "task #{task_id} has moved on since the email: it is {status} now"
+            )));
+        }
         let reason = match next {
             Some(next) => {
                 insert(&mut tx, next, now).await?;
@@ -461,11 +481,14 @@ impl Store {
                 n.human
             ),
         };
-        sqlx::query("UPDATE tasks SET routed_to = 'human', routed_reason = ?2 WHERE id = ?1")
-            .bind(task_id)
-            .bind(&reason)
-            .execute(&mut *tx)
-            .await?;
+        // A blocked task keeps its routing: once unblocked it is routed afresh.
+        if waiting == Status::Available {
+            sqlx::query("UPDATE tasks SET routed_to = 'human', routed_reason = ?2 WHERE id = ?1")
+                .bind(task_id)
+                .bind(&reason)
+                .execute(&mut *tx)
+                .await?;
+        }
         let event = NewEvent::task(
             "task.routed",
             task_id,

@@ -393,6 +393,12 @@ async fn blocked_and_failed_work_reaches_people_as_files_and_in_the_daily_digest
             json!({"title": "Rotate the signing keys", "capabilities": ["architecture"], "max_attempts": 1}),
         )
         .await;
+    let dependent = server
+        .task(
+            json!({"title": "Re-sign the releases", "capabilities": ["architecture"],
+                     "depends_on": [failing["id"]]}),
+        )
+        .await;
     let (_, claim) = server
         .post(&agent, &format!("/tasks/{}/claim", failing["id"]), json!({}))
         .await;
@@ -411,6 +417,13 @@ async fn blocked_and_failed_work_reaches_people_as_files_and_in_the_daily_digest
         text.contains("the HSM refused") && !text.contains("/act/"),
         "{text}"
     );
+    // Its dependent is blocked in the same transaction, but that is the failure's news: the
+    // events were turned into notifications together, and none is about the dependent.
+    let (_, t) = server
+        .get(&server.admin, &format!("/tasks/{}", dependent["id"]))
+        .await;
+    assert_eq!(t["status"], "blocked");
+    assert!(notifications(&server, &dependent["id"]).await.is_empty());
 
     // The digest lists what waits on each person, once a day however often it runs.
     let waiting = server
@@ -442,9 +455,11 @@ async fn blocked_and_failed_work_reaches_people_as_files_and_in_the_daily_digest
     assert_eq!(digests.len(), 1, "one digest per person and day: {digests:?}");
     let (to, subject, text) = digests[0];
     assert_eq!(to, "ana@example.com");
-    assert!(subject.contains("1 waiting, 0 blocked, 1 failed"), "{subject}");
+    assert!(subject.contains("1 waiting, 1 blocked, 1 failed"), "{subject}");
     assert!(
-        text.contains("Choose a cloud region") && text.contains("Rotate the signing keys"),
+        text.contains("Choose a cloud region")
+            && text.contains("Re-sign the releases")
+            && text.contains("Rotate the signing keys"),
         "{text}"
     );
     server.stop().await;
