@@ -9,6 +9,7 @@ mod events;
 mod input;
 mod leases;
 mod loops;
+mod mcp;
 mod restart;
 mod spawn;
 mod support;
