@@ -82,6 +82,11 @@ async fn next_message(inbox: &mut mpsc::UnboundedReceiver<Value>) -> Value {
         .expect("the client is still connected")
 }
 
+/// Files a task as admin and returns its id.
+async fn task_id(server: &Server, body: Value) -> i64 {
+    server.task(body).await["id"].as_i64().unwrap()
+}
+
 const TOOLS: [&str; 11] = [
     "list_tasks",
     "get_task",
@@ -249,9 +254,7 @@ async fn a_stale_fence_is_lease_lost_and_changes_nothing() {
     let server = Server::start().await;
     let a = server.agent("a", &[]).await;
     let b = server.agent("b", &[]).await;
-    let id = server.task(json!({"title": "contested"})).await["id"]
-        .as_i64()
-        .unwrap();
+    let id = task_id(&server, json!({"title": "contested"})).await;
     let (client, _) = connect(&server, &a).await;
     let first = ok(call(&client, "claim_task", json!({"task": id})).await);
     let old = first["lease"]["fence"].as_i64().unwrap();
@@ -303,9 +306,7 @@ async fn a_task_another_agent_holds_is_already_claimed() {
     let server = Server::start().await;
     let a = server.agent("a", &[]).await;
     let b = server.agent("b", &[]).await;
-    let id = server.task(json!({"title": "taken"})).await["id"]
-        .as_i64()
-        .unwrap();
+    let id = task_id(&server, json!({"title": "taken"})).await;
     let (status, _) = server.post(&b, &format!("/tasks/{id}/claim"), json!({})).await;
     assert_eq!(status, StatusCode::OK);
     let (client, _) = connect(&server, &a).await;
@@ -323,7 +324,7 @@ async fn bad_input_and_roles_are_refused_as_rest_refuses_them() {
     let server = Server::start().await;
     let agent = server.agent("a", &[]).await;
     let viewer = server.agent_with_role("v", &[], "viewer").await;
-    let id = server.task(json!({"title": "t"})).await["id"].as_i64().unwrap();
+    let id = task_id(&server, json!({"title": "t"})).await;
     let (client, _) = connect(&server, &agent).await;
     let fence = ok(call(&client, "claim_task", json!({"task": id})).await)["lease"]["fence"]
         .as_i64()
@@ -387,12 +388,8 @@ async fn bad_input_and_roles_are_refused_as_rest_refuses_them() {
 async fn a_session_hears_when_a_lease_it_holds_is_gone() {
     let server = Server::start().await;
     let token = server.agent("a", &[]).await;
-    let cancelled = server.task(json!({"title": "to be cancelled"})).await["id"]
-        .as_i64()
-        .unwrap();
-    let expiring = server.task(json!({"title": "to expire"})).await["id"]
-        .as_i64()
-        .unwrap();
+    let cancelled = task_id(&server, json!({"title": "to be cancelled"})).await;
+    let expiring = task_id(&server, json!({"title": "to expire"})).await;
     let (client, mut inbox) = connect(&server, &token).await;
 
     let claim = ok(call(&client, "claim_task", json!({"task": cancelled})).await);
@@ -482,5 +479,60 @@ async fn requests_without_a_valid_token_are_refused_before_mcp() {
         .serve(StreamableHttpClientTransport::from_config(config))
         .await;
     assert!(refused.is_err(), "an MCP client with a bad token cannot connect");
+    server.stop().await;
+}
+
+/// The official Python SDK works a task the same way. Skipped, loudly, where its `mcp` package
+/// is not installed; in CI (`CI=true`), where `.ci/run` installs it, its absence is a failure.
+#[tokio::test]
+async fn the_python_sdk_works_a_task() {
+    let probe = tokio::process::Command::new("python3")
+        .args(["-c", "import mcp"])
+        .output()
+        .await;
+    if !probe.as_ref().is_ok_and(|out| out.status.success()) {
+        assert_ne!(
+            std::env::var("CI").as_deref(),
+            Ok("true"),
+            "CI needs the Python MCP SDK: python3 -m pip install mcp"
+        );
+        eprintln!(
+            "SKIPPED the_python_sdk_works_a_task: python3 cannot import mcp (python3 -m pip install mcp)"
+        );
+        return;
+    }
+    let server = Server::start().await;
+    let token = server.agent("py-1", &[]).await;
+    let id = task_id(&server, json!({"title": "from python"})).await;
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/mcp/python_client.py");
+    let run = tokio::process::Command::new("python3")
+        .arg(script)
+        .arg(format!("{}/mcp", server.url))
+        .arg(&token)
+        .kill_on_drop(true)
+        .output();
+    let out = tokio::time::timeout(Duration::from_secs(120), run)
+        .await
+        .expect("the Python client finishes")
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "the Python client failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let seen: Value = serde_json::from_str(stdout.lines().last().unwrap_or("")).expect("a JSON report");
+    let mut tools = TOOLS.to_vec();
+    tools.sort_unstable();
+    assert_eq!(seen["tools"], json!(tools));
+    assert_eq!(seen["task"], id);
+    assert_eq!(seen["progress"]["is_error"], false, "{seen}");
+    assert_eq!(seen["done"]["content"]["status"], "completed", "{seen}");
+    assert_eq!(seen["stale"]["is_error"], true, "{seen}");
+    assert_eq!(seen["stale"]["content"]["code"], "lease_lost", "{seen}");
+    let (_, task) = server.get(&server.admin, &format!("/tasks/{id}")).await;
+    assert_eq!(task["status"], "completed");
+    assert_eq!(task["result"]["summary"], "done from python");
+    assert_eq!(task["progress"]["note"], "half way");
     server.stop().await;
 }
