@@ -6,6 +6,7 @@ use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use utoipa::ToSchema;
 
+use crate::domain::input::JsonError;
 use crate::domain::InputError;
 use crate::store::StoreError;
 
@@ -96,6 +97,13 @@ impl ApiError {
         }
     }
 
+    /// Logs an internal error with its whole cause chain (the caller sees only that it happened).
+    pub fn log_internal(&self) {
+        if let ApiError::Internal(err) = self {
+            tracing::error!(error = format!("{err:#}"), "request failed");
+        }
+    }
+
     /// The problem body for this error.
     pub fn problem(&self) -> Problem {
         let (status, code) = self.status_and_code();
@@ -121,6 +129,15 @@ impl ApiError {
     }
 }
 
+impl From<JsonError> for ApiError {
+    fn from(err: JsonError) -> Self {
+        match err {
+            JsonError::Syntax(m) => ApiError::BadRequest(m),
+            JsonError::Field(e) => ApiError::Invalid(e),
+        }
+    }
+}
+
 impl From<StoreError> for ApiError {
     fn from(err: StoreError) -> Self {
         match err {
@@ -138,9 +155,7 @@ impl From<StoreError> for ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        if let ApiError::Internal(err) = &self {
-            tracing::error!(error = format!("{err:#}"), "request failed");
-        }
+        self.log_internal();
         let problem = self.problem();
         let status = StatusCode::from_u16(problem.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         let body = serde_json::to_vec(&problem).unwrap_or_default();

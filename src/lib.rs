@@ -4,6 +4,7 @@
 //! - [`domain`]: tasks, statuses, priorities, agents and validated input; no I/O.
 //! - [`store`]: the SQLite registry; every SQL statement, behind functions named for intent.
 //! - [`http`]: the REST API (one file per resource), auth, SSE and the OpenAPI document.
+//! - [`mcp`]: MCP over streamable HTTP at `/mcp`: tools that call the REST API's own functions.
 //! - [`error`]: the problem+json error every HTTP caller sees.
 //! - [`config`]: defaults < file < env < flags.
 //! - [`app`]: boot (data folder, admin token, store, listener) and graceful shutdown.
@@ -23,6 +24,7 @@ pub mod domain;
 pub mod error;
 pub mod http;
 pub mod loops;
+pub mod mcp;
 pub mod notify;
 pub mod spawn;
 pub mod store;

@@ -3,6 +3,7 @@
 use std::fmt;
 use std::str::FromStr;
 
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
@@ -96,6 +97,21 @@ impl<'de> Deserialize<'de> for Priority {
     }
 }
 
+impl JsonSchema for Priority {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "Priority".into()
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "type": "string",
+            "description": "P0 (critical), P1 (high), P2 (medium) or P3 (low); P1-HIGH, high, critical, \
+                            medium and low are accepted too",
+            "examples": ["P0", "P1", "P2", "P3"]
+        })
+    }
+}
+
 /// Where a task is in its life; see the transition diagram in the README.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
@@ -166,7 +182,7 @@ impl FromStr for Status {
 }
 
 /// Who a task is meant for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize, ToSchema, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Route {
     /// The router decides by priority and kind.
@@ -253,7 +269,7 @@ pub struct Progress {
 }
 
 /// One thing a completed task produced.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Deliverable {
     /// What sort of thing: `commit`, `pr`, `file`, `url`, `doc`, …

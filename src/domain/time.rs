@@ -108,7 +108,7 @@ impl<'de> Deserialize<'de> for Span {
 impl Serialize for Span {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         let ms = self.0.as_millis();
-        if ms % 1000 != 0 {
+        if !ms.is_multiple_of(1000) {
             serializer.serialize_str(&format!("{ms}ms"))
         } else {
             serializer.serialize_str(&format!("{}s", ms / 1000))

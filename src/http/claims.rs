@@ -1,5 +1,6 @@
 //! Claims and work under a lease: claim, claim-next (with long poll), progress, complete,
-//! fail, release, block and unblock.
+//! fail, release, block and unblock. The work itself lives in plain functions below the
+//! handlers, which the MCP tools call too.
 
 use std::time::Duration;
 
@@ -46,14 +47,7 @@ pub async fn claim(
     Path(id): Path<String>,
     Json(body): Json<ClaimTask>,
 ) -> ApiResult<axum::Json<Claimed>> {
-    require(&who, Role::Agent)?;
-    let lease = body
-        .parse()?
-        .map(Duration::from_secs)
-        .unwrap_or(state.default_lease());
-    let id = state.task_id(&id).await?;
-    check_scope(&state, &who, id).await?;
-    Ok(axum::Json(state.store.claim_task(id, &who, lease).await?))
+    Ok(axum::Json(claim_task(&state, &who, &id, body).await?))
 }
 
 /// Claim the best ready task for the caller (capabilities, then priority, then age).
@@ -66,7 +60,128 @@ pub async fn claim_next(
     who: Principal,
     Json(body): Json<ClaimNext>,
 ) -> ApiResult<Response> {
+    Ok(match claim_next_task(&state, &who, body).await? {
+        Some(claimed) => axum::Json(claimed).into_response(),
+        None => StatusCode::NO_CONTENT.into_response(),
+    })
+}
+
+/// Report progress (or, with an empty report, a heartbeat); extends the lease.
+#[utoipa::path(post, path = "/tasks/{id}/progress", tag = "claims", request_body = ReportProgress,
+    params(("id" = String, Path, description = "task id or key")),
+    responses((status = 200, body = Task), (status = 409, body = Problem, description = "`lease_lost`")),
+    security(("bearer" = [])))]
+pub async fn progress(
+    State(state): State<AppState>,
+    who: Principal,
+    Path(id): Path<String>,
+    Json(body): Json<ReportProgress>,
+) -> ApiResult<axum::Json<Task>> {
+    Ok(axum::Json(report_progress(&state, &who, &id, body).await?))
+}
+
+/// Complete the task under your lease.
+#[utoipa::path(post, path = "/tasks/{id}/complete", tag = "claims", request_body = CompleteTask,
+    params(("id" = String, Path, description = "task id or key")),
+    responses((status = 200, body = Task), (status = 409, body = Problem, description = "`lease_lost`")),
+    security(("bearer" = [])))]
+pub async fn complete(
+    State(state): State<AppState>,
+    who: Principal,
+    Path(id): Path<String>,
+    Json(body): Json<CompleteTask>,
+) -> ApiResult<axum::Json<Task>> {
+    Ok(axum::Json(complete_task(&state, &who, &id, body).await?))
+}
+
+/// Fail the attempt under your lease; retryable failures come back after a backoff.
+#[utoipa::path(post, path = "/tasks/{id}/fail", tag = "claims", request_body = FailTask,
+    params(("id" = String, Path, description = "task id or key")),
+    responses((status = 200, body = Task), (status = 409, body = Problem, description = "`lease_lost`")),
+    security(("bearer" = [])))]
+pub async fn fail(
+    State(state): State<AppState>,
+    who: Principal,
+    Path(id): Path<String>,
+    Json(body): Json<FailTask>,
+) -> ApiResult<axum::Json<Task>> {
+    Ok(axum::Json(fail_task(&state, &who, &id, body).await?))
+}
+
+/// Hand the task back untouched (the attempt is not counted).
+#[utoipa::path(post, path = "/tasks/{id}/release", tag = "claims", request_body = ReleaseTask,
+    params(("id" = String, Path, description = "task id or key")),
+    responses((status = 200, body = Task), (status = 409, body = Problem, description = "`lease_lost`")),
+    security(("bearer" = [])))]
+pub async fn release(
+    State(state): State<AppState>,
+    who: Principal,
+    Path(id): Path<String>,
+    Json(body): Json<ReleaseTask>,
+) -> ApiResult<axum::Json<Task>> {
+    Ok(axum::Json(release_task(&state, &who, &id, body).await?))
+}
+
+/// Block the task on a decision only a person can make.
+#[utoipa::path(post, path = "/tasks/{id}/block", tag = "claims", request_body = BlockTask,
+    params(("id" = String, Path, description = "task id or key")),
+    responses((status = 200, body = Task), (status = 409, body = Problem)),
+    security(("bearer" = [])))]
+pub async fn block(
+    State(state): State<AppState>,
+    who: Principal,
+    Path(id): Path<String>,
+    Json(body): Json<BlockTask>,
+) -> ApiResult<axum::Json<Task>> {
+    Ok(axum::Json(block_task(&state, &who, &id, body).await?))
+}
+
+/// Lift a block (people and admins).
+#[utoipa::path(post, path = "/tasks/{id}/unblock", tag = "claims", request_body = NoteBody,
+    params(("id" = String, Path, description = "task id or key")),
+    responses((status = 200, body = Task), (status = 409, body = Problem)),
+    security(("bearer" = [])))]
+pub async fn unblock(
+    State(state): State<AppState>,
+    who: Principal,
+    Path(id): Path<String>,
+    Json(body): Json<NoteBody>,
+) -> ApiResult<axum::Json<Task>> {
     require(&who, Role::Agent)?;
+    let note = body.parse()?;
+    let id = acting_on(&state, &who, &id).await?;
+    Ok(axum::Json(state.store.unblock(id, &who, note).await?))
+}
+
+// The work itself, shared by the REST handlers above and the MCP tools, so both check roles,
+// scopes and input the same way and reach the store through one path.
+
+/// Resolves the task an agent acts on (id or key) and refuses a run token outside its scope.
+async fn acting_on(state: &AppState, who: &Principal, id: &str) -> ApiResult<i64> {
+    let id = state.task_id(id).await?;
+    check_scope(state, who, id).await?;
+    Ok(id)
+}
+
+/// Claims task `id` (id or key) for `who`.
+pub async fn claim_task(state: &AppState, who: &Principal, id: &str, body: ClaimTask) -> ApiResult<Claimed> {
+    require(who, Role::Agent)?;
+    let lease = body
+        .parse()?
+        .map(Duration::from_secs)
+        .unwrap_or(state.default_lease());
+    let id = acting_on(state, who, id).await?;
+    Ok(state.store.claim_task(id, who, lease).await?)
+}
+
+/// Claims the best ready task for `who`, waiting up to `wait_seconds` for work to appear;
+/// `None` when nothing fits by then (or the server is shutting down).
+pub async fn claim_next_task(
+    state: &AppState,
+    who: &Principal,
+    body: ClaimNext,
+) -> ApiResult<Option<Claimed>> {
+    require(who, Role::Agent)?;
     if let Some(scope) = who.scope {
         return Err(crate::error::ApiError::Forbidden(format!(
             "this token belongs to the run of task #{scope}; it cannot claim other work"
@@ -88,11 +203,11 @@ pub async fn claim_next(
     loop {
         work.borrow_and_update();
         let attempt = Timestamp::now();
-        if let Some(claimed) = state.store.claim_next(&who, &filter, lease).await? {
-            return Ok(axum::Json(claimed).into_response());
+        if let Some(claimed) = state.store.claim_next(who, &filter, lease).await? {
+            return Ok(Some(claimed));
         }
         if Instant::now() >= deadline || *shutdown.borrow() {
-            return Ok(StatusCode::NO_CONTENT.into_response());
+            return Ok(None);
         }
         // Sleep until new work is announced, a backoff or lease runs out, or the deadline.
         let mut until = deadline;
@@ -108,112 +223,52 @@ pub async fn claim_next(
     }
 }
 
-/// Report progress (or, with an empty report, a heartbeat); extends the lease.
-#[utoipa::path(post, path = "/tasks/{id}/progress", tag = "claims", request_body = ReportProgress,
-    params(("id" = String, Path, description = "task id or key")),
-    responses((status = 200, body = Task), (status = 409, body = Problem, description = "`lease_lost`")),
-    security(("bearer" = [])))]
-pub async fn progress(
-    State(state): State<AppState>,
-    who: Principal,
-    Path(id): Path<String>,
-    Json(body): Json<ReportProgress>,
-) -> ApiResult<axum::Json<Task>> {
-    require(&who, Role::Agent)?;
+/// Records progress (or a heartbeat) on a task `who` holds; renews the lease.
+pub async fn report_progress(
+    state: &AppState,
+    who: &Principal,
+    id: &str,
+    body: ReportProgress,
+) -> ApiResult<Task> {
+    require(who, Role::Agent)?;
     let spec = body.parse()?;
-    let id = state.task_id(&id).await?;
-    check_scope(&state, &who, id).await?;
-    Ok(axum::Json(state.store.report_progress(id, &who, spec).await?))
+    let id = acting_on(state, who, id).await?;
+    Ok(state.store.report_progress(id, who, spec).await?)
 }
 
-/// Complete the task under your lease.
-#[utoipa::path(post, path = "/tasks/{id}/complete", tag = "claims", request_body = CompleteTask,
-    params(("id" = String, Path, description = "task id or key")),
-    responses((status = 200, body = Task), (status = 409, body = Problem, description = "`lease_lost`")),
-    security(("bearer" = [])))]
-pub async fn complete(
-    State(state): State<AppState>,
-    who: Principal,
-    Path(id): Path<String>,
-    Json(body): Json<CompleteTask>,
-) -> ApiResult<axum::Json<Task>> {
-    require(&who, Role::Agent)?;
+/// Completes a task `who` holds.
+pub async fn complete_task(
+    state: &AppState,
+    who: &Principal,
+    id: &str,
+    body: CompleteTask,
+) -> ApiResult<Task> {
+    require(who, Role::Agent)?;
     let spec = body.parse()?;
-    let id = state.task_id(&id).await?;
-    check_scope(&state, &who, id).await?;
-    Ok(axum::Json(state.store.complete(id, &who, spec).await?))
+    let id = acting_on(state, who, id).await?;
+    Ok(state.store.complete(id, who, spec).await?)
 }
 
-/// Fail the attempt under your lease; retryable failures come back after a backoff.
-#[utoipa::path(post, path = "/tasks/{id}/fail", tag = "claims", request_body = FailTask,
-    params(("id" = String, Path, description = "task id or key")),
-    responses((status = 200, body = Task), (status = 409, body = Problem, description = "`lease_lost`")),
-    security(("bearer" = [])))]
-pub async fn fail(
-    State(state): State<AppState>,
-    who: Principal,
-    Path(id): Path<String>,
-    Json(body): Json<FailTask>,
-) -> ApiResult<axum::Json<Task>> {
-    require(&who, Role::Agent)?;
+/// Fails the attempt on a task `who` holds.
+pub async fn fail_task(state: &AppState, who: &Principal, id: &str, body: FailTask) -> ApiResult<Task> {
+    require(who, Role::Agent)?;
     let (fence, reason, retryable) = body.parse()?;
-    let id = state.task_id(&id).await?;
-    check_scope(&state, &who, id).await?;
-    Ok(axum::Json(
-        state.store.fail(id, &who, fence, reason, retryable).await?,
-    ))
+    let id = acting_on(state, who, id).await?;
+    Ok(state.store.fail(id, who, fence, reason, retryable).await?)
 }
 
-/// Hand the task back untouched (the attempt is not counted).
-#[utoipa::path(post, path = "/tasks/{id}/release", tag = "claims", request_body = ReleaseTask,
-    params(("id" = String, Path, description = "task id or key")),
-    responses((status = 200, body = Task), (status = 409, body = Problem, description = "`lease_lost`")),
-    security(("bearer" = [])))]
-pub async fn release(
-    State(state): State<AppState>,
-    who: Principal,
-    Path(id): Path<String>,
-    Json(body): Json<ReleaseTask>,
-) -> ApiResult<axum::Json<Task>> {
-    require(&who, Role::Agent)?;
+/// Hands back a task `who` holds.
+pub async fn release_task(state: &AppState, who: &Principal, id: &str, body: ReleaseTask) -> ApiResult<Task> {
+    require(who, Role::Agent)?;
     let (fence, note) = body.parse()?;
-    let id = state.task_id(&id).await?;
-    check_scope(&state, &who, id).await?;
-    Ok(axum::Json(state.store.release(id, &who, fence, note).await?))
+    let id = acting_on(state, who, id).await?;
+    Ok(state.store.release(id, who, fence, note).await?)
 }
 
-/// Block the task on a decision only a person can make.
-#[utoipa::path(post, path = "/tasks/{id}/block", tag = "claims", request_body = BlockTask,
-    params(("id" = String, Path, description = "task id or key")),
-    responses((status = 200, body = Task), (status = 409, body = Problem)),
-    security(("bearer" = [])))]
-pub async fn block(
-    State(state): State<AppState>,
-    who: Principal,
-    Path(id): Path<String>,
-    Json(body): Json<BlockTask>,
-) -> ApiResult<axum::Json<Task>> {
-    require(&who, Role::Agent)?;
+/// Blocks a task on a decision only a person can make.
+pub async fn block_task(state: &AppState, who: &Principal, id: &str, body: BlockTask) -> ApiResult<Task> {
+    require(who, Role::Agent)?;
     let (fence, reason) = body.parse()?;
-    let id = state.task_id(&id).await?;
-    check_scope(&state, &who, id).await?;
-    Ok(axum::Json(state.store.block(id, &who, fence, reason).await?))
-}
-
-/// Lift a block (people and admins).
-#[utoipa::path(post, path = "/tasks/{id}/unblock", tag = "claims", request_body = NoteBody,
-    params(("id" = String, Path, description = "task id or key")),
-    responses((status = 200, body = Task), (status = 409, body = Problem)),
-    security(("bearer" = [])))]
-pub async fn unblock(
-    State(state): State<AppState>,
-    who: Principal,
-    Path(id): Path<String>,
-    Json(body): Json<NoteBody>,
-) -> ApiResult<axum::Json<Task>> {
-    require(&who, Role::Agent)?;
-    let note = body.parse()?;
-    let id = state.task_id(&id).await?;
-    check_scope(&state, &who, id).await?;
-    Ok(axum::Json(state.store.unblock(id, &who, note).await?))
+    let id = acting_on(state, who, id).await?;
+    Ok(state.store.block(id, who, fence, reason).await?)
 }

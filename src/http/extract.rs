@@ -7,7 +7,7 @@ use axum::http::request::Parts;
 use axum::http::StatusCode;
 use serde::de::DeserializeOwned;
 
-use crate::domain::input::{named_field, parse_json, JsonError};
+use crate::domain::input::{named_field, parse_json};
 use crate::domain::InputError;
 use crate::error::ApiError;
 
@@ -30,10 +30,7 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Json<T> {
         } else {
             &bytes
         };
-        parse_json(body).map(Json).map_err(|e| match e {
-            JsonError::Syntax(m) => ApiError::BadRequest(m),
-            JsonError::Field(e) => ApiError::Invalid(e),
-        })
+        Ok(Json(parse_json(body)?))
     }
 }
 

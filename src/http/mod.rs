@@ -1,4 +1,5 @@
-//! The HTTP surface: the REST API under `/api/v1`, `/healthz`, and the shared state handlers use.
+//! The HTTP surface: the REST API under `/api/v1`, `/healthz`, `/mcp` (mounted from [`crate::mcp`]),
+//! and the shared state handlers use.
 //! Each resource has its own file with a `router()`; none of them writes SQL.
 
 pub mod agents;
@@ -69,7 +70,7 @@ impl AppState {
 /// The longest a request may take to produce its response headers (long polls last up to 60 s).
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(90);
 
-/// Builds the whole HTTP router: `/api/v1`, `/healthz` and the OpenAPI document.
+/// Builds the whole HTTP router: `/api/v1`, `/healthz`, `/mcp` and the OpenAPI document.
 pub fn router(state: AppState) -> Router {
     let api = OpenApiRouter::new()
         .merge(tasks::router())
@@ -92,6 +93,7 @@ pub fn router(state: AppState) -> Router {
         .merge(health::router())
         .merge(links::router())
         .merge(openapi::router(doc))
+        .merge(crate::mcp::router(&state))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(state.config.server.max_body_bytes))

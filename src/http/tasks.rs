@@ -1,8 +1,10 @@
-//! `/tasks`: create (one or a batch), list, show, edit, cancel and explain tasks.
+//! `/tasks`: create (one or a batch), list, show, edit, cancel and explain tasks. The work of
+//! the handlers the MCP tools share lives in plain functions at the end.
 
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
@@ -55,10 +57,7 @@ pub async fn create_task(
     who: Principal,
     Json(body): Json<CreateTask>,
 ) -> ApiResult<impl IntoResponse> {
-    require(&who, Role::Agent)?;
-    let spec = body.parse()?;
-    check_new_task_scope(&state, &who, spec.parent_id).await?;
-    let (task, created) = state.store.create_task(spec, &who).await?;
+    let (task, created) = create(&state, &who, body).await?;
     let status = if created {
         StatusCode::CREATED
     } else {
@@ -87,23 +86,24 @@ pub async fn create_batch(
 }
 
 /// Filters for listing tasks.
-#[derive(Debug, Deserialize, IntoParams)]
+#[derive(Debug, Deserialize, IntoParams, JsonSchema)]
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
 pub struct ListQuery {
-    /// Status, or several separated by commas.
+    /// Status, or several separated by commas (`pending`, `available`, `in_progress`, `blocked`,
+    /// `completed`, `failed`, `cancelled`).
     status: Option<String>,
     /// Project.
     project: Option<String>,
-    /// Priority, or several separated by commas.
+    /// Priority, or several separated by commas (`P0`..`P3`).
     priority: Option<String>,
-    /// Kind.
+    /// Kind (`implementation`, `bug`, `test`, `docs`, …).
     kind: Option<String>,
     /// Required capability.
     capability: Option<String>,
-    /// Route.
+    /// Route (`auto`, `agent`, `human`, `spawn`).
     route: Option<String>,
-    /// Parent task id.
+    /// Parent task id: list its subtasks.
     parent_id: Option<i64>,
     /// Text to find in the title or description, or an exact key.
     q: Option<String>,
@@ -174,7 +174,7 @@ pub async fn list_tasks(
     _who: Principal,
     Query(query): Query<ListQuery>,
 ) -> ApiResult<axum::Json<TaskPage>> {
-    Ok(axum::Json(state.store.list_tasks(&query.parse()?).await?))
+    Ok(axum::Json(list(&state, query).await?))
 }
 
 /// One task (by id or key) with its recent events.
@@ -187,9 +187,7 @@ pub async fn get_task(
     _who: Principal,
     Path(id): Path<String>,
 ) -> ApiResult<axum::Json<TaskDetail>> {
-    let task = state.store.task(&TaskRef::parse(&id)).await?;
-    let events = state.store.task_events(task.id, 100).await?;
-    Ok(axum::Json(TaskDetail { task, events }))
+    Ok(axum::Json(detail(&state, &id).await?))
 }
 
 /// Edit a task that is not in progress (admin).
@@ -219,7 +217,7 @@ pub async fn why(
     _who: Principal,
     Path(id): Path<String>,
 ) -> ApiResult<axum::Json<Why>> {
-    Ok(axum::Json(state.store.why(&TaskRef::parse(&id)).await?))
+    Ok(axum::Json(explain(&state, &id).await?))
 }
 
 /// Cancel a task and its unfinished subtasks (admin or the task's creator).
@@ -238,4 +236,31 @@ pub async fn cancel(
     let id = state.task_id(&id).await?;
     check_scope(&state, &who, id).await?;
     Ok(axum::Json(state.store.cancel_task(id, &who, note).await?))
+}
+
+// The work itself, shared by the REST handlers above and the MCP tools.
+
+/// Creates a task for `who`; returns it and whether it is new (false: its key existed).
+pub async fn create(state: &AppState, who: &Principal, body: CreateTask) -> ApiResult<(Task, bool)> {
+    require(who, Role::Agent)?;
+    let spec = body.parse()?;
+    check_new_task_scope(state, who, spec.parent_id).await?;
+    Ok(state.store.create_task(spec, who).await?)
+}
+
+/// One page of tasks matching `query`.
+pub async fn list(state: &AppState, query: ListQuery) -> ApiResult<TaskPage> {
+    Ok(state.store.list_tasks(&query.parse()?).await?)
+}
+
+/// One task (by id or key) with its recent events.
+pub async fn detail(state: &AppState, id: &str) -> ApiResult<TaskDetail> {
+    let task = state.store.task(&TaskRef::parse(id)).await?;
+    let events = state.store.task_events(task.id, 100).await?;
+    Ok(TaskDetail { task, events })
+}
+
+/// Why a task (by id or key) is or is not claimable.
+pub async fn explain(state: &AppState, id: &str) -> ApiResult<Why> {
+    Ok(state.store.why(&TaskRef::parse(id)).await?)
 }

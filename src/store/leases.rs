@@ -283,6 +283,16 @@ impl Store {
         Ok(at.map(Timestamp))
     }
 
+    /// The leases `holder` holds now, as (task id, fence).
+    pub async fn leases_held_by(&self, holder: &str) -> StoreResult<Vec<(i64, i64)>> {
+        Ok(
+            sqlx::query_as("SELECT id, fence FROM tasks WHERE status = 'in_progress' AND lease_holder = ?1")
+                .bind(holder)
+                .fetch_all(&self.reader)
+                .await?,
+        )
+    }
+
     /// Returns every expired lease; the lease-reaper loop calls this. Returns how many.
     pub async fn reap_expired_leases(&self) -> StoreResult<usize> {
         let now = Timestamp::now();

@@ -179,6 +179,11 @@ impl Store {
         self.events.subscribe()
     }
 
+    /// How many live subscribers the event channel has (event streams, MCP sessions).
+    pub fn event_subscribers(&self) -> usize {
+        self.events.receiver_count()
+    }
+
     /// Subscribes to "work may have appeared" signals.
     pub fn watch_work(&self) -> watch::Receiver<u64> {
         self.work.subscribe()

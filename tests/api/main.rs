@@ -9,6 +9,7 @@ mod events;
 mod input;
 mod leases;
 mod loops;
+mod mcp;
 mod notify;
 mod restart;
 mod smtp;

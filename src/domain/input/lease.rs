@@ -1,5 +1,6 @@
 //! Bodies of claims and of the calls made under a lease.
 
+use schemars::JsonSchema;
 use serde::Deserialize;
 use utoipa::ToSchema;
 
@@ -8,10 +9,11 @@ use crate::domain::task::Deliverable;
 use crate::domain::InputError;
 
 /// Body of `POST /tasks/{id}/claim`.
-#[derive(Debug, Clone, Default, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Default, Deserialize, ToSchema, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ClaimTask {
     /// Lease length in seconds (1..86400; default from config).
+    #[schemars(range(min = limits::LEASE_SECONDS.0, max = limits::LEASE_SECONDS.1))]
     pub lease_seconds: Option<u64>,
 }
 
@@ -23,7 +25,7 @@ impl ClaimTask {
 }
 
 /// Body of `POST /claims/next`.
-#[derive(Debug, Clone, Default, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Default, Deserialize, ToSchema, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ClaimNext {
     /// Capabilities to match; default the agent's own.
@@ -31,8 +33,10 @@ pub struct ClaimNext {
     /// Only tasks of these projects.
     pub projects: Option<Vec<String>>,
     /// Long poll: wait up to this many seconds (max 60) for work to appear.
+    #[schemars(range(max = limits::WAIT_SECONDS))]
     pub wait_seconds: Option<u64>,
-    /// Lease length in seconds.
+    /// Lease length in seconds (1..86400; default from config).
+    #[schemars(range(min = limits::LEASE_SECONDS.0, max = limits::LEASE_SECONDS.1))]
     pub lease_seconds: Option<u64>,
 }
 
@@ -87,16 +91,19 @@ impl ClaimNext {
 }
 
 /// Body of `POST /tasks/{id}/progress`; an empty report is a heartbeat.
-#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Deserialize, ToSchema, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ReportProgress {
     /// The fence from the claim.
+    #[schemars(range(min = 1))]
     pub fence: i64,
     /// 0–100.
+    #[schemars(range(min = 0, max = 100))]
     pub percent: Option<i64>,
     /// What is happening now.
     pub note: Option<String>,
     /// Extend the lease to this many seconds from now (default: the claim's length).
+    #[schemars(range(min = limits::LEASE_SECONDS.0, max = limits::LEASE_SECONDS.1))]
     pub lease_seconds: Option<u64>,
 }
 
@@ -131,16 +138,19 @@ impl ReportProgress {
 }
 
 /// Body of `POST /tasks/{id}/complete`.
-#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Deserialize, ToSchema, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CompleteTask {
     /// The fence from the claim.
+    #[schemars(range(min = 1))]
     pub fence: i64,
     /// What was done.
     pub summary: String,
     /// What it produced.
+    #[schemars(length(max = limits::DELIVERABLES))]
     pub deliverables: Option<Vec<Deliverable>>,
     /// Minutes spent.
+    #[schemars(range(min = 0, max = 1_000_000))]
     pub time_spent_minutes: Option<i64>,
 }
 
@@ -196,10 +206,11 @@ impl CompleteTask {
 }
 
 /// Body of `POST /tasks/{id}/fail`.
-#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Deserialize, ToSchema, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct FailTask {
     /// The fence from the claim.
+    #[schemars(range(min = 1))]
     pub fence: i64,
     /// Why it failed.
     pub reason: String,
@@ -219,10 +230,11 @@ impl FailTask {
 }
 
 /// Body of `POST /tasks/{id}/release`.
-#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Deserialize, ToSchema, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ReleaseTask {
     /// The fence from the claim.
+    #[schemars(range(min = 1))]
     pub fence: i64,
     /// Why it is handed back.
     pub note: Option<String>,
@@ -239,10 +251,11 @@ impl ReleaseTask {
 }
 
 /// Body of `POST /tasks/{id}/block`.
-#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Deserialize, ToSchema, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct BlockTask {
     /// The fence from the claim; required while the task is in progress.
+    #[schemars(range(min = 1))]
     pub fence: Option<i64>,
     /// What decision a person must make.
     pub reason: String,

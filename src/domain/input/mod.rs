@@ -151,6 +151,20 @@ fn fence(value: i64) -> Result<i64, InputError> {
     Ok(value)
 }
 
+impl schemars::JsonSchema for TaskRef {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "TaskRef".into()
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "type": ["integer", "string"],
+            "minimum": 1,
+            "description": "a task's id (a positive integer) or its key (a string)"
+        })
+    }
+}
+
 impl<'de> Deserialize<'de> for TaskRef {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         match serde_json::Value::deserialize(deserializer)? {

@@ -1,5 +1,6 @@
 //! Bodies that create and edit tasks.
 
+use schemars::JsonSchema;
 use serde::Deserialize;
 use utoipa::ToSchema;
 
@@ -61,14 +62,17 @@ fn depends_on(values: &[TaskRef]) -> Result<Vec<TaskRef>, InputError> {
 }
 
 /// Body of `POST /tasks` (and each item of a batch).
-#[derive(Debug, Clone, Default, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Default, Deserialize, ToSchema, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateTask {
     /// Optional unique key; creating a task whose key exists returns the existing task.
+    #[schemars(length(min = 1, max = limits::KEY))]
     pub key: Option<String>,
     /// Project name; default `default`.
+    #[schemars(length(min = 1, max = limits::PROJECT))]
     pub project: Option<String>,
     /// One-line title (required).
+    #[schemars(length(min = 1, max = limits::TITLE))]
     pub title: String,
     /// Markdown description.
     pub description: Option<String>,
@@ -78,17 +82,22 @@ pub struct CreateTask {
     /// A lowercase word; default `implementation`.
     pub kind: Option<String>,
     /// Capabilities an agent needs, e.g. `["backend","rust"]`.
+    #[schemars(length(max = limits::CAPABILITIES))]
     pub capabilities: Option<Vec<String>>,
     /// What "done" means.
+    #[schemars(length(max = limits::CRITERIA))]
     pub acceptance_criteria: Option<Vec<String>>,
     /// Ids or keys of tasks that must complete first.
     #[schema(value_type = Option<Vec<Object>>)]
+    #[schemars(length(max = limits::DEPENDS_ON))]
     pub depends_on: Option<Vec<TaskRef>>,
     /// The task this one was split from.
+    #[schemars(range(min = 1))]
     pub parent_id: Option<i64>,
     /// auto (default), agent, human, spawn.
     pub route: Option<Route>,
     /// Claims allowed (default 3).
+    #[schemars(range(min = 1, max = limits::MAX_ATTEMPTS))]
     pub max_attempts: Option<i64>,
 }
 

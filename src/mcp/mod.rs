@@ -1,0 +1,60 @@
+//! MCP over streamable HTTP at `/mcp`, so agents that speak MCP use taskyard natively: the same
+//! tasks, leases and bearer tokens as the REST API. `tools` is what a model can call, `calls`
+//! runs a call through the REST API's own functions, `server` is the rmcp handler, and `watch`
+//! tells a session when a lease it holds is gone.
+
+mod calls;
+mod server;
+mod tools;
+mod watch;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
+use rmcp::transport::streamable_http_server::{StreamableHttpServerConfig, StreamableHttpService};
+use tokio_util::sync::CancellationToken;
+
+use crate::http::{auth, AppState};
+
+/// How long a session may go without any message before it is closed (its client then starts a
+/// new one). Long enough for an agent that works between calls, short enough to shed clients that
+/// vanished without saying goodbye.
+const SESSION_IDLE: Duration = Duration::from_secs(30 * 60);
+
+/// The `/mcp` route, behind the same bearer-token check as `/api/v1`: a request without a valid
+/// token is refused with 401 before MCP sees it.
+pub fn router(state: &AppState) -> Router<AppState> {
+    let stop = CancellationToken::new();
+    // Sessions and their event streams end when shutdown starts, so they never hold it up.
+    let mut shutdown = state.shutdown.clone();
+    tokio::spawn({
+        let stop = stop.clone();
+        async move {
+            let _ = shutdown.wait_for(|stopping| *stopping).await;
+            stop.cancel();
+        }
+    });
+    let mut sessions = LocalSessionManager::default();
+    sessions.session_config.keep_alive = Some(SESSION_IDLE);
+    let config = StreamableHttpServerConfig::default()
+        .with_cancellation_token(stop)
+        .with_max_request_body_bytes(state.config.server.max_body_bytes)
+        // The Host allow-list guards servers without authentication against DNS rebinding; every
+        // request here carries a bearer token such a page cannot have, and the server may be
+        // reached under any name it is deployed behind.
+        .disable_allowed_hosts();
+    let handler_state = state.clone();
+    let service = StreamableHttpService::new(
+        move || Ok(server::Taskyard::new(handler_state.clone())),
+        Arc::new(sessions),
+        config,
+    );
+    Router::new()
+        .route_service("/mcp", service)
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            auth::authenticate,
+        ))
+}
