@@ -95,6 +95,7 @@ impl App {
             seen: Arc::new(Mutex::new(HashMap::new())),
             loops,
             notifier,
+            sessions: Arc::new(crate::http::session::Sessions::default()),
         };
         Ok(App {
             listener,
@@ -136,6 +137,8 @@ impl App {
             url,
         } = self;
         tracing::info!(%url, data_dir = %state.config.server.data_dir.display(), "taskyard is listening");
+        let code = state.sessions.login_code(*state.admin_token_hash);
+        tracing::info!("dashboard: {url}/ (one-time login link, valid for an hour: {url}/login?code={code})");
         let store = state.store.clone();
         let loops = state.loops.clone();
         loops.context().spawner.reconcile().await?;

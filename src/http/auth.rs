@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use axum::extract::{FromRequestParts, Request, State};
 use axum::http::request::Parts;
-use axum::http::{header, HeaderMap};
+use axum::http::{header, HeaderMap, Method};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use rand::RngCore;
@@ -15,7 +15,7 @@ use subtle::ConstantTimeEq;
 use crate::domain::{Principal, Role};
 use crate::error::{ApiError, ApiResult};
 
-use super::AppState;
+use super::{session, AppState};
 
 /// How often at most an agent's `last_seen` is written.
 const SEEN_EVERY: Duration = Duration::from_secs(5);
@@ -44,7 +44,11 @@ pub fn bearer(headers: &HeaderMap) -> Option<&str> {
 
 /// Resolves a bearer token to the principal it belongs to.
 pub async fn principal_for(state: &AppState, token: &str) -> ApiResult<Principal> {
-    let hash = hash_token(token);
+    principal_for_hash(state, &hash_token(token)).await
+}
+
+/// Resolves a token's SHA-256 to the principal it belongs to (and notes that it was seen).
+pub async fn principal_for_hash(state: &AppState, hash: &[u8; 32]) -> ApiResult<Principal> {
     if bool::from(hash.ct_eq(&*state.admin_token_hash)) {
         return Ok(Principal::admin());
     }
@@ -69,19 +73,54 @@ pub async fn principal_for(state: &AppState, token: &str) -> ApiResult<Principal
     Ok(principal)
 }
 
-/// Middleware: every `/api/v1` request needs a valid bearer token.
+/// Middleware: every `/api/v1` request needs a valid bearer token, or the dashboard's session
+/// cookie (from a host this server answers to, with the session's CSRF token on mutations).
+/// `/mcp` takes bearer tokens only: no browser has business there.
 pub async fn authenticate(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
-    let Some(token) = bearer(req.headers()) else {
-        return ApiError::Unauthorized("missing bearer token: send `Authorization: Bearer <token>`".into())
-            .into_response();
+    let path = req.uri().path();
+    let browser_ok = path != "/mcp" && !path.starts_with("/mcp/");
+    let principal = if let Some(token) = bearer(req.headers()) {
+        principal_for(&state, token).await
+    } else if let Some(cookie) = session::cookie(req.headers()).filter(|_| browser_ok) {
+        session_principal(&state, req.method(), req.headers(), cookie).await
+    } else {
+        Err(ApiError::Unauthorized(
+            "missing bearer token: send `Authorization: Bearer <token>`".into(),
+        ))
     };
-    match principal_for(&state, token).await {
+    match principal {
         Ok(principal) => {
             req.extensions_mut().insert(principal);
             next.run(req).await
         }
         Err(err) => err.into_response(),
     }
+}
+
+/// The principal of a dashboard session, after the Host, Origin and CSRF checks.
+pub async fn session_principal(
+    state: &AppState,
+    method: &Method,
+    headers: &HeaderMap,
+    cookie: &str,
+) -> ApiResult<Principal> {
+    if !session::host_ok(headers, state.public_host().as_deref()) || !session::origin_ok(headers) {
+        return Err(ApiError::Forbidden(
+            "this request comes from another site or host name than this server's".into(),
+        ));
+    }
+    let session = state
+        .sessions
+        .get(cookie)
+        .ok_or_else(|| ApiError::Unauthorized("the session has ended: log in again".into()))?;
+    let safe = matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS);
+    if !safe && !session::csrf_ok(headers, &session) {
+        return Err(ApiError::Forbidden(format!(
+            "missing or wrong {} header for this session",
+            session::CSRF_HEADER
+        )));
+    }
+    principal_for_hash(state, &session.token_hash).await
 }
 
 impl<S: Send + Sync> FromRequestParts<S> for Principal {

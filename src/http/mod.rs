@@ -5,6 +5,7 @@
 pub mod agents;
 pub mod auth;
 pub mod claims;
+pub mod dashboard;
 pub mod events;
 pub mod extract;
 pub mod health;
@@ -13,6 +14,8 @@ pub mod loops;
 pub mod notifications;
 pub mod openapi;
 pub mod runs;
+pub mod session;
+pub mod stats;
 pub mod tasks;
 
 use std::collections::HashMap;
@@ -50,12 +53,26 @@ pub struct AppState {
     pub loops: Arc<crate::loops::Loops>,
     /// Emails to people, and their take and decline links.
     pub notifier: Arc<crate::notify::Notifier>,
+    /// Dashboard sessions and one-time login codes.
+    pub sessions: Arc<session::Sessions>,
 }
 
 impl AppState {
     /// The default lease length.
     pub fn default_lease(&self) -> Duration {
         Duration::from_secs(self.config.server.lease_seconds)
+    }
+
+    /// The host name of `server.public_url`, if set.
+    pub fn public_host(&self) -> Option<String> {
+        let url = self.config.server.public_url.as_deref()?;
+        let rest = url.split_once("://").map_or(url, |(_, r)| r);
+        let authority = rest.split('/').next().unwrap_or(rest);
+        let host = match authority.strip_prefix('[') {
+            Some(v6) => format!("[{}]", v6.split(']').next().unwrap_or("")),
+            None => authority.split(':').next().unwrap_or(authority).to_string(),
+        };
+        Some(host.to_ascii_lowercase())
     }
 
     /// Resolves a path segment (id or key) to a task id.
@@ -80,6 +97,7 @@ pub fn router(state: AppState) -> Router {
         .merge(loops::router())
         .merge(runs::router())
         .merge(notifications::router())
+        .merge(stats::router())
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             auth::authenticate,
@@ -92,6 +110,7 @@ pub fn router(state: AppState) -> Router {
         .merge(api)
         .merge(health::router())
         .merge(links::router())
+        .merge(dashboard::router())
         .merge(openapi::router(doc))
         .merge(crate::mcp::router(&state))
         .fallback(not_found)

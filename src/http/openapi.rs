@@ -23,7 +23,8 @@ use super::AppState;
          (name = "events", description = "The live event stream"),
          (name = "loops", description = "Scheduled loops and host status"),
          (name = "runs", description = "Spawned agent processes"),
-         (name = "notifications", description = "The outbox: emails to people"))
+         (name = "notifications", description = "The outbox: emails to people"),
+         (name = "dashboard", description = "Overview numbers and the queue of work for people"))
 )]
 pub struct ApiDoc;
 

@@ -12,6 +12,7 @@ mod maintenance;
 mod notifications;
 mod rows;
 mod runs;
+mod stats;
 mod tasks;
 
 use std::path::Path;
@@ -29,6 +30,7 @@ pub use leases::{ClaimFilter, Claimed};
 pub use loop_runs::{LoopRun, NewLoopRun};
 pub use notifications::{NotificationFilter, NotificationPage, Outgoing};
 pub use runs::LiveRun;
+pub use stats::{MinuteCount, Stats};
 pub use tasks::{TaskFilter, TaskPage, Why};
 
 /// How hard a commit tries to reach the disk.

@@ -72,6 +72,8 @@ pub struct Why {
     pub reasons: Vec<String>,
     /// Its dependencies and their states.
     pub dependencies: Vec<DependencyState>,
+    /// The tasks that depend on it, and their states.
+    pub dependents: Vec<DependencyState>,
     /// The current lease, if any.
     pub lease: Option<Lease>,
     /// Claims used and allowed.
@@ -501,28 +503,38 @@ impl Store {
         Ok(updated)
     }
 
+    /// Tasks linked to `id` by `sql` (one bound id; selects id, title, status).
+    async fn linked(&self, sql: &str, id: i64) -> StoreResult<Vec<DependencyState>> {
+        let rows: Vec<(i64, String, String)> = sqlx::query_as(sql).bind(id).fetch_all(&self.reader).await?;
+        rows.into_iter()
+            .map(|(id, title, status)| {
+                Ok(DependencyState {
+                    id,
+                    title,
+                    status: status.parse().map_err(StoreError::Corrupt)?,
+                })
+            })
+            .collect()
+    }
+
     /// Explains whether a task is claimable and why.
     pub async fn why(&self, r: &TaskRef) -> StoreResult<Why> {
         let task = self.task(r).await?;
         let now = Timestamp::now();
-        let dependencies: Vec<DependencyState> = {
-            let rows: Vec<(i64, String, String)> = sqlx::query_as(
+        let dependencies = self
+            .linked(
                 "SELECT t.id, t.title, t.status FROM task_deps d JOIN tasks t ON t.id = d.depends_on_id \
                  WHERE d.task_id = ? ORDER BY t.id",
+                task.id,
             )
-            .bind(task.id)
-            .fetch_all(&self.reader)
             .await?;
-            rows.into_iter()
-                .map(|(id, title, status)| {
-                    Ok(DependencyState {
-                        id,
-                        title,
-                        status: status.parse().map_err(StoreError::Corrupt)?,
-                    })
-                })
-                .collect::<StoreResult<_>>()?
-        };
+        let dependents = self
+            .linked(
+                "SELECT t.id, t.title, t.status FROM task_deps d JOIN tasks t ON t.id = d.task_id \
+                 WHERE d.depends_on_id = ? ORDER BY t.id LIMIT 500",
+                task.id,
+            )
+            .await?;
         let mut reasons = Vec::new();
         match task.status {
             Status::Pending => {
@@ -596,6 +608,7 @@ impl Store {
             claimable: task.is_claimable(now),
             reasons,
             dependencies,
+            dependents,
             lease: task.lease,
             attempts: task.attempts,
             max_attempts: task.max_attempts,

@@ -1,0 +1,185 @@
+//! The web dashboard: its page and assets (from `dashboard/`, embedded at build time), login
+//! with a token or a one-time link, and logout. The page talks to `/api/v1` with the session
+//! cookie; every mutation carries the session's CSRF token, and requests from another site or
+//! host name are refused (see `session.rs`).
+
+use axum::body::Bytes;
+use axum::extract::{Query, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{Html, IntoResponse, Redirect, Response};
+use axum::routing::get;
+use axum::Router;
+use serde::Deserialize;
+
+use crate::notify::email::escape;
+
+use super::auth::{hash_token, principal_for_hash};
+use super::session::{self, clear_cookie, set_cookie};
+use super::AppState;
+
+const INDEX: &str = include_str!("../../dashboard/index.html");
+const LOGIN: &str = include_str!("../../dashboard/login.html");
+const APP_JS: &str = include_str!("../../dashboard/app.js");
+const APP_CSS: &str = include_str!("../../dashboard/app.css");
+const FAVICON: &str = include_str!("../../dashboard/favicon.svg");
+
+/// Only this page's own scripts, styles and API: no inline script, no other origin, no framing.
+const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; \
+    img-src 'self' data:; form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
+
+/// The routes of this file.
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/", get(index))
+        .route(
+            "/assets/app.js",
+            get(|| async { asset("text/javascript; charset=utf-8", APP_JS) }),
+        )
+        .route(
+            "/assets/app.css",
+            get(|| async { asset("text/css; charset=utf-8", APP_CSS) }),
+        )
+        .route("/favicon.svg", get(|| async { asset("image/svg+xml", FAVICON) }))
+        .route("/login", get(login_form).post(login))
+        .route("/logout", axum::routing::post(logout))
+}
+
+fn asset(content_type: &'static str, body: &'static str) -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, content_type),
+            (header::CACHE_CONTROL, "no-cache"),
+            (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+        ],
+        body,
+    )
+        .into_response()
+}
+
+/// A page with the security headers every dashboard page carries.
+fn page(status: StatusCode, html: String) -> Response {
+    let mut response = (status, Html(html)).into_response();
+    let h = response.headers_mut();
+    h.insert(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static(CSP));
+    h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    h.insert(header::REFERRER_POLICY, HeaderValue::from_static("same-origin"));
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    response
+}
+
+fn login_page(status: StatusCode, error: &str) -> Response {
+    let error = if error.is_empty() {
+        String::new()
+    } else {
+        format!("<p class=\"error\" role=\"alert\">{}</p>", escape(error))
+    };
+    page(status, LOGIN.replace("{{error}}", &error))
+}
+
+fn refused_host() -> Response {
+    (
+        StatusCode::FORBIDDEN,
+        "this server does not answer to that host name; use its address or server.public_url",
+    )
+        .into_response()
+}
+
+fn redirect_with_cookie(to: &str, cookie: String) -> Response {
+    let mut response = Redirect::to(to).into_response();
+    if let Ok(value) = HeaderValue::from_str(&cookie) {
+        response.headers_mut().insert(header::SET_COOKIE, value);
+    }
+    response
+}
+
+fn secure(state: &AppState) -> bool {
+    state.notifier.url().starts_with("https://")
+}
+
+async fn index(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    if !session::host_ok(&headers, state.public_host().as_deref()) {
+        return refused_host();
+    }
+    let Some(found) = session::cookie(&headers).and_then(|c| state.sessions.get(c)) else {
+        return Redirect::to("/login").into_response();
+    };
+    let who = match principal_for_hash(&state, &found.token_hash).await {
+        Ok(who) => who,
+        Err(_) => return Redirect::to("/login").into_response(),
+    };
+    page(
+        StatusCode::OK,
+        INDEX
+            .replace("{{csrf}}", &found.csrf)
+            .replace("{{user}}", &escape(&who.name))
+            .replace("{{role}}", who.role.as_str()),
+    )
+}
+
+/// `?code=` of the one-time login link.
+#[derive(Debug, Deserialize)]
+struct LoginQuery {
+    code: Option<String>,
+}
+
+async fn login_form(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Query(q): Query<LoginQuery>,
+) -> Response {
+    if !session::host_ok(&headers, state.public_host().as_deref()) {
+        return refused_host();
+    }
+    match q.code {
+        None => login_page(StatusCode::OK, ""),
+        Some(code) => match state.sessions.redeem(&code) {
+            Some(hash) => redirect_with_cookie("/", set_cookie(&state.sessions.create(hash), secure(&state))),
+            None => login_page(
+                StatusCode::UNAUTHORIZED,
+                "That login link was already used or has expired. Log in with a token.",
+            ),
+        },
+    }
+}
+
+async fn login(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
+    if !session::host_ok(&headers, state.public_host().as_deref()) {
+        return refused_host();
+    }
+    if !session::origin_ok(&headers) {
+        return login_page(StatusCode::FORBIDDEN, "This form was sent from another site.");
+    }
+    let token = form_urlencoded::parse(&body)
+        .find(|(k, _)| k == "token")
+        .map(|(_, v)| v.trim().to_string())
+        .unwrap_or_default();
+    if token.is_empty() {
+        return login_page(StatusCode::UNAUTHORIZED, "Enter a token.");
+    }
+    let hash = hash_token(&token);
+    match principal_for_hash(&state, &hash).await {
+        Ok(who) if who.scope.is_none() => {
+            tracing::info!(user = %who.name, "dashboard login");
+            redirect_with_cookie("/", set_cookie(&state.sessions.create(hash), secure(&state)))
+        }
+        Ok(_) => login_page(
+            StatusCode::FORBIDDEN,
+            "A spawned run's token cannot open the dashboard.",
+        ),
+        Err(_) => login_page(StatusCode::UNAUTHORIZED, "That token is not valid."),
+    }
+}
+
+async fn logout(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    if !session::host_ok(&headers, state.public_host().as_deref()) || !session::origin_ok(&headers) {
+        return refused_host();
+    }
+    if let Some(cookie) = session::cookie(&headers) {
+        state.sessions.remove(cookie);
+    }
+    redirect_with_cookie("/login", clear_cookie())
+}

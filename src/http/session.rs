@@ -1,0 +1,242 @@
+//! Dashboard sessions: a random session id in an HttpOnly, SameSite=Strict cookie, a CSRF token
+//! per session for every mutation, one-time login codes, and the Host and Origin checks that
+//! keep a hostile web page (or a DNS-rebound name) from driving the API through a browser.
+//! Sessions live in memory: a restart asks people to log in again.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use axum::http::{header, HeaderMap};
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+
+/// The session cookie's name.
+pub const COOKIE: &str = "taskyard_session";
+/// The header carrying a session's CSRF token on mutations.
+pub const CSRF_HEADER: &str = "x-csrf-token";
+/// How long a session lasts.
+pub const SESSION_TTL: Duration = Duration::from_secs(12 * 3600);
+/// How long the one-time login link printed at startup stays valid.
+pub const LOGIN_CODE_TTL: Duration = Duration::from_secs(3600);
+/// Most sessions kept at once; the oldest go first.
+const MAX_SESSIONS: usize = 1_000;
+
+/// One logged-in browser.
+#[derive(Debug, Clone)]
+pub struct Session {
+    /// SHA-256 of the token used to log in: the session acts as that token, so revoking the
+    /// token ends the session.
+    pub token_hash: [u8; 32],
+    /// Sent back by the page in [`CSRF_HEADER`] on every mutation.
+    pub csrf: String,
+    /// When it ends.
+    pub expires: Instant,
+}
+
+/// A SHA-256 digest.
+type Digest32 = [u8; 32];
+
+/// The live sessions and login codes.
+#[derive(Default)]
+pub struct Sessions {
+    sessions: Mutex<HashMap<[u8; 32], Session>>,
+    /// Login code hash → (expiry, token hash).
+    codes: Mutex<HashMap<Digest32, (Instant, Digest32)>>,
+}
+
+fn digest(text: &str) -> [u8; 32] {
+    Sha256::digest(text.as_bytes()).into()
+}
+
+fn random_hex() -> String {
+    hex::encode(rand::random::<[u8; 32]>())
+}
+
+impl Sessions {
+    /// Starts a session acting as the token with hash `token_hash`; returns the cookie value.
+    pub fn create(&self, token_hash: [u8; 32]) -> String {
+        let id = random_hex();
+        let session = Session {
+            token_hash,
+            csrf: random_hex(),
+            expires: Instant::now() + SESSION_TTL,
+        };
+        let mut sessions = self.sessions.lock().unwrap_or_else(|p| p.into_inner());
+        let now = Instant::now();
+        sessions.retain(|_, s| s.expires > now);
+        if sessions.len() >= MAX_SESSIONS {
+            if let Some(oldest) = sessions.iter().min_by_key(|(_, s)| s.expires).map(|(k, _)| *k) {
+                sessions.remove(&oldest);
+            }
+        }
+        sessions.insert(digest(&id), session);
+        id
+    }
+
+    /// The live session behind a cookie value.
+    pub fn get(&self, cookie: &str) -> Option<Session> {
+        let sessions = self.sessions.lock().unwrap_or_else(|p| p.into_inner());
+        sessions
+            .get(&digest(cookie))
+            .filter(|s| s.expires > Instant::now())
+            .cloned()
+    }
+
+    /// Ends a session.
+    pub fn remove(&self, cookie: &str) {
+        let mut sessions = self.sessions.lock().unwrap_or_else(|p| p.into_inner());
+        sessions.remove(&digest(cookie));
+    }
+
+    /// A one-time login code acting as the token with hash `token_hash`.
+    pub fn login_code(&self, token_hash: [u8; 32]) -> String {
+        let code = random_hex();
+        let mut codes = self.codes.lock().unwrap_or_else(|p| p.into_inner());
+        codes.insert(digest(&code), (Instant::now() + LOGIN_CODE_TTL, token_hash));
+        code
+    }
+
+    /// Spends a login code: the token hash it acts as, once.
+    pub fn redeem(&self, code: &str) -> Option<[u8; 32]> {
+        let mut codes = self.codes.lock().unwrap_or_else(|p| p.into_inner());
+        codes
+            .remove(&digest(code))
+            .filter(|(expires, _)| *expires > Instant::now())
+            .map(|(_, hash)| hash)
+    }
+}
+
+/// The session cookie's value in a request, if any.
+pub fn cookie(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(name, _)| *name == COOKIE)
+        .map(|(_, value)| value.trim())
+        .filter(|v| !v.is_empty())
+}
+
+/// The `Set-Cookie` value that stores a session (`Secure` when served over HTTPS).
+pub fn set_cookie(value: &str, secure: bool) -> String {
+    format!(
+        "{COOKIE}={value}; Path=/; HttpOnly; SameSite=Strict; Max-Age={}{}",
+        SESSION_TTL.as_secs(),
+        if secure { "; Secure" } else { "" }
+    )
+}
+
+/// The `Set-Cookie` value that deletes the session cookie.
+pub fn clear_cookie() -> String {
+    format!("{COOKIE}=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0")
+}
+
+/// True when the CSRF header matches the session's token (compared in constant time).
+pub fn csrf_ok(headers: &HeaderMap, session: &Session) -> bool {
+    headers
+        .get(CSRF_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|sent| bool::from(sent.as_bytes().ct_eq(session.csrf.as_bytes())))
+}
+
+/// The host name of a `host[:port]` authority (IPv6 literals keep their brackets).
+fn host_name(authority: &str) -> &str {
+    if authority.starts_with('[') {
+        return authority
+            .split_once(']')
+            .map_or(authority, |(h, _)| &authority[..=h.len()]);
+    }
+    authority.rsplit_once(':').map_or(authority, |(h, _)| h)
+}
+
+/// True when a browser addressed this server by a name it may be reached at: an IP literal,
+/// `localhost`, or the host of `server.public_url`. Any other name may be a DNS-rebinding
+/// attacker's domain resolving to this machine.
+pub fn host_ok(headers: &HeaderMap, public_host: Option<&str>) -> bool {
+    let Some(host) = headers.get(header::HOST).and_then(|v| v.to_str().ok()) else {
+        return false;
+    };
+    let name = host_name(host.trim()).to_ascii_lowercase();
+    let bare = name.trim_start_matches('[').trim_end_matches(']');
+    name == "localhost"
+        || bare.parse::<std::net::IpAddr>().is_ok()
+        || public_host.is_some_and(|p| p.eq_ignore_ascii_case(&name))
+}
+
+/// True unless the request carries an `Origin` from another site than the `Host` it was sent to.
+pub fn origin_ok(headers: &HeaderMap) -> bool {
+    let Some(origin) = headers.get(header::ORIGIN) else {
+        return true;
+    };
+    let (Some(origin), Some(host)) = (
+        origin.to_str().ok(),
+        headers.get(header::HOST).and_then(|v| v.to_str().ok()),
+    ) else {
+        return false;
+    };
+    let authority = origin
+        .strip_prefix("http://")
+        .or_else(|| origin.strip_prefix("https://"))
+        .unwrap_or("");
+    authority.eq_ignore_ascii_case(host.trim())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.append(*k, v.parse().unwrap());
+        }
+        h
+    }
+
+    #[test]
+    fn hosts_and_origins() {
+        let ok = |host: &str| host_ok(&headers(&[("host", host)]), Some("yard.example.com"));
+        assert!(ok("127.0.0.1:7311") && ok("localhost:7311") && ok("[::1]:7311") && ok("10.0.0.5"));
+        assert!(ok("yard.example.com") && ok("YARD.example.com:443"));
+        assert!(!ok("evil.example.net:7311") && !ok("localhost.evil.net"));
+        assert!(!host_ok(&HeaderMap::new(), None));
+
+        assert!(origin_ok(&headers(&[("host", "127.0.0.1:7311")])));
+        assert!(origin_ok(&headers(&[
+            ("host", "127.0.0.1:7311"),
+            ("origin", "http://127.0.0.1:7311")
+        ])));
+        assert!(!origin_ok(&headers(&[
+            ("host", "127.0.0.1:7311"),
+            ("origin", "http://evil.net")
+        ])));
+        assert!(!origin_ok(&headers(&[
+            ("host", "127.0.0.1:7311"),
+            ("origin", "null")
+        ])));
+    }
+
+    #[test]
+    fn sessions_codes_and_cookies() {
+        let sessions = Sessions::default();
+        let id = sessions.create([1; 32]);
+        let session = sessions.get(&id).unwrap();
+        assert_eq!(session.token_hash, [1; 32]);
+        let h = headers(&[
+            ("cookie", &format!("a=b; {COOKIE}={id}")),
+            (CSRF_HEADER, &session.csrf),
+        ]);
+        assert_eq!(cookie(&h), Some(id.as_str()));
+        assert!(csrf_ok(&h, &session));
+        assert!(!csrf_ok(&headers(&[(CSRF_HEADER, "nope")]), &session));
+        sessions.remove(&id);
+        assert!(sessions.get(&id).is_none());
+
+        let code = sessions.login_code([2; 32]);
+        assert_eq!(sessions.redeem(&code), Some([2; 32]));
+        assert_eq!(sessions.redeem(&code), None, "a code works once");
+    }
+}
