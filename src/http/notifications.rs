@@ -1,6 +1,6 @@
 //! `/notifications`: the outbox — queued, sent and failed emails to people.
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use serde::Deserialize;
 use utoipa::IntoParams;
 use utoipa_axum::router::OpenApiRouter;
@@ -10,7 +10,7 @@ use crate::domain::{InputError, Notification, NotificationStatus, Principal};
 use crate::error::{ApiResult, Problem};
 use crate::store::{NotificationFilter, NotificationPage};
 
-use super::extract::Query;
+use super::extract::{Path, Query};
 use super::AppState;
 
 /// The routes of this file.

@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use axum::body::Body;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
@@ -16,7 +16,7 @@ use crate::domain::{InputError, Principal, Role, Run, RunStatus};
 use crate::error::{ApiError, ApiResult, Problem};
 
 use super::auth::require;
-use super::extract::Query;
+use super::extract::{Path, Query};
 use super::AppState;
 
 /// The routes of this file.

@@ -219,3 +219,15 @@ async fn bad_input_is_refused_with_a_clear_problem_and_changes_nothing() {
     assert_eq!(task["progress"]["percent"], 0);
     assert_eq!(task["status"], "in_progress");
 }
+
+#[tokio::test]
+async fn a_path_segment_of_the_wrong_type_is_a_problem() {
+    let server = Server::start().await;
+    for path in ["/runs/abc", "/runs/abc/log", "/notifications/x1"] {
+        let (status, body) = server.get(&server.admin, path).await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{path}: {body}");
+        assert_eq!(body["code"], "invalid_input", "{path}: {body}");
+        assert_eq!(body["field"], "path", "{path}: {body}");
+    }
+    server.stop().await;
+}
