@@ -4,6 +4,7 @@
 mod auth;
 mod cli;
 mod concurrency;
+mod crash;
 mod dashboard;
 mod deps;
 mod events;
