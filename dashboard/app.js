@@ -11,6 +11,13 @@ const flashBox = document.getElementById("flash");
 
 const STATUSES = ["pending", "available", "in_progress", "blocked", "completed", "failed", "cancelled"];
 const PRIORITIES = ["P0", "P1", "P2", "P3"];
+// A person claiming from the dashboard holds the task for a day (the longest lease), as a take
+// from an email does by default; progress renews it.
+const PERSON_LEASE = 86400;
+// Most tasks one board column shows.
+const COLUMN_LIMIT = 200;
+// Most log text kept on the page.
+const LOG_KEEP = 256 * 1024;
 const EVENT_KINDS = [
   "task.created", "task.updated", "task.ready", "task.claimed", "task.progress", "task.completed",
   "task.failed", "task.released", "task.lease_expired", "task.stalled", "task.blocked",
@@ -77,6 +84,7 @@ async function act(button, work) {
   button.disabled = true;
   try {
     await work();
+    edited.clear();
     flash("");
     await refresh();
   } catch (err) {
@@ -109,8 +117,10 @@ views.overview = {
   title: "Overview",
   mount() {
     view.innerHTML = `<h1>Overview</h1><div id="data"></div>`;
+    this.data = document.getElementById("data");
   },
   async refresh() {
+    const data = this.data;
     const [stats, system, loops, runs] = await Promise.all([
       api("GET", "/stats"), api("GET", "/system"), api("GET", "/loops"), api("GET", "/runs?status=running&limit=100"),
     ]);
@@ -118,7 +128,7 @@ views.overview = {
     const failing = loops.items.filter((l) => l.last_run && !l.last_run.ok);
     const counts = STATUSES.map((s) => `<div><span class="num">${stats.by_status[s] ?? 0}</span> ${statusText(s)}</div>`).join("");
     const prios = PRIORITIES.map((p) => `<div><span class="num">${stats.open_by_priority[p] ?? 0}</span> ${pill(p, p)}</div>`).join("");
-    document.getElementById("data").innerHTML = `
+    data.innerHTML = `
       <div class="grid">
         <section class="card" aria-labelledby="h-status"><h2 id="h-status">Tasks by status</h2><div class="grid">${counts}</div></section>
         <section class="card" aria-labelledby="h-prio"><h2 id="h-prio">Open tasks by priority</h2><div class="grid">${prios}</div></section>
@@ -174,18 +184,21 @@ views.board = {
       timer = setTimeout(refresh, 250);
     });
     document.getElementById("filters").addEventListener("submit", (e) => e.preventDefault());
+    this.data = document.getElementById("data");
   },
   async refresh() {
-    const form = new FormData(document.getElementById("filters"));
-    const page = await api("GET", `/tasks${qs({ ...Object.fromEntries(form), limit: 500 })}`);
-    const columns = STATUSES.map((s) => {
-      const tasks = page.items.filter((t) => t.status === s);
-      return `<section class="col" aria-labelledby="col-${s}"><h2 id="col-${s}">${statusText(s)} <span class="muted">${tasks.length}</span></h2>
+    const data = this.data;
+    const form = Object.fromEntries(new FormData(document.getElementById("filters")));
+    const pages = await Promise.all(STATUSES.map((status) => api("GET", `/tasks${qs({ ...form, status, limit: COLUMN_LIMIT })}`)));
+    const columns = STATUSES.map((s, i) => {
+      const tasks = pages[i].items;
+      return `<section class="col" aria-labelledby="col-${s}"><h2 id="col-${s}">${statusText(s)} <span class="muted">${tasks.length}${pages[i].next_cursor ? "+" : ""}</span></h2>
         ${tasks.map((t) => `<a class="task" href="#/tasks/${t.id}" data-task="${t.id}">${pill(t.priority, t.priority)}${pill(t.kind)}
           <div>#${t.id} ${esc(t.title)}</div>${t.lease ? `<div class="muted">${esc(t.lease.holder)}</div>` : ""}</a>`).join("")}</section>`;
     }).join("");
-    document.getElementById("data").innerHTML = `<div class="board">${columns}</div>
-      ${page.next_cursor ? `<p class="muted">Showing the newest 500; narrow the filters to see others.</p>` : ""}`;
+    const more = pages.some((p) => p.next_cursor);
+    data.innerHTML = `<div class="board">${columns}</div>
+      ${more ? `<p class="muted">Columns show their newest ${COLUMN_LIMIT}; narrow the filters to see others.</p>` : ""}`;
   },
 };
 
@@ -194,13 +207,17 @@ views.task = {
   mount(id) {
     view.innerHTML = `<p><a href="#/board">← Board</a></p><div id="data"></div>`;
     this.id = id;
+    this.data = document.getElementById("data");
   },
   async refresh() {
+    const data = this.data;
     const id = this.id;
     const [t, why, subtasks] = await Promise.all([
       api("GET", `/tasks/${id}`), api("GET", `/tasks/${id}/why`), api("GET", `/tasks${qs({ parent_id: id, limit: 500 })}`),
     ]);
     document.title = `#${t.id} ${t.title} · taskyard`;
+    this.related = new Set([...why.dependencies, ...why.dependents, ...subtasks.items].map((d) => d.id));
+    if (t.parent_id) this.related.add(t.parent_id);
     const list = (items) => items.length ? `<ul>${items.map((d) => `<li>${taskLink(d)} — ${statusText(d.status)}</li>`).join("")}</ul>` : `<p class="muted">None.</p>`;
     const notes = t.events.filter((e) => e.kind === "task.progress" && e.data.note);
     const result = t.result;
@@ -218,7 +235,7 @@ views.task = {
       ["Created", `${when(t.created_at)} by ${esc(t.created_by ?? "—")}`], ["Updated", when(t.updated_at)],
       ["Claimed", when(t.claimed_at)], ["Completed", when(t.completed_at)],
     ];
-    document.getElementById("data").innerHTML = `
+    data.innerHTML = `
       <h1>#${t.id} ${esc(t.title)}</h1>
       <div class="actions" id="actions">
         ${open && t.status !== "in_progress" ? `<div><label for="a-priority">priority</label><select id="a-priority">${PRIORITIES.map((p) => `<option ${p === t.priority ? "selected" : ""}>${p}</option>`).join("")}</select></div>
@@ -241,13 +258,13 @@ views.task = {
       <h2>Result</h2>${result ? `<p>${esc(result.summary)}</p>${result.deliverables.length ? `<ul>${result.deliverables.map((d) => `<li>${esc(d.kind)}: ${esc(d.ref)}${d.note ? ` — ${esc(d.note)}` : ""}</li>`).join("")}</ul>` : ""}` : `<p class="muted">Not completed.</p>`}
       <h2>Timeline</h2><ul class="timeline">${t.events.slice().reverse().map((e) => `<li>${when(e.at)} <b>${esc(e.kind)}</b> ${esc(e.actor ?? "")}
         <span class="muted">${esc(JSON.stringify(e.data))}</span></li>`).join("")}</ul>`;
-    document.getElementById("actions").addEventListener("click", (e) => {
+    data.querySelector("#actions").addEventListener("click", (e) => {
       const button = e.target.closest("button[data-act]");
       if (!button) return;
       const what = button.dataset.act;
       act(button, async () => {
         if (what === "priority") await api("PATCH", `/tasks/${id}`, { priority: document.getElementById("a-priority").value });
-        if (what === "claim") await api("POST", `/tasks/${id}/claim`, {});
+        if (what === "claim") await api("POST", `/tasks/${id}/claim`, { lease_seconds: PERSON_LEASE });
         if (what === "unblock") await api("POST", `/tasks/${id}/unblock`, {});
         if (what === "cancel") await api("POST", `/tasks/${id}/cancel`, {});
         if (what === "complete") {
@@ -269,15 +286,17 @@ views.queue = {
       act(button, async () => {
         if (what === "take") {
           if (status === "blocked") await api("POST", `/tasks/${id}/unblock`, { note: "taken from the dashboard" });
-          await api("POST", `/tasks/${id}/claim`, {});
+          await api("POST", `/tasks/${id}/claim`, { lease_seconds: PERSON_LEASE });
         }
         if (what === "decline") await api("POST", `/queue/${id}/decline`, {});
       });
     });
+    this.data = document.getElementById("data");
   },
   async refresh() {
+    const data = this.data;
     const queue = await api("GET", "/queue");
-    document.getElementById("data").innerHTML = table(["Priority", "Task", "Status", "Kind", "Offered to", ""], queue.items.map(({ task: t, offered_to }) => [
+    data.innerHTML = table(["Priority", "Task", "Status", "Kind", "Offered to", ""], queue.items.map(({ task: t, offered_to }) => [
       pill(t.priority, t.priority), taskLink(t), `${statusText(t.status)}${t.status_reason ? `<div class="muted">${esc(t.status_reason)}</div>` : ""}`,
       esc(t.kind), esc(offered_to ?? "—"),
       `<button type="button" class="primary" data-act="take" data-id="${t.id}" data-status="${esc(t.status)}">Take</button>
@@ -288,10 +307,14 @@ views.queue = {
 
 views.agents = {
   title: "Agents",
-  mount() { view.innerHTML = `<h1>Agents</h1><div id="data"></div>`; },
+  mount() {
+    view.innerHTML = `<h1>Agents</h1><div id="data"></div>`;
+    this.data = document.getElementById("data");
+  },
   async refresh() {
+    const data = this.data;
     const agents = await api("GET", "/agents");
-    document.getElementById("data").innerHTML = table(["Name", "Kind", "Role", "Status", "Capabilities", "Last seen"], agents.items.map((a) => [
+    data.innerHTML = table(["Name", "Kind", "Role", "Status", "Capabilities", "Last seen"], agents.items.map((a) => [
       esc(a.name), esc(a.kind), esc(a.role), `<span class="${a.status === "online" ? "ok" : "muted"}">${esc(a.status)}</span>`,
       a.capabilities.map((c) => pill(c)).join(""), when(a.last_seen),
     ]), "No agents registered.");
@@ -300,10 +323,14 @@ views.agents = {
 
 views.runs = {
   title: "Runs",
-  mount() { view.innerHTML = `<h1>Runs</h1><div id="data"></div>`; },
+  mount() {
+    view.innerHTML = `<h1>Runs</h1><div id="data"></div>`;
+    this.data = document.getElementById("data");
+  },
   async refresh() {
+    const data = this.data;
     const runs = await api("GET", "/runs?limit=200");
-    document.getElementById("data").innerHTML = table(["Run", "Task", "Agent type", "Status", "PID", "CPU", "Memory", "Started", "Ended", "Exit"], runs.items.map((r) => [
+    data.innerHTML = table(["Run", "Task", "Agent type", "Status", "PID", "CPU", "Memory", "Started", "Ended", "Exit"], runs.items.map((r) => [
       `<a href="#/runs/${r.id}">#${r.id}</a>`, `<a href="#/tasks/${r.task_id}">#${r.task_id}</a>`, esc(r.agent_type), esc(r.status),
       esc(r.pid ?? "—"), r.cpu_percent == null ? "—" : `${r.cpu_percent.toFixed(0)}%`, mib(r.memory_bytes), when(r.started_at),
       when(r.ended_at), esc(r.exit_code ?? "—"),
@@ -316,41 +343,55 @@ views.run = {
   mount(id) {
     this.id = id;
     view.innerHTML = `<p><a href="#/runs">← Runs</a></p><div id="data"></div><h2>Log</h2><pre id="log" aria-live="off"></pre>`;
-    followLog(id, document.getElementById("log"));
+    this.data = document.getElementById("data");
+    logFollowing = false;
   },
   async refresh() {
+    const data = this.data;
     const r = await api("GET", `/runs/${this.id}`);
+    if (!logFollowing && data.isConnected) followLog(this.id, document.getElementById("log"));
     const live = r.status === "starting" || r.status === "running";
-    document.getElementById("data").innerHTML = `<h1>Run #${r.id} — ${esc(r.agent_type)}</h1>
+    data.innerHTML = `<h1>Run #${r.id} — ${esc(r.agent_type)}</h1>
       <div class="actions">${live && ROLE === "admin" ? `<button type="button" class="danger" id="kill">Kill</button>` : ""}</div>
       <dl class="fields"><dt>Status</dt><dd>${esc(r.status)}${r.error ? ` — ${esc(r.error)}` : ""}</dd>
       <dt>Task</dt><dd><a href="#/tasks/${r.task_id}">#${r.task_id}</a></dd><dt>PID</dt><dd>${esc(r.pid ?? "—")}</dd>
       <dt>CPU / memory</dt><dd>${r.cpu_percent == null ? "—" : `${r.cpu_percent.toFixed(0)}%`} / ${mib(r.memory_bytes)}</dd>
       <dt>Started</dt><dd>${when(r.started_at)}</dd><dt>Ended</dt><dd>${when(r.ended_at)}</dd><dt>Exit code</dt><dd>${esc(r.exit_code ?? "—")}</dd></dl>`;
-    const kill = document.getElementById("kill");
+    const kill = data.querySelector("#kill");
     if (kill) kill.addEventListener("click", () => act(kill, () => api("POST", `/runs/${r.id}/kill`, {})));
   },
 };
 
 let logAbort = null;
+let logFollowing = false;
 
-// Streams a run's log into `pre` until the run ends or the page moves on.
+// Streams a run's log into `pre` until the run ends or the page moves on, keeping the last
+// LOG_KEEP characters. A log that does not exist yet is retried by the next refresh.
 async function followLog(id, pre) {
+  if (logAbort) logAbort.abort();
   logAbort = new AbortController();
+  logFollowing = true;
+  let text = "";
   try {
     const response = await fetch(`/api/v1/runs/${id}/log?follow=true&tail=65536`, { credentials: "same-origin", signal: logAbort.signal });
-    if (!response.ok) { pre.textContent = `(no log: ${response.statusText})`; return; }
+    if (!response.ok) {
+      pre.textContent = `(no log yet: ${response.statusText})`;
+      logFollowing = false;
+      return;
+    }
     const reader = response.body.getReader();
     const decoder = new TextDecoder();
     for (;;) {
       const { value, done } = await reader.read();
       if (done) break;
       const atBottom = pre.scrollTop + pre.clientHeight >= pre.scrollHeight - 4;
-      pre.textContent += decoder.decode(value, { stream: true });
+      text += decoder.decode(value, { stream: true });
+      if (text.length > LOG_KEEP) text = text.slice(text.length - LOG_KEEP);
+      pre.textContent = text;
       if (atBottom) pre.scrollTop = pre.scrollHeight;
     }
   } catch (err) {
-    if (err.name !== "AbortError") pre.textContent += `\n(log stream ended: ${err.message})`;
+    if (err.name !== "AbortError") pre.textContent = `${text}\n(log stream ended: ${err.message})`;
   }
 }
 
@@ -362,10 +403,12 @@ views.loops = {
       const button = e.target.closest("button[data-loop]");
       if (button) act(button, () => api("POST", `/loops/${encodeURIComponent(button.dataset.loop)}/run`, {}));
     });
+    this.data = document.getElementById("data");
   },
   async refresh() {
+    const data = this.data;
     const loops = await api("GET", "/loops");
-    document.getElementById("data").innerHTML = table(["Loop", "Kind", "Schedule", "Last run", "Failures", "Next run", ""], loops.items.map((l) => [
+    data.innerHTML = table(["Loop", "Kind", "Schedule", "Last run", "Failures", "Next run", ""], loops.items.map((l) => [
       `${esc(l.name)}${l.enabled ? "" : ` <span class="muted">(disabled)</span>`}`, esc(l.kind), esc(l.schedule),
       l.last_run ? `<span class="${l.last_run.ok ? "ok" : "bad"}">${l.last_run.ok ? "ok" : "failed"}</span> ${when(l.last_run.finished_at)}
         <div class="muted">${esc(l.last_run.summary)}</div>` : `<span class="muted">never</span>`,
@@ -377,10 +420,14 @@ views.loops = {
 
 views.notifications = {
   title: "Notifications",
-  mount() { view.innerHTML = `<h1>Notifications</h1><div id="data"></div>`; },
+  mount() {
+    view.innerHTML = `<h1>Notifications</h1><div id="data"></div>`;
+    this.data = document.getElementById("data");
+  },
   async refresh() {
+    const data = this.data;
     const page = await api("GET", "/notifications?limit=200");
-    document.getElementById("data").innerHTML = table(["#", "Status", "Reason", "Task", "To", "Subject", "Attempts", "Last error", "Queued", "Sent", "Action"], page.items.map((n) => [
+    data.innerHTML = table(["#", "Status", "Reason", "Task", "To", "Subject", "Attempts", "Last error", "Queued", "Sent", "Action"], page.items.map((n) => [
       n.id, `<span class="${n.status === "sent" ? "ok" : n.status === "failed" ? "bad" : "warn"}">${esc(n.status)}</span>`, esc(n.reason),
       n.task_id ? `<a href="#/tasks/${n.task_id}">#${n.task_id}</a>` : "—", esc(n.to), esc(n.subject), n.attempts,
       esc(n.last_error ?? ""), when(n.created_at), when(n.sent_at), esc(n.action ?? ""),
@@ -402,23 +449,48 @@ const ROUTES = [
 ];
 
 let current = null;
-let refreshing = null;
+let generation = 0;
+let inflight = null;
+let inflightGen = -1;
 let again = false;
+// Ids of form fields the person changed since the view was drawn: a refresh keeps their values.
+const edited = new Set();
 
+view.addEventListener("input", (e) => { if (e.target.id) edited.add(e.target.id); });
+
+// Refreshes the current view; a refresh asked for while one runs is done once it ends. A
+// refresh that finishes after the person moved on draws into the page it started on.
 async function refresh() {
   if (!current) return;
-  if (refreshing) { again = true; return refreshing; }
+  const gen = generation;
+  if (inflight && inflightGen === gen) {
+    again = true;
+    return inflight;
+  }
   const active = current;
-  refreshing = (async () => {
+  const focused = document.activeElement && view.contains(document.activeElement) ? document.activeElement.id : "";
+  const kept = [...edited].map((id) => [id, document.getElementById(id)?.value]);
+  inflightGen = gen;
+  inflight = (async () => {
     try {
       await active.view.refresh();
+      if (gen !== generation) return;
+      for (const [id, value] of kept) {
+        const field = document.getElementById(id);
+        if (field && value !== undefined) field.value = value;
+      }
+      if (focused) document.getElementById(focused)?.focus();
     } catch (err) {
-      flash(err.message);
+      if (gen === generation) flash(err.message);
     }
   })();
-  await refreshing;
-  refreshing = null;
-  if (again && current === active) { again = false; await refresh(); }
+  const mine = inflight;
+  await mine;
+  if (inflight === mine) inflight = null;
+  if (again && gen === generation) {
+    again = false;
+    await refresh();
+  }
 }
 
 function navigate() {
@@ -437,23 +509,58 @@ function navigate() {
   }
   const v = views[name];
   document.title = `${v.title} · taskyard`;
+  generation += 1;
+  again = false;
+  edited.clear();
   current = { view: v, arg };
   flash("");
   v.mount(arg);
-  again = false;
   refresh();
 }
 
-let liveTimer = null;
+// Which events concern the view on screen.
+function concerns(event) {
+  const v = current && current.view;
+  if (!v) return false;
+  const kind = event.kind || "";
+  if (v === views.task) return event.task_id === Number(v.id) || (v.related || new Set()).has(event.task_id) || kind === "task.created";
+  if (v === views.overview) return true;
+  if (v === views.board) return kind.startsWith("task.");
+  if (v === views.queue) return kind.startsWith("task.") || kind.startsWith("notification.");
+  if (v === views.agents) return kind.startsWith("agent.");
+  if (v === views.runs || v === views.run) return kind.startsWith("run.");
+  if (v === views.loops) return kind === "loop.ran";
+  if (v === views.notifications) return kind.startsWith("notification.");
+  return true;
+}
 
+let liveTimer = null;
+let retry = 1000;
+
+// Follows the event stream; a relevant event refreshes the view at most 150 ms later, however
+// many follow. When the stream closes for good (the session ended) the next call sends the
+// person to the login page; otherwise it reconnects.
 function connect() {
   const live = document.getElementById("live");
   const events = new EventSource("/api/v1/events");
-  events.onopen = () => live.classList.add("on");
-  events.onerror = () => live.classList.remove("on");
-  const changed = () => {
-    clearTimeout(liveTimer);
-    liveTimer = setTimeout(refresh, 150);
+  events.onopen = () => {
+    live.classList.add("on");
+    retry = 1000;
+    refresh();
+  };
+  events.onerror = () => {
+    live.classList.remove("on");
+    if (events.readyState === EventSource.CLOSED) {
+      api("GET", "/stats").catch(() => {});
+      setTimeout(connect, retry);
+      retry = Math.min(retry * 2, 30000);
+    }
+  };
+  const changed = (message) => {
+    let event = {};
+    try { event = JSON.parse(message.data); } catch (_) { /* keep-alive or unknown */ }
+    if (!concerns(event)) return;
+    if (!liveTimer) liveTimer = setTimeout(() => { liveTimer = null; refresh(); }, 150);
   };
   for (const kind of EVENT_KINDS) events.addEventListener(kind, changed);
 }

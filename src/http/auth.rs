@@ -104,7 +104,9 @@ pub async fn session_principal(
     headers: &HeaderMap,
     cookie: &str,
 ) -> ApiResult<Principal> {
-    if !session::host_ok(headers, state.public_host().as_deref()) || !session::origin_ok(headers) {
+    if !session::host_ok(headers, state.public_host().as_deref())
+        || !session::origin_ok(headers, state.public_origin().as_deref())
+    {
         return Err(ApiError::Forbidden(
             "this request comes from another site or host name than this server's".into(),
         ));

@@ -96,8 +96,20 @@ fn redirect_with_cookie(to: &str, cookie: String) -> Response {
     response
 }
 
-fn secure(state: &AppState) -> bool {
-    state.notifier.url().starts_with("https://")
+/// The cookie is `Secure` when the browser came through the HTTPS public URL (a Secure cookie
+/// set over plain HTTP, say on 127.0.0.1, would be dropped by the browser).
+fn secure(state: &AppState, headers: &HeaderMap) -> bool {
+    let https = state
+        .config
+        .server
+        .public_url
+        .as_deref()
+        .is_some_and(|u| u.starts_with("https://"));
+    let host = headers
+        .get(header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .map(|h| h.split(':').next().unwrap_or(h).to_ascii_lowercase());
+    https && host.is_some() && host == state.public_host()
 }
 
 async fn index(State(state): State<AppState>, headers: HeaderMap) -> Response {
@@ -137,7 +149,10 @@ async fn login_form(
     match q.code {
         None => login_page(StatusCode::OK, ""),
         Some(code) => match state.sessions.redeem(&code) {
-            Some(hash) => redirect_with_cookie("/", set_cookie(&state.sessions.create(hash), secure(&state))),
+            Some(hash) => redirect_with_cookie(
+                "/",
+                set_cookie(&state.sessions.create(hash), secure(&state, &headers)),
+            ),
             None => login_page(
                 StatusCode::UNAUTHORIZED,
                 "That login link was already used or has expired. Log in with a token.",
@@ -150,7 +165,7 @@ async fn login(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -
     if !session::host_ok(&headers, state.public_host().as_deref()) {
         return refused_host();
     }
-    if !session::origin_ok(&headers) {
+    if !session::origin_ok(&headers, state.public_origin().as_deref()) {
         return login_page(StatusCode::FORBIDDEN, "This form was sent from another site.");
     }
     let token = form_urlencoded::parse(&body)
@@ -164,7 +179,10 @@ async fn login(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -
     match principal_for_hash(&state, &hash).await {
         Ok(who) if who.scope.is_none() => {
             tracing::info!(user = %who.name, "dashboard login");
-            redirect_with_cookie("/", set_cookie(&state.sessions.create(hash), secure(&state)))
+            redirect_with_cookie(
+                "/",
+                set_cookie(&state.sessions.create(hash), secure(&state, &headers)),
+            )
         }
         Ok(_) => login_page(
             StatusCode::FORBIDDEN,
@@ -175,7 +193,9 @@ async fn login(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -
 }
 
 async fn logout(State(state): State<AppState>, headers: HeaderMap) -> Response {
-    if !session::host_ok(&headers, state.public_host().as_deref()) || !session::origin_ok(&headers) {
+    if !session::host_ok(&headers, state.public_host().as_deref())
+        || !session::origin_ok(&headers, state.public_origin().as_deref())
+    {
         return refused_host();
     }
     if let Some(cookie) = session::cookie(&headers) {

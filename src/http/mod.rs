@@ -63,6 +63,13 @@ impl AppState {
         Duration::from_secs(self.config.server.lease_seconds)
     }
 
+    /// The origin (`scheme://host[:port]`) of `server.public_url`, if set.
+    pub fn public_origin(&self) -> Option<String> {
+        let url = self.config.server.public_url.as_deref()?;
+        let (scheme, rest) = url.split_once("://")?;
+        Some(format!("{scheme}://{}", rest.split('/').next().unwrap_or(rest)))
+    }
+
     /// The host name of `server.public_url`, if set.
     pub fn public_host(&self) -> Option<String> {
         let url = self.config.server.public_url.as_deref()?;

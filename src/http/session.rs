@@ -166,8 +166,15 @@ pub fn host_ok(headers: &HeaderMap, public_host: Option<&str>) -> bool {
         || public_host.is_some_and(|p| p.eq_ignore_ascii_case(&name))
 }
 
-/// True unless the request carries an `Origin` from another site than the `Host` it was sent to.
-pub fn origin_ok(headers: &HeaderMap) -> bool {
+/// True unless the request comes from another site: an `Origin` other than the `Host` it was
+/// sent to (or than `public_origin`, the origin of `server.public_url`, behind a proxy that
+/// rewrites Host), or a browser's `Sec-Fetch-Site` saying so (which also covers requests
+/// without an Origin, such as an `<img>` or `<script>` pointing at the API).
+pub fn origin_ok(headers: &HeaderMap, public_origin: Option<&str>) -> bool {
+    let fetch_site = headers.get("sec-fetch-site").and_then(|v| v.to_str().ok());
+    if fetch_site.is_some_and(|site| site != "same-origin" && site != "none") {
+        return false;
+    }
     let Some(origin) = headers.get(header::ORIGIN) else {
         return true;
     };
@@ -177,6 +184,9 @@ pub fn origin_ok(headers: &HeaderMap) -> bool {
     ) else {
         return false;
     };
+    if public_origin.is_some_and(|p| p.eq_ignore_ascii_case(origin)) {
+        return true;
+    }
     let authority = origin
         .strip_prefix("http://")
         .or_else(|| origin.strip_prefix("https://"))
@@ -204,19 +214,34 @@ mod tests {
         assert!(!ok("evil.example.net:7311") && !ok("localhost.evil.net"));
         assert!(!host_ok(&HeaderMap::new(), None));
 
-        assert!(origin_ok(&headers(&[("host", "127.0.0.1:7311")])));
-        assert!(origin_ok(&headers(&[
+        let origin =
+            |pairs: &[(&'static str, &str)]| origin_ok(&headers(pairs), Some("https://yard.example.com"));
+        assert!(origin(&[("host", "127.0.0.1:7311")]));
+        assert!(origin(&[
             ("host", "127.0.0.1:7311"),
             ("origin", "http://127.0.0.1:7311")
-        ])));
-        assert!(!origin_ok(&headers(&[
+        ]));
+        assert!(origin(&[
+            ("host", "10.0.0.2:7311"),
+            ("origin", "https://yard.example.com")
+        ]));
+        assert!(!origin(&[
             ("host", "127.0.0.1:7311"),
             ("origin", "http://evil.net")
-        ])));
-        assert!(!origin_ok(&headers(&[
+        ]));
+        assert!(!origin(&[("host", "127.0.0.1:7311"), ("origin", "null")]));
+        assert!(origin(&[
             ("host", "127.0.0.1:7311"),
-            ("origin", "null")
-        ])));
+            ("sec-fetch-site", "same-origin")
+        ]));
+        assert!(!origin(&[
+            ("host", "127.0.0.1:7311"),
+            ("sec-fetch-site", "same-site")
+        ]));
+        assert!(!origin(&[
+            ("host", "127.0.0.1:7311"),
+            ("sec-fetch-site", "cross-site")
+        ]));
     }
 
     #[test]

@@ -124,13 +124,31 @@ impl Store {
         .bind(limit)
         .fetch_all(&self.reader)
         .await?;
-        let mut out = Vec::with_capacity(rows.len());
-        for row in rows {
-            let task = Task::try_from(row)?;
-            let offer = self.open_offer(task.id).await?;
-            out.push((task, offer));
-        }
-        Ok(out)
+        let tasks = rows
+            .into_iter()
+            .map(Task::try_from)
+            .collect::<StoreResult<Vec<_>>>()?;
+        let ids: Vec<i64> = tasks.iter().map(|t| t.id).collect();
+        let offers: Vec<(i64, i64, String)> = sqlx::query_as(
+            "SELECT task_id, id, human FROM notifications WHERE action IS NULL \
+             AND reason IN ('routed', 'spawn_fallback', 'blocked') \
+             AND task_id IN (SELECT value FROM json_each(?)) ORDER BY id",
+        )
+        .bind(to_json(&ids))
+        .fetch_all(&self.reader)
+        .await?;
+        // Newest offer per task wins.
+        let offers: std::collections::HashMap<i64, (i64, String)> = offers
+            .into_iter()
+            .map(|(task, id, human)| (task, (id, human)))
+            .collect();
+        Ok(tasks
+            .into_iter()
+            .map(|t| {
+                let offer = offers.get(&t.id).cloned();
+                (t, offer)
+            })
+            .collect())
     }
 
     /// The newest email offer of task `task_id` nobody has acted on: its id and person.

@@ -78,6 +78,16 @@ async fn sessions_need_csrf_and_refuse_other_sites_and_host_names() {
         .unwrap();
     assert_eq!(wrong.status(), StatusCode::UNAUTHORIZED);
     assert!(wrong.headers().get(SET_COOKIE).is_none());
+    // Another site cannot log the browser in (login CSRF), even with a good token.
+    let foreign = http()
+        .post(format!("{}/login", server.url))
+        .header(ORIGIN, "http://evil.example")
+        .form(&[("token", ADMIN_TOKEN)])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(foreign.status(), StatusCode::FORBIDDEN);
+    assert!(foreign.headers().get(SET_COOKIE).is_none());
 
     let (cookie, csrf) = login(&server, ADMIN_TOKEN).await;
     let api = |method: reqwest::Method, path: &str| {
@@ -116,6 +126,14 @@ async fn sessions_need_csrf_and_refuse_other_sites_and_host_names() {
         .header("x-csrf-token", &csrf)
         .header(ORIGIN, "http://evil.example")
         .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::FORBIDDEN);
+    // A request a browser marks as coming from another site (an <img> on another port of the
+    // same host, say) gets nothing either, even a read.
+    let resp = api(reqwest::Method::GET, "/stats")
+        .header("sec-fetch-site", "same-site")
         .send()
         .await
         .unwrap();
@@ -346,6 +364,8 @@ async fn a_browser_logs_in_sees_a_new_task_live_and_cancels_it() {
             find(&client, "svg.chart").await;
         }
     }
+    let flash = find(&client, "#flash").await.text().await.unwrap();
+    assert_eq!(flash, "", "the page showed an error");
     let log = client.issue_cmd(BrowserLog).await.unwrap();
     let errors: Vec<&Value> = log
         .as_array()

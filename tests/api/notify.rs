@@ -464,3 +464,46 @@ async fn blocked_and_failed_work_reaches_people_as_files_and_in_the_daily_digest
     );
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_manual_queue_shows_offers_and_declines_them_through_the_api() {
+    let smtp = SmtpServer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::boot(mail_config(dir.path(), smtp.port)).await;
+    let task = server
+        .task(json!({"title": "Pick the vendor", "kind": "strategic", "capabilities": ["architecture"]}))
+        .await;
+    smtp.wait_for(1).await;
+    let offered = |queue: &Value| {
+        queue["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|i| i["task"]["id"] == task["id"])
+            .map(|i| i["offered_to"].clone())
+    };
+    let queue = eventually(|| async {
+        let (_, queue) = server.get(&server.admin, "/queue").await;
+        Some(queue).filter(|q| offered(q) == Some(json!("ana")))
+    })
+    .await;
+    assert_eq!(offered(&queue), Some(json!("ana")));
+
+    // An agent may not decline for a person; an admin may.
+    let agent = server.agent("worker", &["architecture"]).await;
+    let path = format!("/queue/{}/decline", task["id"]);
+    let (status, _) = server.post(&agent, &path, json!({})).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    let (status, body) = server.post(&server.admin, &path, json!({})).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body, json!({"declined_by": "ana", "offered_to": "bo"}));
+    assert_eq!(smtp.wait_for(2).await[1].to, ["<bo@example.com>"]);
+    let (_, queue) = server.get(&server.admin, "/queue").await;
+    assert_eq!(offered(&queue), Some(json!("bo")));
+    let (status, body) = server.post(&server.admin, &path, json!({})).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["offered_to"], Value::Null, "nobody is left: {body}");
+    let (status, body) = server.post(&server.admin, &path, json!({})).await;
+    assert_eq!(status, StatusCode::CONFLICT, "no offer is open: {body}");
+    server.stop().await;
+}
