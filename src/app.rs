@@ -87,6 +87,10 @@ impl App {
                 notifier: notifier.clone(),
             },
         ));
+        let limiter = Arc::new(crate::http::limit::RateLimiter::new(
+            config.server.rate_limit_per_second,
+            config.server.rate_limit_burst,
+        ));
         let state = AppState {
             store,
             config,
@@ -96,6 +100,7 @@ impl App {
             loops,
             notifier,
             sessions: Arc::new(crate::http::session::Sessions::default()),
+            limiter,
         };
         Ok(App {
             listener,

@@ -94,6 +94,10 @@ pub struct ServerConfig {
     pub retry_backoff_seconds: u64,
     /// `normal` (survives a process crash) or `full` (fsync per commit; survives power loss).
     pub durability: Durability,
+    /// Changes (non-GET requests) allowed per token per second; 0 turns the limit off.
+    pub rate_limit_per_second: f64,
+    /// How many changes one token may make in a burst.
+    pub rate_limit_burst: u32,
     /// The admin token; only from `TASKYARD_ADMIN_TOKEN`, never from the file.
     #[serde(skip)]
     pub admin_token: Option<Secret>,
@@ -111,6 +115,8 @@ impl Default for ServerConfig {
             lease_seconds: 300,
             retry_backoff_seconds: 30,
             durability: Durability::Normal,
+            rate_limit_per_second: 200.0,
+            rate_limit_burst: 400,
             admin_token: None,
         }
     }
@@ -316,6 +322,12 @@ impl Config {
             return Err(invalid(
                 "server.max_body_bytes",
                 "must be between 1024 and 67108864".into(),
+            ));
+        }
+        if !(s.rate_limit_per_second.is_finite() && s.rate_limit_per_second >= 0.0) {
+            return Err(invalid(
+                "server.rate_limit_per_second",
+                "must be a number, 0 or more".into(),
             ));
         }
         if s.retry_backoff_seconds > 3_600 {

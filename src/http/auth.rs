@@ -88,6 +88,19 @@ pub async fn authenticate(State(state): State<AppState>, mut req: Request, next:
             "missing bearer token: send `Authorization: Bearer <token>`".into(),
         ))
     };
+    let safe = matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS);
+    let principal = principal.and_then(|p| {
+        if safe {
+            return Ok(p);
+        }
+        match state.limiter.check(&p.name, std::time::Instant::now()) {
+            Ok(()) => Ok(p),
+            Err(retry_after) => Err(ApiError::RateLimited {
+                who: p.name.clone(),
+                retry_after,
+            }),
+        }
+    });
     match principal {
         Ok(principal) => {
             req.extensions_mut().insert(principal);

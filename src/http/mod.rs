@@ -9,6 +9,7 @@ pub mod dashboard;
 pub mod events;
 pub mod extract;
 pub mod health;
+pub mod limit;
 pub mod links;
 pub mod loops;
 pub mod notifications;
@@ -55,6 +56,8 @@ pub struct AppState {
     pub notifier: Arc<crate::notify::Notifier>,
     /// Dashboard sessions and one-time login codes.
     pub sessions: Arc<session::Sessions>,
+    /// Rate limits on changes, per token.
+    pub limiter: Arc<limit::RateLimiter>,
 }
 
 impl AppState {

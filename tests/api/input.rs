@@ -231,3 +231,50 @@ async fn a_path_segment_of_the_wrong_type_is_a_problem() {
     }
     server.stop().await;
 }
+
+#[tokio::test]
+async fn changes_are_rate_limited_per_token_and_reads_are_not() {
+    let server = Server::start_with(|c| {
+        c.server.rate_limit_per_second = 0.001;
+        c.server.rate_limit_burst = 3;
+    })
+    .await;
+    for i in 0..2 {
+        let (status, _) = server
+            .post(&server.admin, "/tasks", json!({"title": format!("t{i}")}))
+            .await;
+        assert_eq!(status, StatusCode::CREATED);
+    }
+    // The third change of the admin token registers an agent; the fourth is refused.
+    let agent = server.agent("a", &[]).await;
+    let resp = reqwest::Client::new()
+        .post(format!("{}/api/v1/tasks", server.url))
+        .bearer_auth(&server.admin)
+        .json(&json!({"title": "one too many"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert!(
+        resp.headers()["retry-after"]
+            .to_str()
+            .unwrap()
+            .parse::<u64>()
+            .unwrap()
+            >= 1
+    );
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(body["code"], "rate_limited", "{body}");
+    let (status, page) = server.get(&server.admin, "/tasks").await;
+    assert_eq!(status, StatusCode::OK, "reads are not limited");
+    assert_eq!(
+        page["items"].as_array().unwrap().len(),
+        2,
+        "the refused change changed nothing"
+    );
+    let (status, _) = server
+        .post(&agent, "/tasks", json!({"title": "another token"}))
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "each token has its own bucket");
+    server.stop().await;
+}
