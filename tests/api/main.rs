@@ -13,6 +13,7 @@ mod leases;
 mod loops;
 mod mcp;
 mod notify;
+mod props;
 mod restart;
 mod smtp;
 mod spawn;
