@@ -1,7 +1,8 @@
 //! The MCP server handler. rmcp makes one per session (and one per request for clients of the
 //! session-less protocol revision): it lists the tools, runs each call as the principal the
 //! bearer-token middleware attached to that HTTP request, and once a session is initialized
-//! starts the watcher that tells it about lost leases.
+//! starts the watcher that tells it about lost leases. A claim whose request was cancelled
+//! meanwhile is handed back at once.
 #![expect(
     deprecated,
     reason = "the logging capability and level belong to session-based clients"
@@ -22,7 +23,7 @@ use crate::domain::{Principal, Role};
 use crate::error::ApiError;
 use crate::http::AppState;
 
-use super::calls;
+use super::calls::{self, Done};
 use super::tools::{self, ToolName};
 use super::watch::{self, Watcher};
 
@@ -54,6 +55,12 @@ impl Taskyard {
             quiet: Arc::new(AtomicBool::new(false)),
         }
     }
+}
+
+/// The answer to a request the client cancelled; rmcp does not send it (the protocol says a
+/// cancelled request gets no answer), but it ends the call.
+fn cancelled() -> McpError {
+    McpError::new(ErrorCode::INVALID_REQUEST, "the client cancelled the call", None)
 }
 
 /// The principal the authentication middleware attached to the HTTP request behind a message.
@@ -101,16 +108,25 @@ impl ServerHandler for Taskyard {
                 ApiError::Unauthorized("this MCP request carries no authenticated principal".into());
             return Ok(calls::reply(Err(refused)).into());
         };
+        if context.ct.is_cancelled() {
+            return Err(cancelled());
+        }
         let args = request.arguments.unwrap_or_default();
-        let result = tokio::select! {
-            result = calls::call(&self.state, &who, tool, args) => result,
-            // Only a long poll lasts long enough to be worth abandoning; a wait that is given up
-            // claims nothing.
-            _ = context.ct.cancelled(), if tool == ToolName::ClaimNext => {
-                return Err(McpError::new(ErrorCode::INVALID_REQUEST, "the client cancelled the call", None));
+        // The call is never dropped part-way on cancellation: a claim cut off after its commit
+        // would leave a lease nobody knows of. A waiting claim_next watches the token instead.
+        let done = calls::call(&self.state, &who, tool, args, &context.ct).await;
+        if let Ok(Done::Claimed(claimed)) = &done {
+            if context.ct.is_cancelled() {
+                // rmcp drops the answer to a cancelled request, so the lease would reach nobody.
+                // (A cancel landing after this check still loses the answer; that lease then
+                // expires as any abandoned one does.)
+                calls::hand_back(&self.state, &who, claimed).await;
             }
-        };
-        Ok(calls::reply(result).into())
+        }
+        if context.ct.is_cancelled() {
+            return Err(cancelled());
+        }
+        Ok(calls::reply(done.and_then(Done::into_answer)).into())
     }
 
     async fn set_level(

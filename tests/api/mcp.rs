@@ -238,11 +238,15 @@ async fn an_agent_claims_reports_progress_and_completes_over_mcp() {
         (Value::Null, Value::Null)
     );
 
-    // A waiting claim-next gets work filed while it waits.
-    let (waited, filed) = tokio::join!(
-        call(&client, "claim_next", json!({"wait_seconds": 60})),
-        server.task(json!({"title": "late work", "capabilities": ["backend"]})),
-    );
+    // A waiting claim-next gets work filed while it waits: the task is filed only once the long
+    // poll has found nothing and sleeps, so only the wake-up can hand it over.
+    let waiting = server.app_store.work_waiters();
+    let (waited, filed) = tokio::join!(call(&client, "claim_next", json!({"wait_seconds": 60})), async {
+        wait_until(|| server.app_store.work_waiters() == waiting + 1).await;
+        server
+            .task(json!({"title": "late work", "capabilities": ["backend"]}))
+            .await
+    },);
     assert_eq!(ok(waited)["task"]["id"], filed["id"]);
 
     client.cancel().await.unwrap();
