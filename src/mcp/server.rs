@@ -1,8 +1,8 @@
 //! The MCP server handler. rmcp makes one per session (and one per request for clients of the
 //! session-less protocol revision): it lists the tools, runs each call as the principal the
 //! bearer-token middleware attached to that HTTP request, and once a session is initialized
-//! starts the watcher that tells it about lost leases. A claim whose request was cancelled
-//! meanwhile is handed back at once.
+//! starts the watcher that tells it about lost leases; every lease the session claims is passed
+//! to that watcher. A claim whose request was cancelled meanwhile is handed back at once.
 #![expect(
     deprecated,
     reason = "the logging capability and level belong to session-based clients"
@@ -18,6 +18,7 @@ use rmcp::model::{
 };
 use rmcp::service::{NotificationContext, RequestContext, RoleServer};
 use rmcp::{ErrorData as McpError, ServerHandler};
+use tokio::sync::mpsc;
 
 use crate::domain::{Principal, Role};
 use crate::error::ApiError;
@@ -25,7 +26,7 @@ use crate::http::AppState;
 
 use super::calls::{self, Done};
 use super::tools::{self, ToolName};
-use super::watch::{self, Watcher};
+use super::watch::{self, Claim, Watcher};
 
 /// What every client is told when it connects, for the model that uses the tools.
 const INSTRUCTIONS: &str = "taskyard hands out tasks under exclusive leases. To work: call claim_next \
@@ -44,15 +45,22 @@ pub struct Taskyard {
     watcher: Mutex<Option<Watcher>>,
     /// Set when the client asked for errors only: lease warnings are then not sent.
     quiet: Arc<AtomicBool>,
+    /// Tells the watcher about each lease this session claims.
+    claims: mpsc::UnboundedSender<Claim>,
+    /// The other end of `claims`, until the watcher takes it (claims made before it starts wait).
+    claims_to_watch: Mutex<Option<mpsc::UnboundedReceiver<Claim>>>,
 }
 
 impl Taskyard {
     /// A handler for a new session. Cheap: rmcp also makes one for each request it validates.
     pub fn new(state: AppState) -> Self {
+        let (claims, claims_to_watch) = mpsc::unbounded_channel();
         Self {
             state,
             watcher: Mutex::new(None),
             quiet: Arc::new(AtomicBool::new(false)),
+            claims,
+            claims_to_watch: Mutex::new(Some(claims_to_watch)),
         }
     }
 }
@@ -121,6 +129,9 @@ impl ServerHandler for Taskyard {
                 // (A cancel landing after this check still loses the answer; that lease then
                 // expires as any abandoned one does.)
                 calls::hand_back(&self.state, &who, claimed).await;
+            } else {
+                // The watcher may have stopped, or never started for a session-less request.
+                let _ = self.claims.send((claimed.task.id, claimed.lease.fence));
             }
         }
         if context.ct.is_cancelled() {
@@ -147,7 +158,21 @@ impl ServerHandler for Taskyard {
             // A viewer holds no leases.
             return;
         }
-        let watcher = watch::spawn(self.state.clone(), who.name, context.peer, self.quiet.clone());
+        let Some(claims) = self
+            .claims_to_watch
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take()
+        else {
+            return;
+        };
+        let watcher = watch::spawn(
+            self.state.clone(),
+            who.name,
+            context.peer,
+            self.quiet.clone(),
+            claims,
+        );
         *self.watcher.lock().unwrap_or_else(PoisonError::into_inner) = Some(watcher);
     }
 }

@@ -427,8 +427,74 @@ async fn a_session_hears_when_a_lease_it_holds_is_gone() {
         message["message"].as_str().unwrap().contains("Stop working"),
         "{message}"
     );
-    assert!(inbox.try_recv().is_err(), "one message per lost lease");
+
+    // One message per lost lease: messages come in order, so a repeat about either lease would
+    // arrive before the one about a lease lost afterwards.
+    let marker = task_id(&server, json!({"title": "lost last"})).await;
+    ok(call(&client, "claim_task", json!({"task": marker})).await);
+    let (status, _) = server
+        .post(&server.admin, &format!("/tasks/{marker}/cancel"), json!({}))
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let message = next_message(&mut inbox).await;
+    assert_eq!(message["task_id"], marker, "{message}");
     client.cancel().await.unwrap();
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_session_hears_only_of_leases_it_claimed_or_held_when_it_started() {
+    let server = Server::start().await;
+    let token = server.agent("a", &[]).await;
+    let mut ids = Vec::new();
+    for title in [
+        "held before",
+        "claimed by one",
+        "claimed by two",
+        "claimed over REST",
+    ] {
+        ids.push(task_id(&server, json!({ "title": title })).await);
+    }
+    let [before, by_one, by_two, by_rest] = ids[..] else {
+        unreachable!()
+    };
+    let claim = |id: i64| {
+        let (server, token) = (&server, &token);
+        async move {
+            let (status, body) = server.post(token, &format!("/tasks/{id}/claim"), json!({})).await;
+            assert_eq!(status, StatusCode::OK, "{body}");
+        }
+    };
+    claim(before).await;
+    let subscribers = server.app_store.event_subscribers();
+    let (one, mut inbox_one) = connect(&server, &token).await;
+    let (two, mut inbox_two) = connect(&server, &token).await;
+    // Both watchers have read what the agent held at their start.
+    wait_until(|| server.app_store.event_subscribers() == subscribers + 2).await;
+    ok(call(&one, "claim_task", json!({"task": by_one})).await);
+    ok(call(&two, "claim_task", json!({"task": by_two})).await);
+    claim(by_rest).await;
+
+    for id in [by_rest, by_two, by_one, before] {
+        let (status, _) = server
+            .post(&server.admin, &format!("/tasks/{id}/cancel"), json!({}))
+            .await;
+        assert_eq!(status, StatusCode::OK);
+    }
+    // Each session hears of its own claim, then of the lease held when it started (whichever
+    // session claimed that one); a message about another lease would have come before these.
+    for (inbox, own) in [(&mut inbox_one, by_one), (&mut inbox_two, by_two)] {
+        let first = next_message(inbox).await;
+        assert_eq!(first["task_id"], own, "{first}");
+        assert!(
+            first["reason"].as_str().unwrap().contains("admin cancelled"),
+            "{first}"
+        );
+        let second = next_message(inbox).await;
+        assert_eq!(second["task_id"], before, "{second}");
+    }
+    one.cancel().await.unwrap();
+    two.cancel().await.unwrap();
     server.stop().await;
 }
 
