@@ -49,6 +49,9 @@ pub enum ApiError {
     /// Wrong method for this path (405).
     #[error("{0}")]
     MethodNotAllowed(String),
+    /// The caller has used up a limit, such as its open MCP sessions (429).
+    #[error("{0}")]
+    RateLimited(String),
     /// Unexpected failure (500); the cause is logged, not shown.
     #[error(transparent)]
     Internal(#[from] anyhow::Error),
@@ -93,6 +96,7 @@ impl ApiError {
             ApiError::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
             ApiError::PayloadTooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
             ApiError::MethodNotAllowed(_) => (StatusCode::METHOD_NOT_ALLOWED, "invalid_input"),
+            ApiError::RateLimited(_) => (StatusCode::TOO_MANY_REQUESTS, "rate_limited"),
             ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
         }
     }

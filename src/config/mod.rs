@@ -94,6 +94,10 @@ pub struct ServerConfig {
     pub retry_backoff_seconds: u64,
     /// `normal` (survives a process crash) or `full` (fsync per commit; survives power loss).
     pub durability: Durability,
+    /// Open MCP sessions allowed at once, over all tokens.
+    pub mcp_max_sessions: usize,
+    /// Open MCP sessions allowed at once for one token's principal.
+    pub mcp_max_sessions_per_agent: usize,
     /// The admin token; only from `TASKYARD_ADMIN_TOKEN`, never from the file.
     #[serde(skip)]
     pub admin_token: Option<Secret>,
@@ -111,6 +115,8 @@ impl Default for ServerConfig {
             lease_seconds: 300,
             retry_backoff_seconds: 30,
             durability: Durability::Normal,
+            mcp_max_sessions: 1000,
+            mcp_max_sessions_per_agent: 32,
             admin_token: None,
         }
     }
@@ -324,6 +330,21 @@ impl Config {
                 "must be at most 3600".into(),
             ));
         }
+        if !(1..=100_000).contains(&s.mcp_max_sessions) {
+            return Err(invalid(
+                "server.mcp_max_sessions",
+                "must be between 1 and 100000".into(),
+            ));
+        }
+        if !(1..=s.mcp_max_sessions).contains(&s.mcp_max_sessions_per_agent) {
+            return Err(invalid(
+                "server.mcp_max_sessions_per_agent",
+                format!(
+                    "must be between 1 and server.mcp_max_sessions ({})",
+                    s.mcp_max_sessions
+                ),
+            ));
+        }
         if let Some(url) = &s.public_url {
             if !(url.starts_with("http://") || url.starts_with("https://")) {
                 return Err(invalid(
@@ -467,6 +488,19 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(err.contains("server.lease_seconds"), "{err}");
+    }
+
+    #[test]
+    fn mcp_session_limits_are_checked() {
+        let check = |text: &str| {
+            let config: Config = toml::from_str(text).unwrap();
+            config.validate().map_err(|e| e.to_string())
+        };
+        assert!(check("[server]\nmcp_max_sessions = 10\nmcp_max_sessions_per_agent = 10\n").is_ok());
+        let err = check("[server]\nmcp_max_sessions = 0\n").unwrap_err();
+        assert!(err.contains("server.mcp_max_sessions"), "{err}");
+        let err = check("[server]\nmcp_max_sessions = 10\nmcp_max_sessions_per_agent = 11\n").unwrap_err();
+        assert!(err.contains("server.mcp_max_sessions_per_agent"), "{err}");
     }
 
     #[test]

@@ -1,6 +1,9 @@
 //! MCP at `/mcp`: a real MCP client (rmcp over streamable HTTP) works tasks with an agent's
 //! bearer token; failures come back as tool errors with the REST API's codes; a session hears
-//! when a lease it holds is gone; requests without a valid token never reach MCP.
+//! when a lease it holds is gone; requests without a valid token never reach MCP. `sessions`
+//! drives the protocol by hand (limits, ownership, shutdown).
+
+mod sessions;
 
 use std::time::Duration;
 
@@ -510,65 +513,6 @@ async fn closing_a_session_ends_its_lease_watcher() {
     server.stop().await;
 }
 
-#[tokio::test]
-async fn an_open_session_stream_does_not_hold_up_shutdown() {
-    let server = Server::start().await;
-    let token = server.agent("a", &[]).await;
-    let url = format!("{}/mcp", server.url);
-    let http = reqwest::Client::new();
-    let post = |body: Value, session: Option<&str>| {
-        let mut request = http
-            .post(&url)
-            .bearer_auth(&token)
-            .header("accept", "application/json, text/event-stream")
-            .json(&body);
-        if let Some(session) = session {
-            request = request
-                .header("mcp-session-id", session)
-                .header("mcp-protocol-version", "2025-06-18");
-        }
-        request.send()
-    };
-    let initialized = post(initialize_request(), None).await.unwrap();
-    assert_eq!(initialized.status(), StatusCode::OK);
-    let session = initialized.headers()["mcp-session-id"]
-        .to_str()
-        .unwrap()
-        .to_string();
-    initialized.text().await.unwrap();
-    let notified = post(
-        json!({"jsonrpc": "2.0", "method": "notifications/initialized"}),
-        Some(&session),
-    )
-    .await
-    .unwrap();
-    assert_eq!(notified.status(), StatusCode::ACCEPTED);
-    // The session's server-to-client stream is open (its headers have arrived) when the
-    // server is told to stop.
-    let stream = http
-        .get(&url)
-        .bearer_auth(&token)
-        .header("accept", "text/event-stream")
-        .header("mcp-session-id", &session)
-        .header("mcp-protocol-version", "2025-06-18")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(stream.status(), StatusCode::OK);
-    tokio::time::timeout(Duration::from_secs(30), server.stop())
-        .await
-        .expect("the server stops with an MCP stream open");
-    drop(stream);
-}
-
-fn initialize_request() -> Value {
-    json!({
-        "jsonrpc": "2.0", "id": 1, "method": "initialize",
-        "params": {"protocolVersion": "2025-06-18", "capabilities": {},
-                   "clientInfo": {"name": "probe", "version": "1"}}
-    })
-}
-
 /// Waits for a condition that follows promptly from what a test just did (the limit only keeps
 /// a broken build from hanging).
 async fn wait_until(condition: impl Fn() -> bool) {
@@ -582,7 +526,7 @@ async fn wait_until(condition: impl Fn() -> bool) {
 #[tokio::test]
 async fn requests_without_a_valid_token_are_refused_before_mcp() {
     let server = Server::start().await;
-    let initialize = initialize_request();
+    let initialize = sessions::initialize_request();
     let http = reqwest::Client::new();
     for token in [None, Some("ty_not-a-real-token")] {
         let mut request = http
@@ -597,6 +541,27 @@ async fn requests_without_a_valid_token_are_refused_before_mcp() {
         let body: Value = response.json().await.unwrap();
         assert_eq!(body["code"], "unauthorized");
     }
+    // The session stream and the end of a session are guarded alike, even for a real session.
+    let token = server.agent("a", &[]).await;
+    let session = sessions::Session::open(&server, &token).await;
+    for method in [reqwest::Method::GET, reqwest::Method::DELETE] {
+        let response = http
+            .request(method.clone(), format!("{}/mcp", server.url))
+            .header("accept", "text/event-stream")
+            .header("mcp-session-id", &session.id)
+            .header("mcp-protocol-version", sessions::PROTOCOL)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::UNAUTHORIZED, "{method}");
+        let body: Value = response.json().await.unwrap();
+        assert_eq!(body["code"], "unauthorized", "{method}");
+    }
+    assert_eq!(
+        session.delete().await,
+        StatusCode::ACCEPTED,
+        "the session was still open"
+    );
     let config =
         StreamableHttpClientTransportConfig::with_uri(format!("{}/mcp", server.url)).auth_header("ty_wrong");
     let (messages, _) = mpsc::unbounded_channel();
