@@ -44,10 +44,15 @@ pub fn router(state: &AppState) -> Router<AppState> {
     });
     let mut local = LocalSessionManager::default();
     local.session_config.keep_alive = Some(SESSION_IDLE);
+    // No priming event on request streams, so a client cannot resume one: a request whose stream
+    // drops before its answer is then certainly unanswerable, and the gate cancels it (a lease
+    // claimed for it would otherwise reach nobody).
+    local.session_config.sse_retry = None;
     let registry = Registry::new(Limits {
         total: state.config.server.mcp_max_sessions,
         per_owner: state.config.server.mcp_max_sessions_per_agent,
     });
+    let sessions = Arc::new(Tracked::new(local, registry.clone()));
     let config = StreamableHttpServerConfig::default()
         .with_cancellation_token(stop)
         .with_max_request_body_bytes(state.config.server.max_body_bytes)
@@ -58,10 +63,10 @@ pub fn router(state: &AppState) -> Router<AppState> {
     let handler_state = state.clone();
     let service = StreamableHttpService::new(
         move || Ok(server::Taskyard::new(handler_state.clone())),
-        Arc::new(Tracked::new(local, registry.clone())),
+        sessions.clone(),
         config,
     );
-    let gate = Arc::new(Gate { registry });
+    let gate = Arc::new(Gate { registry, sessions });
     Router::new()
         .route_service("/mcp", service)
         .layer(axum::middleware::from_fn_with_state(gate, gate::gate))

@@ -1,7 +1,7 @@
 //! MCP at `/mcp`: a real MCP client (rmcp over streamable HTTP) works tasks with an agent's
 //! bearer token; failures come back as tool errors with the REST API's codes; a session hears
 //! when a lease it holds is gone; requests without a valid token never reach MCP. `sessions`
-//! drives the protocol by hand (limits, ownership, shutdown).
+//! drives the protocol by hand (limits, ownership, cancellation, shutdown).
 
 mod sessions;
 

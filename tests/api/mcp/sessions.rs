@@ -1,12 +1,14 @@
 //! MCP sessions driven by hand over HTTP: the limits on open sessions and the slot an ended one
-//! frees, a session refusing every token but the one that opened it, and an open session stream
-//! not holding up shutdown.
+//! frees, a session refusing every token but the one that opened it, a waiting `claim_next`
+//! that is cancelled (by the client, or by dropping its stream) claiming nothing, and an open
+//! session stream not holding up shutdown.
 
 use std::time::Duration;
 
 use reqwest::{RequestBuilder, StatusCode};
 use serde_json::{json, Value};
 
+use super::{task_id, wait_until};
 use crate::support::Server;
 
 /// The protocol revision these tests speak.
@@ -116,12 +118,32 @@ fn tools_list() -> Value {
     json!({"jsonrpc": "2.0", "id": 2, "method": "tools/list"})
 }
 
+fn claim_next(id: i64, wait_seconds: u64) -> Value {
+    json!({"jsonrpc": "2.0", "id": id, "method": "tools/call",
+           "params": {"name": "claim_next", "arguments": {"wait_seconds": wait_seconds}}})
+}
+
 /// The problem+json body of a refusal with `status`.
 async fn problem(response: reqwest::Response, status: StatusCode) -> Value {
     assert_eq!(response.status(), status);
     let kind = response.headers()["content-type"].to_str().unwrap().to_string();
     assert_eq!(kind, "application/problem+json");
     response.json().await.unwrap()
+}
+
+/// Task `id` was never claimed: available, no attempt used, no lease, no claim event.
+async fn assert_never_claimed(server: &Server, id: i64) {
+    let (_, task) = server.get(&server.admin, &format!("/tasks/{id}")).await;
+    assert_eq!(task["status"], "available", "{task}");
+    assert_eq!(task["attempts"], 0, "{task}");
+    assert!(task["lease"].is_null(), "{task}");
+    let kinds: Vec<&str> = task["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["kind"].as_str().unwrap())
+        .collect();
+    assert!(!kinds.contains(&"task.claimed"), "{kinds:?}");
 }
 
 #[tokio::test]
@@ -192,6 +214,66 @@ async fn a_session_serves_only_the_token_that_opened_it() {
     let listed = session.post(&tools_list()).send().await.unwrap();
     assert_eq!(listed.status(), StatusCode::OK);
     assert!(listed.text().await.unwrap().contains("claim_next"));
+    assert_eq!(session.delete().await, StatusCode::ACCEPTED);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_waiting_claim_next_the_client_cancels_claims_nothing() {
+    let server = Server::start().await;
+    let token = server.agent("a", &[]).await;
+    let session = Session::open(&server, &token).await;
+    let waiting = server.app_store.work_waiters();
+    let request = session.post(&claim_next(7, 60));
+    let call = tokio::spawn(async move {
+        let response = request.send().await.unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+        // A cancelled request gets no answer: this waits until the test ends it.
+        response.bytes().await
+    });
+    wait_until(|| server.app_store.work_waiters() == waiting + 1).await;
+    let cancel = json!({"jsonrpc": "2.0", "method": "notifications/cancelled",
+                        "params": {"requestId": 7, "reason": "changed my mind"}});
+    let cancelled = session.post(&cancel).send().await.unwrap();
+    assert_eq!(cancelled.status(), StatusCode::ACCEPTED);
+    // The long poll stops waiting, and a cancelled one never tries again.
+    wait_until(|| server.app_store.work_waiters() == waiting).await;
+    let id = task_id(&server, json!({"title": "filed after the cancel"})).await;
+    assert_never_claimed(&server, id).await;
+    call.abort();
+    assert_eq!(session.delete().await, StatusCode::ACCEPTED);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_waiting_claim_next_whose_stream_is_dropped_claims_nothing() {
+    let server = Server::start().await;
+    let token = server.agent("a", &[]).await;
+    let session = Session::open(&server, &token).await;
+    let waiting = server.app_store.work_waiters();
+    // On a connection of its own, so that dropping the answer closes it.
+    let request = reqwest::Client::new()
+        .post(format!("{}/mcp", server.url))
+        .bearer_auth(&token)
+        .header("accept", "application/json, text/event-stream")
+        .header("mcp-session-id", &session.id)
+        .header("mcp-protocol-version", PROTOCOL)
+        .json(&claim_next(8, 60));
+    let call = tokio::spawn(async move {
+        let response = request.send().await.unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+        response.bytes().await
+    });
+    wait_until(|| server.app_store.work_waiters() == waiting + 1).await;
+    // The client gives up: its answer could no longer reach it, so the call is cancelled.
+    call.abort();
+    let _ = call.await;
+    wait_until(|| server.app_store.work_waiters() == waiting).await;
+    let id = task_id(&server, json!({"title": "filed after the drop"})).await;
+    assert_never_claimed(&server, id).await;
+    // The session itself lives on.
+    let listed = session.post(&tools_list()).send().await.unwrap();
+    assert_eq!(listed.status(), StatusCode::OK);
     assert_eq!(session.delete().await, StatusCode::ACCEPTED);
     server.stop().await;
 }
