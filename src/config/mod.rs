@@ -490,12 +490,14 @@ mod tests {
         assert!(err.contains("server.lease_seconds"), "{err}");
     }
 
+    /// Validates a config file's text.
+    fn check(text: &str) -> Result<(), String> {
+        let config: Config = toml::from_str(text).unwrap();
+        config.validate().map_err(|e| e.to_string())
+    }
+
     #[test]
     fn mcp_session_limits_are_checked() {
-        let check = |text: &str| {
-            let config: Config = toml::from_str(text).unwrap();
-            config.validate().map_err(|e| e.to_string())
-        };
         assert!(check("[server]\nmcp_max_sessions = 10\nmcp_max_sessions_per_agent = 10\n").is_ok());
         let err = check("[server]\nmcp_max_sessions = 0\n").unwrap_err();
         assert!(err.contains("server.mcp_max_sessions"), "{err}");
@@ -505,10 +507,6 @@ mod tests {
 
     #[test]
     fn notify_errors_name_the_field() {
-        let check = |text: &str| {
-            let config: Config = toml::from_str(text).unwrap();
-            config.validate().map_err(|e| e.to_string())
-        };
         assert!(check("[notify]\nfrom = \"T <t@example.com>\"\n").is_ok());
         let err = check("[notify]\nfrom = \"not an address\"\n").unwrap_err();
         assert!(err.contains("notify.from"), "{err}");

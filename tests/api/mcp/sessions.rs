@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use reqwest::{RequestBuilder, StatusCode};
 use serde_json::{json, Value};
+use tokio::task::JoinHandle;
 
 use super::{task_id, wait_until};
 use crate::support::Server;
@@ -131,8 +132,30 @@ async fn problem(response: reqwest::Response, status: StatusCode) -> Value {
     response.json().await.unwrap()
 }
 
-/// Task `id` was never claimed: available, no attempt used, no lease, no claim event.
-async fn assert_never_claimed(server: &Server, id: i64) {
+/// The session answers `tools/list`.
+async fn assert_lists_tools(session: &Session) {
+    let listed = session.post(&tools_list()).send().await.unwrap();
+    assert_eq!(listed.status(), StatusCode::OK);
+    assert!(listed.text().await.unwrap().contains("claim_next"));
+}
+
+/// Sends `request`, a claim_next that waits for work, and returns once its long poll sleeps.
+/// The task holds the answer stream open until it is aborted.
+async fn start_waiting(server: &Server, request: RequestBuilder) -> JoinHandle<()> {
+    let call = tokio::spawn(async move {
+        let response = request.send().await.unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+        let _ = response.bytes().await;
+    });
+    wait_until(|| server.app_store.work_waiters() == 1).await;
+    call
+}
+
+/// Once the long poll has stopped waiting, a task filed is never claimed: the wait is over for
+/// good, and it claimed nothing on the way out.
+async fn assert_the_wait_ended_claiming_nothing(server: &Server) {
+    wait_until(|| server.app_store.work_waiters() == 0).await;
+    let id = task_id(server, json!({"title": "filed after the wait ended"})).await;
     let (_, task) = server.get(&server.admin, &format!("/tasks/{id}")).await;
     assert_eq!(task["status"], "available", "{task}");
     assert_eq!(task["attempts"], 0, "{task}");
@@ -183,9 +206,7 @@ async fn sessions_are_limited_per_token_and_in_all_and_an_ended_one_frees_its_sl
     let fourth = Session::open(&server, &b).await;
     let gone = first.post(&tools_list()).send().await.unwrap();
     assert_eq!(problem(gone, StatusCode::NOT_FOUND).await["code"], "not_found");
-    let listed = fourth.post(&tools_list()).send().await.unwrap();
-    assert_eq!(listed.status(), StatusCode::OK);
-    assert!(listed.text().await.unwrap().contains("claim_next"));
+    assert_lists_tools(&fourth).await;
     server.stop().await;
 }
 
@@ -211,9 +232,7 @@ async fn a_session_serves_only_the_token_that_opened_it() {
         }
     }
     // Still open, and still a's.
-    let listed = session.post(&tools_list()).send().await.unwrap();
-    assert_eq!(listed.status(), StatusCode::OK);
-    assert!(listed.text().await.unwrap().contains("claim_next"));
+    assert_lists_tools(&session).await;
     assert_eq!(session.delete().await, StatusCode::ACCEPTED);
     server.stop().await;
 }
@@ -223,23 +242,13 @@ async fn a_waiting_claim_next_the_client_cancels_claims_nothing() {
     let server = Server::start().await;
     let token = server.agent("a", &[]).await;
     let session = Session::open(&server, &token).await;
-    let waiting = server.app_store.work_waiters();
-    let request = session.post(&claim_next(7, 60));
-    let call = tokio::spawn(async move {
-        let response = request.send().await.unwrap();
-        assert_eq!(response.status(), StatusCode::OK);
-        // A cancelled request gets no answer: this waits until the test ends it.
-        response.bytes().await
-    });
-    wait_until(|| server.app_store.work_waiters() == waiting + 1).await;
+    // A cancelled request gets no answer: its stream stays open until the test ends it.
+    let call = start_waiting(&server, session.post(&claim_next(7, 60))).await;
     let cancel = json!({"jsonrpc": "2.0", "method": "notifications/cancelled",
                         "params": {"requestId": 7, "reason": "changed my mind"}});
     let cancelled = session.post(&cancel).send().await.unwrap();
     assert_eq!(cancelled.status(), StatusCode::ACCEPTED);
-    // The long poll stops waiting, and a cancelled one never tries again.
-    wait_until(|| server.app_store.work_waiters() == waiting).await;
-    let id = task_id(&server, json!({"title": "filed after the cancel"})).await;
-    assert_never_claimed(&server, id).await;
+    assert_the_wait_ended_claiming_nothing(&server).await;
     call.abort();
     assert_eq!(session.delete().await, StatusCode::ACCEPTED);
     server.stop().await;
@@ -250,7 +259,6 @@ async fn a_waiting_claim_next_whose_stream_is_dropped_claims_nothing() {
     let server = Server::start().await;
     let token = server.agent("a", &[]).await;
     let session = Session::open(&server, &token).await;
-    let waiting = server.app_store.work_waiters();
     // On a connection of its own, so that dropping the answer closes it.
     let request = reqwest::Client::new()
         .post(format!("{}/mcp", server.url))
@@ -259,21 +267,13 @@ async fn a_waiting_claim_next_whose_stream_is_dropped_claims_nothing() {
         .header("mcp-session-id", &session.id)
         .header("mcp-protocol-version", PROTOCOL)
         .json(&claim_next(8, 60));
-    let call = tokio::spawn(async move {
-        let response = request.send().await.unwrap();
-        assert_eq!(response.status(), StatusCode::OK);
-        response.bytes().await
-    });
-    wait_until(|| server.app_store.work_waiters() == waiting + 1).await;
+    let call = start_waiting(&server, request).await;
     // The client gives up: its answer could no longer reach it, so the call is cancelled.
     call.abort();
     let _ = call.await;
-    wait_until(|| server.app_store.work_waiters() == waiting).await;
-    let id = task_id(&server, json!({"title": "filed after the drop"})).await;
-    assert_never_claimed(&server, id).await;
+    assert_the_wait_ended_claiming_nothing(&server).await;
     // The session itself lives on.
-    let listed = session.post(&tools_list()).send().await.unwrap();
-    assert_eq!(listed.status(), StatusCode::OK);
+    assert_lists_tools(&session).await;
     assert_eq!(session.delete().await, StatusCode::ACCEPTED);
     server.stop().await;
 }
