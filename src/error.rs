@@ -49,14 +49,17 @@ pub enum ApiError {
     /// Wrong method for this path (405).
     #[error("{0}")]
     MethodNotAllowed(String),
-    /// Too many mutations from one token (429).
+    /// Too many changes from one token (429, with Retry-After).
     #[error("too many changes from {who}: try again in {retry_after} s")]
-    RateLimited {
+    TooManyChanges {
         /// The token's principal.
         who: String,
         /// Seconds until the next change is allowed.
         retry_after: u64,
     },
+    /// The caller has used up a limit, such as its open MCP sessions (429).
+    #[error("{0}")]
+    RateLimited(String),
     /// Unexpected failure (500); the cause is logged, not shown.
     #[error(transparent)]
     Internal(#[from] anyhow::Error),
@@ -101,7 +104,8 @@ impl ApiError {
             ApiError::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
             ApiError::PayloadTooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
             ApiError::MethodNotAllowed(_) => (StatusCode::METHOD_NOT_ALLOWED, "invalid_input"),
-            ApiError::RateLimited { .. } => (StatusCode::TOO_MANY_REQUESTS, "rate_limited"),
+            ApiError::TooManyChanges { .. } => (StatusCode::TOO_MANY_REQUESTS, "rate_limited"),
+            ApiError::RateLimited(_) => (StatusCode::TOO_MANY_REQUESTS, "rate_limited"),
             ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
         }
     }
@@ -170,7 +174,7 @@ impl IntoResponse for ApiError {
         let body = serde_json::to_vec(&problem).unwrap_or_default();
         let mut response =
             (status, [(header::CONTENT_TYPE, "application/problem+json")], body).into_response();
-        if let ApiError::RateLimited { retry_after, .. } = self {
+        if let ApiError::TooManyChanges { retry_after, .. } = self {
             response
                 .headers_mut()
                 .insert(header::RETRY_AFTER, retry_after.into());

@@ -98,6 +98,10 @@ pub struct ServerConfig {
     pub rate_limit_per_second: f64,
     /// How many changes one token may make in a burst.
     pub rate_limit_burst: u32,
+    /// Open MCP sessions allowed at once, over all tokens.
+    pub mcp_max_sessions: usize,
+    /// Open MCP sessions allowed at once for one token's principal.
+    pub mcp_max_sessions_per_agent: usize,
     /// The admin token; only from `TASKYARD_ADMIN_TOKEN`, never from the file.
     #[serde(skip)]
     pub admin_token: Option<Secret>,
@@ -117,6 +121,8 @@ impl Default for ServerConfig {
             durability: Durability::Normal,
             rate_limit_per_second: 200.0,
             rate_limit_burst: 400,
+            mcp_max_sessions: 1000,
+            mcp_max_sessions_per_agent: 32,
             admin_token: None,
         }
     }
@@ -336,6 +342,21 @@ impl Config {
                 "must be at most 3600".into(),
             ));
         }
+        if !(1..=100_000).contains(&s.mcp_max_sessions) {
+            return Err(invalid(
+                "server.mcp_max_sessions",
+                "must be between 1 and 100000".into(),
+            ));
+        }
+        if !(1..=s.mcp_max_sessions).contains(&s.mcp_max_sessions_per_agent) {
+            return Err(invalid(
+                "server.mcp_max_sessions_per_agent",
+                format!(
+                    "must be between 1 and server.mcp_max_sessions ({})",
+                    s.mcp_max_sessions
+                ),
+            ));
+        }
         if let Some(url) = &s.public_url {
             if !(url.starts_with("http://") || url.starts_with("https://")) {
                 return Err(invalid(
@@ -481,12 +502,23 @@ mod tests {
         assert!(err.contains("server.lease_seconds"), "{err}");
     }
 
+    /// Validates a config file's text.
+    fn check(text: &str) -> Result<(), String> {
+        let config: Config = toml::from_str(text).unwrap();
+        config.validate().map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn mcp_session_limits_are_checked() {
+        assert!(check("[server]\nmcp_max_sessions = 10\nmcp_max_sessions_per_agent = 10\n").is_ok());
+        let err = check("[server]\nmcp_max_sessions = 0\n").unwrap_err();
+        assert!(err.contains("server.mcp_max_sessions"), "{err}");
+        let err = check("[server]\nmcp_max_sessions = 10\nmcp_max_sessions_per_agent = 11\n").unwrap_err();
+        assert!(err.contains("server.mcp_max_sessions_per_agent"), "{err}");
+    }
+
     #[test]
     fn notify_errors_name_the_field() {
-        let check = |text: &str| {
-            let config: Config = toml::from_str(text).unwrap();
-            config.validate().map_err(|e| e.to_string())
-        };
         assert!(check("[notify]\nfrom = \"T <t@example.com>\"\n").is_ok());
         let err = check("[notify]\nfrom = \"not an address\"\n").unwrap_err();
         assert!(err.contains("notify.from"), "{err}");

@@ -95,7 +95,7 @@ pub async fn authenticate(State(state): State<AppState>, mut req: Request, next:
         }
         match state.limiter.check(&p.name, std::time::Instant::now()) {
             Ok(()) => Ok(p),
-            Err(retry_after) => Err(ApiError::RateLimited {
+            Err(retry_after) => Err(ApiError::TooManyChanges {
                 who: p.name.clone(),
                 retry_after,
             }),

@@ -8,6 +8,7 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
@@ -181,6 +182,18 @@ pub async fn claim_next_task(
     who: &Principal,
     body: ClaimNext,
 ) -> ApiResult<Option<Claimed>> {
+    claim_next_unless(state, who, body, &CancellationToken::new()).await
+}
+
+/// [`claim_next_task`] for a caller that may stop waiting: once `give_up` is cancelled, no
+/// further attempt is made and the answer is `None`. An attempt already under way is finished,
+/// never cut off half-done, so the caller can tell whether it holds a lease it must hand back.
+pub async fn claim_next_unless(
+    state: &AppState,
+    who: &Principal,
+    body: ClaimNext,
+    give_up: &CancellationToken,
+) -> ApiResult<Option<Claimed>> {
     require(who, Role::Agent)?;
     if let Some(scope) = who.scope {
         return Err(crate::error::ApiError::Forbidden(format!(
@@ -201,12 +214,17 @@ pub async fn claim_next_task(
     let mut work = state.store.watch_work();
     let mut shutdown = state.shutdown.clone();
     loop {
+        // A lease claimed once shutdown has started, or after the caller gave up, would reach
+        // nobody: it would sit unused until it expired, with an attempt spent.
+        if *shutdown.borrow_and_update() || give_up.is_cancelled() {
+            return Ok(None);
+        }
         work.borrow_and_update();
         let attempt = Timestamp::now();
         if let Some(claimed) = state.store.claim_next(who, &filter, lease).await? {
             return Ok(Some(claimed));
         }
-        if Instant::now() >= deadline || *shutdown.borrow() {
+        if Instant::now() >= deadline {
             return Ok(None);
         }
         // Sleep until new work is announced, a backoff or lease runs out, or the deadline.
@@ -216,9 +234,10 @@ pub async fn claim_next_task(
             until = until.min(Instant::now() + Duration::from_millis(ms + 5));
         }
         tokio::select! {
-            _ = work.changed() => {}
+            _ = state.store.wait_for_work(&mut work) => {}
             _ = tokio::time::sleep_until(until) => {}
             _ = shutdown.changed() => {}
+            _ = give_up.cancelled() => {}
         }
     }
 }

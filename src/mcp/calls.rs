@@ -6,17 +6,45 @@ use rmcp::model::{CallToolResult, JsonObject};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use serde_json::{json, Value};
+use tokio_util::sync::CancellationToken;
 
 use crate::domain::input::parse_json;
 use crate::domain::{InputError, Principal, TaskRef};
 use crate::error::{ApiError, ApiResult};
 use crate::http::{claims, tasks, AppState};
+use crate::store::Claimed;
 
 use super::tools::{NoFields, ToolName};
 
-/// Runs `tool` with `args` as `who`; the answer is the tool's JSON result.
-pub async fn call(state: &AppState, who: &Principal, tool: ToolName, args: JsonObject) -> ApiResult<Value> {
-    match tool {
+/// What a call did.
+#[derive(Debug)]
+pub enum Done {
+    /// The tool's JSON answer.
+    Answer(Value),
+    /// A claim: the caller now holds this lease, and must pass it on to the client or hand it back.
+    Claimed(Box<Claimed>),
+}
+
+impl Done {
+    /// The tool's JSON answer.
+    pub fn into_answer(self) -> ApiResult<Value> {
+        match self {
+            Done::Answer(value) => Ok(value),
+            Done::Claimed(claimed) => answer(claimed),
+        }
+    }
+}
+
+/// Runs `tool` with `args` as `who`. A waiting claim_next stops waiting once `give_up` is
+/// cancelled; no call is cut off half-done.
+pub async fn call(
+    state: &AppState,
+    who: &Principal,
+    tool: ToolName,
+    args: JsonObject,
+    give_up: &CancellationToken,
+) -> ApiResult<Done> {
+    let value = match tool {
         ToolName::ListTasks => answer(tasks::list(state, read(args)?).await?),
         ToolName::GetTask => {
             let (task, NoFields {}) = on_task(args)?;
@@ -28,10 +56,11 @@ pub async fn call(state: &AppState, who: &Principal, tool: ToolName, args: JsonO
         }
         ToolName::ClaimTask => {
             let (task, body) = on_task(args)?;
-            answer(claims::claim_task(state, who, &task, body).await?)
+            let claimed = claims::claim_task(state, who, &task, body).await?;
+            return Ok(Done::Claimed(Box::new(claimed)));
         }
-        ToolName::ClaimNext => match claims::claim_next_task(state, who, read(args)?).await? {
-            Some(claimed) => answer(claimed),
+        ToolName::ClaimNext => match claims::claim_next_unless(state, who, read(args)?, give_up).await? {
+            Some(claimed) => return Ok(Done::Claimed(Box::new(claimed))),
             None => Ok(json!({
                 "task": null,
                 "lease": null,
@@ -62,6 +91,24 @@ pub async fn call(state: &AppState, who: &Principal, tool: ToolName, args: JsonO
         ToolName::CreateTask => {
             let (task, created) = tasks::create(state, who, read(args)?).await?;
             Ok(json!({ "created": created, "task": answer(task)? }))
+        }
+    };
+    value.map(Done::Answer)
+}
+
+/// Hands back a lease whose answer can reach nobody, giving the attempt back, so the task is
+/// at once available to others instead of waiting for the lease to expire.
+pub async fn hand_back(state: &AppState, who: &Principal, claimed: &Claimed) {
+    let note = "the MCP request that claimed it was cancelled before its answer was sent";
+    let (id, fence) = (claimed.task.id, claimed.lease.fence);
+    match state.store.release(id, who, fence, Some(note.into())).await {
+        Ok(_) => tracing::info!(
+            task = id,
+            fence,
+            "handed back a claim whose MCP request was cancelled"
+        ),
+        Err(err) => {
+            tracing::warn!(error = %err, task = id, fence, "cannot hand back a claim nobody received")
         }
     }
 }

@@ -1,7 +1,8 @@
 //! The MCP server handler. rmcp makes one per session (and one per request for clients of the
 //! session-less protocol revision): it lists the tools, runs each call as the principal the
 //! bearer-token middleware attached to that HTTP request, and once a session is initialized
-//! starts the watcher that tells it about lost leases.
+//! starts the watcher that tells it about lost leases; every lease the session claims is passed
+//! to that watcher. A claim whose request was cancelled meanwhile is handed back at once.
 #![expect(
     deprecated,
     reason = "the logging capability and level belong to session-based clients"
@@ -17,14 +18,15 @@ use rmcp::model::{
 };
 use rmcp::service::{NotificationContext, RequestContext, RoleServer};
 use rmcp::{ErrorData as McpError, ServerHandler};
+use tokio::sync::mpsc;
 
 use crate::domain::{Principal, Role};
 use crate::error::ApiError;
 use crate::http::AppState;
 
-use super::calls;
+use super::calls::{self, Done};
 use super::tools::{self, ToolName};
-use super::watch::{self, Watcher};
+use super::watch::{self, Claim, Watcher};
 
 /// What every client is told when it connects, for the model that uses the tools.
 const INSTRUCTIONS: &str = "taskyard hands out tasks under exclusive leases. To work: call claim_next \
@@ -43,17 +45,30 @@ pub struct Taskyard {
     watcher: Mutex<Option<Watcher>>,
     /// Set when the client asked for errors only: lease warnings are then not sent.
     quiet: Arc<AtomicBool>,
+    /// Tells the watcher about each lease this session claims.
+    claims: mpsc::UnboundedSender<Claim>,
+    /// The other end of `claims`, until the watcher takes it (claims made before it starts wait).
+    claims_to_watch: Mutex<Option<mpsc::UnboundedReceiver<Claim>>>,
 }
 
 impl Taskyard {
     /// A handler for a new session. Cheap: rmcp also makes one for each request it validates.
     pub fn new(state: AppState) -> Self {
+        let (claims, claims_to_watch) = mpsc::unbounded_channel();
         Self {
             state,
             watcher: Mutex::new(None),
             quiet: Arc::new(AtomicBool::new(false)),
+            claims,
+            claims_to_watch: Mutex::new(Some(claims_to_watch)),
         }
     }
+}
+
+/// The answer to a request the client cancelled; rmcp does not send it (the protocol says a
+/// cancelled request gets no answer), but it ends the call.
+fn cancelled() -> McpError {
+    McpError::new(ErrorCode::INVALID_REQUEST, "the client cancelled the call", None)
 }
 
 /// The principal the authentication middleware attached to the HTTP request behind a message.
@@ -101,16 +116,28 @@ impl ServerHandler for Taskyard {
                 ApiError::Unauthorized("this MCP request carries no authenticated principal".into());
             return Ok(calls::reply(Err(refused)).into());
         };
+        if context.ct.is_cancelled() {
+            return Err(cancelled());
+        }
         let args = request.arguments.unwrap_or_default();
-        let result = tokio::select! {
-            result = calls::call(&self.state, &who, tool, args) => result,
-            // Only a long poll lasts long enough to be worth abandoning; a wait that is given up
-            // claims nothing.
-            _ = context.ct.cancelled(), if tool == ToolName::ClaimNext => {
-                return Err(McpError::new(ErrorCode::INVALID_REQUEST, "the client cancelled the call", None));
+        // The call is never dropped part-way on cancellation: a claim cut off after its commit
+        // would leave a lease nobody knows of. A waiting claim_next watches the token instead.
+        let done = calls::call(&self.state, &who, tool, args, &context.ct).await;
+        if let Ok(Done::Claimed(claimed)) = &done {
+            if context.ct.is_cancelled() {
+                // rmcp drops the answer to a cancelled request, so the lease would reach nobody.
+                // (A cancel landing after this check still loses the answer; that lease then
+                // expires as any abandoned one does.)
+                calls::hand_back(&self.state, &who, claimed).await;
+            } else {
+                // The watcher may have stopped, or never started for a session-less request.
+                let _ = self.claims.send((claimed.task.id, claimed.lease.fence));
             }
-        };
-        Ok(calls::reply(result).into())
+        }
+        if context.ct.is_cancelled() {
+            return Err(cancelled());
+        }
+        Ok(calls::reply(done.and_then(Done::into_answer)).into())
     }
 
     async fn set_level(
@@ -131,7 +158,21 @@ impl ServerHandler for Taskyard {
             // A viewer holds no leases.
             return;
         }
-        let watcher = watch::spawn(self.state.clone(), who.name, context.peer, self.quiet.clone());
+        let Some(claims) = self
+            .claims_to_watch
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take()
+        else {
+            return;
+        };
+        let watcher = watch::spawn(
+            self.state.clone(),
+            who.name,
+            context.peer,
+            self.quiet.clone(),
+            claims,
+        );
         *self.watcher.lock().unwrap_or_else(PoisonError::into_inner) = Some(watcher);
     }
 }

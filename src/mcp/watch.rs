@@ -1,10 +1,19 @@
 //! Telling an MCP session that a lease it holds is gone. Each initialized session gets one
-//! watcher on the store's event channel: when a task its principal holds has its lease expire,
-//! is cancelled, or is completed, failed, released or blocked by someone else (an admin), the
-//! session's client gets a `notifications/message` warning naming the task and the fence. The
-//! watcher ends with the session (dropping its [`Watcher`] aborts it), when the client can no
-//! longer be reached, or at shutdown. Clients that speak the session-less protocol have no
-//! channel for such messages; they learn of a lost lease from `lease_lost` on their next call.
+//! watcher on the store's event channel. It watches the leases this session claimed (the server
+//! handler reports each claim it answers) and the leases its principal held when the session
+//! started; when one of them expires, is taken by a newer claim, is cancelled, or is completed,
+//! failed, released or blocked by someone else (an admin), the session's client gets a
+//! `notifications/message` warning naming the task and the fence, once per lease.
+//!
+//! Leases the same agent claims elsewhere after the session started (another session, the REST
+//! API, the CLI) are not this session's business and are not reported here. Those held at the
+//! start are, because the session cannot tell which of them were its own: a client that lost its
+//! session (an idle timeout, a restart) and opened a new one still hears about the leases it was
+//! working under.
+//!
+//! The watcher ends with the session (dropping its [`Watcher`] aborts it), when the client can no
+//! longer be reached, or at shutdown. Clients that speak the session-less protocol have no channel
+//! for such messages; they learn of a lost lease from `lease_lost` on their next call.
 //!
 //! Logging notifications are deprecated by the newest protocol revision, which drops sessions;
 //! they remain the one way to reach a session of the earlier revisions.
@@ -13,7 +22,7 @@
     reason = "logging notifications are how a session-based client hears of a lost lease"
 )]
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
@@ -21,6 +30,7 @@ use rmcp::model::{LoggingLevel, LoggingMessageNotificationParam};
 use rmcp::service::{Peer, RoleServer};
 use serde_json::{json, Value};
 use tokio::sync::broadcast::error::RecvError;
+use tokio::sync::mpsc;
 use tokio::task::AbortHandle;
 
 use crate::domain::Event;
@@ -35,10 +45,20 @@ impl Drop for Watcher {
     }
 }
 
-/// Starts watching the leases of `holder` for the session behind `peer`. While `quiet` is set
-/// (the client asked for errors only) nothing is sent.
-pub fn spawn(state: AppState, holder: String, peer: Peer<RoleServer>, quiet: Arc<AtomicBool>) -> Watcher {
-    Watcher(tokio::spawn(run(state, holder, peer, quiet)).abort_handle())
+/// A lease a session claimed: the task id and the fence.
+pub type Claim = (i64, i64);
+
+/// Starts watching, for the session behind `peer`, the leases `holder` holds now and those that
+/// arrive on `claims` (the session's own claims). While `quiet` is set (the client asked for
+/// errors only) nothing is sent.
+pub fn spawn(
+    state: AppState,
+    holder: String,
+    peer: Peer<RoleServer>,
+    quiet: Arc<AtomicBool>,
+    claims: mpsc::UnboundedReceiver<Claim>,
+) -> Watcher {
+    Watcher(tokio::spawn(run(state, holder, peer, quiet, claims)).abort_handle())
 }
 
 /// True when a client that asked for messages at `level` and above does not want warnings.
@@ -57,30 +77,30 @@ struct Lost {
     why: String,
 }
 
-/// Task id → fence of the leases the watched principal holds.
+/// Task id → fence.
 type Held = HashMap<i64, i64>;
 
-async fn run(state: AppState, holder: String, peer: Peer<RoleServer>, quiet: Arc<AtomicBool>) {
-    // Subscribe before reading the current leases, so no claim falls between the two.
-    let mut events = state.store.subscribe();
-    let Some(mut held) = held_now(&state, &holder).await else {
+async fn run(
+    state: AppState,
+    holder: String,
+    peer: Peer<RoleServer>,
+    quiet: Arc<AtomicBool>,
+    mut claims: mpsc::UnboundedReceiver<Claim>,
+) {
+    // What the agent holds as the session starts, read before subscribing; then read again after
+    // subscribing, so a lease that ended in between is reported rather than missed.
+    let Some(at_start) = held_now(&state, &holder).await else {
         return;
     };
+    let mut events = state.store.subscribe();
+    let mut leases = Leases::new(at_start);
+    let Some(now) = held_now(&state, &holder).await else {
+        return;
+    };
+    let mut lost = leases.resync(&now, "it ended as this session started");
     let mut shutdown = state.shutdown.clone();
     loop {
-        let lost = tokio::select! {
-            next = events.recv() => match next {
-                Ok(event) => judge(&mut held, &holder, &event).into_iter().collect(),
-                // Fallen behind: the database says what is still held.
-                Err(RecvError::Lagged(_)) => match held_now(&state, &holder).await {
-                    Some(now) => resync(&mut held, now),
-                    None => return,
-                },
-                Err(RecvError::Closed) => return,
-            },
-            _ = shutdown.changed() => return,
-        };
-        for lost in lost {
+        for lost in lost.drain(..) {
             if quiet.load(Ordering::Relaxed) {
                 continue;
             }
@@ -89,6 +109,30 @@ async fn run(state: AppState, holder: String, peer: Peer<RoleServer>, quiet: Arc
                 return;
             }
         }
+        lost = tokio::select! {
+            // A claim reaches this channel before its answer reaches the client, so whatever is
+            // done to that lease afterwards comes later: taking claims first keeps that order.
+            biased;
+            Some((task_id, fence)) = claims.recv() => {
+                leases.hold(task_id, fence);
+                // Events about this lease may have passed before it was known to be this
+                // session's: the database says whether it still stands.
+                match held_now(&state, &holder).await {
+                    Some(now) => leases.resync(&now, "it ended right after it was claimed"),
+                    None => return,
+                }
+            }
+            next = events.recv() => match next {
+                Ok(event) => leases.judge(&holder, &event).into_iter().collect(),
+                // Fallen behind: the database says what is still held.
+                Err(RecvError::Lagged(_)) => match held_now(&state, &holder).await {
+                    Some(now) => leases.resync(&now, "it ended while this session was catching up with events"),
+                    None => return,
+                },
+                Err(RecvError::Closed) => return,
+            },
+            _ = shutdown.changed() => return,
+        };
     }
 }
 
@@ -102,57 +146,112 @@ async fn held_now(state: &AppState, holder: &str) -> Option<Held> {
     }
 }
 
-/// What `event` means for the leases `holder` holds: a claim to remember, or a lease that is gone.
-fn judge(held: &mut Held, holder: &str, event: &Event) -> Option<Lost> {
-    let task_id = event.task_id?;
-    let lease_holder = event.data.get("holder").and_then(Value::as_str);
-    let fence = event.data.get("fence").and_then(Value::as_i64);
-    let mine = lease_holder == Some(holder);
-    let by_someone_else = event.actor.as_deref() != Some(holder);
-    let actor = event.actor.as_deref().unwrap_or("the server");
-    let lost = |fence: i64, why: String| Lost { task_id, fence, why };
-    match event.kind.as_str() {
-        "task.claimed" if mine => {
-            held.insert(task_id, fence?);
-            None
-        }
-        "task.claimed" => held.remove(&task_id).map(|fence| {
-            lost(
-                fence,
-                format!("{} claimed it", lease_holder.unwrap_or("another agent")),
-            )
-        }),
-        "task.lease_expired" if mine => {
-            let fence = held.remove(&task_id).or(fence)?;
-            Some(lost(fence, "your lease expired".into()))
-        }
-        "task.completed" | "task.failed" | "task.released" | "task.blocked" if mine => {
-            let fence = held.remove(&task_id).or(fence)?;
-            let verb = event.kind.trim_start_matches("task.");
-            by_someone_else.then(|| lost(fence, format!("{actor} {verb} it")))
-        }
-        "task.cancelled" => {
-            let fence = held.remove(&task_id)?;
-            by_someone_else.then(|| lost(fence, format!("{actor} cancelled it")))
-        }
-        _ => None,
-    }
+/// The leases one session watches and the ones it has reported. A lease is identified by its
+/// task and fence: every claim raises the fence, so an event about an older or newer fence is
+/// about another lease, whoever holds it.
+#[derive(Debug, Default)]
+struct Leases {
+    /// Task id → fence of the leases watched.
+    held: Held,
+    /// The (task, fence) pairs already reported lost, so that none is reported twice.
+    reported: HashSet<(i64, i64)>,
 }
 
-/// Replaces what is held by what the database says, reporting leases that ended meanwhile.
-fn resync(held: &mut Held, now: Held) -> Vec<Lost> {
-    let mut lost: Vec<Lost> = held
-        .iter()
-        .filter(|(id, fence)| now.get(id) != Some(fence))
-        .map(|(&task_id, &fence)| Lost {
-            task_id,
-            fence,
-            why: "the lease ended while this session was catching up with events".into(),
-        })
-        .collect();
-    lost.sort_by_key(|l| l.task_id);
-    *held = now;
-    lost
+impl Leases {
+    fn new(held: Held) -> Self {
+        Self {
+            held,
+            reported: HashSet::new(),
+        }
+    }
+
+    /// Watches the lease (`task_id`, `fence`) unless it was reported lost already.
+    fn hold(&mut self, task_id: i64, fence: i64) {
+        if self.reported.contains(&(task_id, fence)) {
+            return;
+        }
+        let newer = self.held.get(&task_id).is_none_or(|&held| held < fence);
+        if newer {
+            self.held.insert(task_id, fence);
+        }
+    }
+
+    /// Reports the lease (`task_id`, `fence`) lost, if it is the one watched on that task.
+    fn lose(&mut self, task_id: i64, fence: i64, why: String) -> Option<Lost> {
+        if self.held.get(&task_id) != Some(&fence) {
+            return None;
+        }
+        self.held.remove(&task_id);
+        self.reported
+            .insert((task_id, fence))
+            .then_some(Lost { task_id, fence, why })
+    }
+
+    /// Stops watching (`task_id`, `fence`) without a report: its holder ended it.
+    fn forget(&mut self, task_id: i64, fence: i64) {
+        if self.held.get(&task_id) == Some(&fence) {
+            self.held.remove(&task_id);
+        }
+    }
+
+    /// What `event` means for the leases watched for `holder`.
+    fn judge(&mut self, holder: &str, event: &Event) -> Option<Lost> {
+        let task_id = event.task_id?;
+        let held = *self.held.get(&task_id)?;
+        let fence = event.data.get("fence").and_then(Value::as_i64);
+        let by_holder = event.actor.as_deref() == Some(holder);
+        let actor = event.actor.as_deref().unwrap_or("the server");
+        match event.kind.as_str() {
+            "task.claimed" => {
+                let fence = fence?;
+                if fence <= held {
+                    return None;
+                }
+                let why = match event.data.get("holder").and_then(Value::as_str) {
+                    Some(claimer) if claimer == holder => {
+                        format!("it was claimed again under your name (fence {fence}), elsewhere")
+                    }
+                    Some(claimer) => format!("{claimer} claimed it"),
+                    None => "another agent claimed it".into(),
+                };
+                self.lose(task_id, held, why)
+            }
+            "task.lease_expired" => self.lose(task_id, fence?, "your lease expired".into()),
+            "task.completed" | "task.failed" | "task.released" | "task.blocked" => {
+                let fence = fence?;
+                if by_holder {
+                    self.forget(task_id, fence);
+                    return None;
+                }
+                let verb = event.kind.trim_start_matches("task.");
+                self.lose(task_id, fence, format!("{actor} {verb} it"))
+            }
+            // A cancel carries no fence; it ends whatever lease the task has, and no newer one
+            // can follow, so the lease watched is the one that ended.
+            "task.cancelled" if by_holder => {
+                self.forget(task_id, held);
+                None
+            }
+            "task.cancelled" => self.lose(task_id, held, format!("{actor} cancelled it")),
+            _ => None,
+        }
+    }
+
+    /// Compares the leases watched with `now`, what the database says is held: those no longer
+    /// held at their fence are reported lost, for the reason `why`. Leases in `now` that are not
+    /// watched stay unwatched.
+    fn resync(&mut self, now: &Held, why: &str) -> Vec<Lost> {
+        let mut gone: Vec<(i64, i64)> = self
+            .held
+            .iter()
+            .filter(|&(id, fence)| now.get(id) != Some(fence))
+            .map(|(&id, &fence)| (id, fence))
+            .collect();
+        gone.sort_unstable();
+        gone.into_iter()
+            .filter_map(|(id, fence)| self.lose(id, fence, why.to_string()))
+            .collect()
+    }
 }
 
 fn message(lost: &Lost) -> LoggingMessageNotificationParam {
@@ -189,94 +288,134 @@ mod tests {
         }
     }
 
-    fn claimed(held: &mut Held, task_id: i64, fence: i64) {
-        let claim = event(
-            "task.claimed",
+    fn held(leases: &[(i64, i64)]) -> Held {
+        leases.iter().copied().collect()
+    }
+
+    fn expired(task_id: i64, holder: &str, fence: i64) -> Event {
+        event(
+            "task.lease_expired",
             task_id,
-            Some("me"),
-            json!({"holder": "me", "fence": fence}),
-        );
-        assert_eq!(judge(held, "me", &claim), None);
+            None,
+            json!({"holder": holder, "fence": fence, "final": false}),
+        )
+    }
+
+    fn pairs(lost: &[Lost]) -> Vec<(i64, i64)> {
+        lost.iter().map(|l| (l.task_id, l.fence)).collect()
     }
 
     #[test]
-    fn remembers_own_claims_and_reports_expiry() {
-        let mut held = Held::new();
-        claimed(&mut held, 7, 3);
-        assert_eq!(held.get(&7), Some(&3));
-        let expired = event(
-            "task.lease_expired",
-            7,
-            None,
-            json!({"holder": "me", "fence": 3, "final": false}),
-        );
-        let lost = judge(&mut held, "me", &expired).unwrap();
+    fn reports_the_expiry_of_a_lease_it_watches_once() {
+        let mut leases = Leases::default();
+        leases.hold(7, 3);
+        let lost = leases.judge("me", &expired(7, "me", 3)).unwrap();
         assert_eq!((lost.task_id, lost.fence), (7, 3));
         assert!(lost.why.contains("expired"));
-        assert!(held.is_empty());
+        assert!(leases.held.is_empty());
+        // The same event again (a replay), or the lease registered late: still one report.
+        assert_eq!(leases.judge("me", &expired(7, "me", 3)), None);
+        leases.hold(7, 3);
+        assert!(leases.held.is_empty());
+        assert_eq!(leases.resync(&held(&[]), "gone"), []);
     }
 
     #[test]
-    fn reports_what_others_do_to_held_tasks_but_not_own_acts() {
-        let mut held = Held::new();
-        claimed(&mut held, 1, 1);
-        claimed(&mut held, 2, 5);
-        claimed(&mut held, 3, 2);
+    fn events_about_another_fence_are_about_another_lease() {
+        // The session holds task 7 at fence 3; events of its earlier lease at fence 2 (buffered
+        // before the session read its leases, or replayed) say nothing about the current one.
+        let mut leases = Leases::new(held(&[(7, 3)]));
+        assert_eq!(leases.judge("me", &expired(7, "me", 2)), None);
+        let old_release = event(
+            "task.released",
+            7,
+            Some("admin"),
+            json!({"holder": "me", "fence": 2}),
+        );
+        assert_eq!(leases.judge("me", &old_release), None);
+        let own_claim = event("task.claimed", 7, Some("me"), json!({"holder": "me", "fence": 3}));
+        assert_eq!(leases.judge("me", &own_claim), None);
+        assert_eq!(leases.held, held(&[(7, 3)]));
+    }
+
+    #[test]
+    fn a_newer_claim_ends_the_lease_watched() {
+        let mut leases = Leases::new(held(&[(7, 3), (8, 1)]));
+        let taken = event("task.claimed", 7, Some("b"), json!({"holder": "b", "fence": 4}));
+        let lost = leases.judge("me", &taken).unwrap();
+        assert_eq!(
+            (lost.task_id, lost.fence, lost.why.as_str()),
+            (7, 3, "b claimed it")
+        );
+        let mine_elsewhere = event("task.claimed", 8, Some("me"), json!({"holder": "me", "fence": 2}));
+        let lost = leases.judge("me", &mine_elsewhere).unwrap();
+        assert_eq!((lost.task_id, lost.fence), (8, 1));
+        assert!(lost.why.contains("under your name"), "{}", lost.why);
+    }
+
+    #[test]
+    fn reports_what_others_do_to_watched_leases_but_not_the_holders_own_acts() {
+        let mut leases = Leases::new(held(&[(1, 1), (2, 5), (3, 2), (4, 1)]));
         let by_admin = event(
             "task.released",
             1,
             Some("admin"),
             json!({"holder": "me", "fence": 1}),
         );
-        assert_eq!(
-            judge(&mut held, "me", &by_admin).unwrap().why,
-            "admin released it"
-        );
+        assert_eq!(leases.judge("me", &by_admin).unwrap().why, "admin released it");
         let own = event(
             "task.completed",
             2,
             Some("me"),
             json!({"holder": "me", "fence": 5}),
         );
-        assert_eq!(judge(&mut held, "me", &own), None);
+        assert_eq!(leases.judge("me", &own), None);
         let cancelled = event("task.cancelled", 3, Some("boss"), json!({"note": null}));
-        assert_eq!(
-            judge(&mut held, "me", &cancelled).unwrap().why,
-            "boss cancelled it"
-        );
-        assert!(held.is_empty());
+        assert_eq!(leases.judge("me", &cancelled).unwrap().why, "boss cancelled it");
+        let own_cancel = event("task.cancelled", 4, Some("me"), json!({}));
+        assert_eq!(leases.judge("me", &own_cancel), None);
+        assert!(leases.held.is_empty());
     }
 
     #[test]
-    fn ignores_other_holders_and_unheld_tasks() {
-        let mut held = Held::new();
-        let theirs = event(
-            "task.lease_expired",
-            9,
-            None,
-            json!({"holder": "other", "fence": 1}),
-        );
-        assert_eq!(judge(&mut held, "me", &theirs), None);
+    fn ignores_tasks_it_does_not_watch() {
+        // Leases of the same agent that this session did not claim are not its business.
+        let mut leases = Leases::default();
+        assert_eq!(leases.judge("me", &expired(9, "me", 1)), None);
         let cancelled = event("task.cancelled", 9, Some("admin"), json!({}));
-        assert_eq!(judge(&mut held, "me", &cancelled), None);
-        let their_claim = event(
-            "task.claimed",
-            9,
-            Some("other"),
-            json!({"holder": "other", "fence": 2}),
+        assert_eq!(leases.judge("me", &cancelled), None);
+        let claim = event("task.claimed", 9, Some("me"), json!({"holder": "me", "fence": 2}));
+        assert_eq!(leases.judge("me", &claim), None);
+        assert!(
+            leases.held.is_empty(),
+            "a claim event does not make a lease this session's"
         );
-        assert_eq!(judge(&mut held, "me", &their_claim), None);
-        assert!(held.is_empty());
     }
 
     #[test]
-    fn resync_reports_leases_that_ended_meanwhile() {
-        let mut held: Held = [(1, 1), (2, 4), (3, 1)].into_iter().collect();
-        let now: Held = [(2, 4), (3, 2), (5, 1)].into_iter().collect();
-        let lost = resync(&mut held, now.clone());
-        let ids: Vec<(i64, i64)> = lost.iter().map(|l| (l.task_id, l.fence)).collect();
-        assert_eq!(ids, [(1, 1), (3, 1)]);
-        assert_eq!(held, now);
+    fn resync_reports_watched_leases_that_ended_and_adopts_nothing() {
+        let mut leases = Leases::new(held(&[(1, 1), (2, 4), (3, 1)]));
+        let now = held(&[(2, 4), (3, 2), (5, 1)]);
+        let lost = leases.resync(&now, "it ended meanwhile");
+        assert_eq!(pairs(&lost), [(1, 1), (3, 1)]);
+        assert_eq!(leases.held, held(&[(2, 4)]));
+        // A later resync, or the events of those ends arriving afterwards, report nothing new.
+        assert_eq!(leases.resync(&now, "again"), []);
+        assert_eq!(leases.judge("me", &expired(1, "me", 1)), None);
+        let cancelled = event("task.cancelled", 3, Some("admin"), json!({}));
+        assert_eq!(leases.judge("me", &cancelled), None);
+    }
+
+    #[test]
+    fn a_claim_registered_after_its_lease_ended_is_reported_by_the_check() {
+        // The cancel passed before the session registered its claim: the event is ignored,
+        // and the database check that follows the registration reports the lease once.
+        let mut leases = Leases::default();
+        let cancelled = event("task.cancelled", 4, Some("admin"), json!({}));
+        assert_eq!(leases.judge("me", &cancelled), None);
+        leases.hold(4, 2);
+        assert_eq!(pairs(&leases.resync(&held(&[]), "ended")), [(4, 2)]);
+        assert_eq!(leases.resync(&held(&[]), "ended"), []);
     }
 
     #[test]

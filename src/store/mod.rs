@@ -123,6 +123,8 @@ pub struct Store {
     events: broadcast::Sender<Event>,
     /// Bumped whenever claimable work may have appeared (wakes long polls).
     work: watch::Sender<u64>,
+    /// How many long polls are waiting on `work` right now.
+    work_waiters: std::sync::Arc<std::sync::atomic::AtomicUsize>,
     /// Bumped whenever something may need a notification (wakes the notify loop).
     outbox: watch::Sender<u64>,
     /// Options.
@@ -170,6 +172,7 @@ impl Store {
             reader,
             events,
             work,
+            work_waiters: Default::default(),
             outbox,
             options: std::sync::Arc::new(options),
             connect: base,
@@ -189,6 +192,27 @@ impl Store {
     /// Subscribes to "work may have appeared" signals.
     pub fn watch_work(&self) -> watch::Receiver<u64> {
         self.work.subscribe()
+    }
+
+    /// Waits until `work` (from [`Store::watch_work`]) says work may have appeared, counted in
+    /// [`Store::work_waiters`] while it waits.
+    pub async fn wait_for_work(&self, work: &mut watch::Receiver<u64>) {
+        use std::sync::atomic::Ordering;
+        struct Waiting<'a>(&'a std::sync::atomic::AtomicUsize);
+        impl Drop for Waiting<'_> {
+            fn drop(&mut self) {
+                self.0.fetch_sub(1, Ordering::SeqCst);
+            }
+        }
+        self.work_waiters.fetch_add(1, Ordering::SeqCst);
+        let _waiting = Waiting(&self.work_waiters);
+        // The sender lives in `self`, so the channel cannot close while this waits.
+        let _ = work.changed().await;
+    }
+
+    /// How many long polls are waiting for work at this moment (for tests and diagnostics).
+    pub fn work_waiters(&self) -> usize {
+        self.work_waiters.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     /// Wakes everything waiting for work (new tasks, released leases, lifted blocks).

@@ -1,6 +1,11 @@
 //! MCP at `/mcp`: a real MCP client (rmcp over streamable HTTP) works tasks with an agent's
 //! bearer token; failures come back as tool errors with the REST API's codes; a session hears
-//! when a lease it holds is gone; requests without a valid token never reach MCP.
+//! when a lease it holds is gone; requests without a valid token never reach MCP. `sessions`
+//! drives the protocol by hand (limits, ownership, cancellation, shutdown); `python` uses the
+//! official Python SDK.
+
+mod python;
+mod sessions;
 
 use std::time::Duration;
 
@@ -238,11 +243,15 @@ async fn an_agent_claims_reports_progress_and_completes_over_mcp() {
         (Value::Null, Value::Null)
     );
 
-    // A waiting claim-next gets work filed while it waits.
-    let (waited, filed) = tokio::join!(
-        call(&client, "claim_next", json!({"wait_seconds": 60})),
-        server.task(json!({"title": "late work", "capabilities": ["backend"]})),
-    );
+    // A waiting claim-next gets work filed while it waits: the task is filed only once the long
+    // poll has found nothing and sleeps, so only the wake-up can hand it over.
+    let waiting = server.app_store.work_waiters();
+    let (waited, filed) = tokio::join!(call(&client, "claim_next", json!({"wait_seconds": 60})), async {
+        wait_until(|| server.app_store.work_waiters() == waiting + 1).await;
+        server
+            .task(json!({"title": "late work", "capabilities": ["backend"]}))
+            .await
+    },);
     assert_eq!(ok(waited)["task"]["id"], filed["id"]);
 
     client.cancel().await.unwrap();
@@ -423,8 +432,74 @@ async fn a_session_hears_when_a_lease_it_holds_is_gone() {
         message["message"].as_str().unwrap().contains("Stop working"),
         "{message}"
     );
-    assert!(inbox.try_recv().is_err(), "one message per lost lease");
+
+    // One message per lost lease: messages come in order, so a repeat about either lease would
+    // arrive before the one about a lease lost afterwards.
+    let marker = task_id(&server, json!({"title": "lost last"})).await;
+    ok(call(&client, "claim_task", json!({"task": marker})).await);
+    let (status, _) = server
+        .post(&server.admin, &format!("/tasks/{marker}/cancel"), json!({}))
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let message = next_message(&mut inbox).await;
+    assert_eq!(message["task_id"], marker, "{message}");
     client.cancel().await.unwrap();
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_session_hears_only_of_leases_it_claimed_or_held_when_it_started() {
+    let server = Server::start().await;
+    let token = server.agent("a", &[]).await;
+    let mut ids = Vec::new();
+    for title in [
+        "held before",
+        "claimed by one",
+        "claimed by two",
+        "claimed over REST",
+    ] {
+        ids.push(task_id(&server, json!({ "title": title })).await);
+    }
+    let [before, by_one, by_two, by_rest] = ids[..] else {
+        unreachable!()
+    };
+    let claim = |id: i64| {
+        let (server, token) = (&server, &token);
+        async move {
+            let (status, body) = server.post(token, &format!("/tasks/{id}/claim"), json!({})).await;
+            assert_eq!(status, StatusCode::OK, "{body}");
+        }
+    };
+    claim(before).await;
+    let subscribers = server.app_store.event_subscribers();
+    let (one, mut inbox_one) = connect(&server, &token).await;
+    let (two, mut inbox_two) = connect(&server, &token).await;
+    // Both watchers have read what the agent held at their start.
+    wait_until(|| server.app_store.event_subscribers() == subscribers + 2).await;
+    ok(call(&one, "claim_task", json!({"task": by_one})).await);
+    ok(call(&two, "claim_task", json!({"task": by_two})).await);
+    claim(by_rest).await;
+
+    for id in [by_rest, by_two, by_one, before] {
+        let (status, _) = server
+            .post(&server.admin, &format!("/tasks/{id}/cancel"), json!({}))
+            .await;
+        assert_eq!(status, StatusCode::OK);
+    }
+    // Each session hears of its own claim, then of the lease held when it started (whichever
+    // session claimed that one); a message about another lease would have come before these.
+    for (inbox, own) in [(&mut inbox_one, by_one), (&mut inbox_two, by_two)] {
+        let first = next_message(inbox).await;
+        assert_eq!(first["task_id"], own, "{first}");
+        assert!(
+            first["reason"].as_str().unwrap().contains("admin cancelled"),
+            "{first}"
+        );
+        let second = next_message(inbox).await;
+        assert_eq!(second["task_id"], before, "{second}");
+    }
+    one.cancel().await.unwrap();
+    two.cancel().await.unwrap();
     server.stop().await;
 }
 
@@ -440,65 +515,6 @@ async fn closing_a_session_ends_its_lease_watcher() {
     server.stop().await;
 }
 
-#[tokio::test]
-async fn an_open_session_stream_does_not_hold_up_shutdown() {
-    let server = Server::start().await;
-    let token = server.agent("a", &[]).await;
-    let url = format!("{}/mcp", server.url);
-    let http = reqwest::Client::new();
-    let post = |body: Value, session: Option<&str>| {
-        let mut request = http
-            .post(&url)
-            .bearer_auth(&token)
-            .header("accept", "application/json, text/event-stream")
-            .json(&body);
-        if let Some(session) = session {
-            request = request
-                .header("mcp-session-id", session)
-                .header("mcp-protocol-version", "2025-06-18");
-        }
-        request.send()
-    };
-    let initialized = post(initialize_request(), None).await.unwrap();
-    assert_eq!(initialized.status(), StatusCode::OK);
-    let session = initialized.headers()["mcp-session-id"]
-        .to_str()
-        .unwrap()
-        .to_string();
-    initialized.text().await.unwrap();
-    let notified = post(
-        json!({"jsonrpc": "2.0", "method": "notifications/initialized"}),
-        Some(&session),
-    )
-    .await
-    .unwrap();
-    assert_eq!(notified.status(), StatusCode::ACCEPTED);
-    // The session's server-to-client stream is open (its headers have arrived) when the
-    // server is told to stop.
-    let stream = http
-        .get(&url)
-        .bearer_auth(&token)
-        .header("accept", "text/event-stream")
-        .header("mcp-session-id", &session)
-        .header("mcp-protocol-version", "2025-06-18")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(stream.status(), StatusCode::OK);
-    tokio::time::timeout(Duration::from_secs(30), server.stop())
-        .await
-        .expect("the server stops with an MCP stream open");
-    drop(stream);
-}
-
-fn initialize_request() -> Value {
-    json!({
-        "jsonrpc": "2.0", "id": 1, "method": "initialize",
-        "params": {"protocolVersion": "2025-06-18", "capabilities": {},
-                   "clientInfo": {"name": "probe", "version": "1"}}
-    })
-}
-
 /// Waits for a condition that follows promptly from what a test just did (the limit only keeps
 /// a broken build from hanging).
 async fn wait_until(condition: impl Fn() -> bool) {
@@ -512,7 +528,7 @@ async fn wait_until(condition: impl Fn() -> bool) {
 #[tokio::test]
 async fn requests_without_a_valid_token_are_refused_before_mcp() {
     let server = Server::start().await;
-    let initialize = initialize_request();
+    let initialize = sessions::initialize_request();
     let http = reqwest::Client::new();
     for token in [None, Some("ty_not-a-real-token")] {
         let mut request = http
@@ -527,6 +543,27 @@ async fn requests_without_a_valid_token_are_refused_before_mcp() {
         let body: Value = response.json().await.unwrap();
         assert_eq!(body["code"], "unauthorized");
     }
+    // The session stream and the end of a session are guarded alike, even for a real session.
+    let token = server.agent("a", &[]).await;
+    let session = sessions::Session::open(&server, &token).await;
+    for method in [reqwest::Method::GET, reqwest::Method::DELETE] {
+        let response = http
+            .request(method.clone(), format!("{}/mcp", server.url))
+            .header("accept", "text/event-stream")
+            .header("mcp-session-id", &session.id)
+            .header("mcp-protocol-version", sessions::PROTOCOL)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::UNAUTHORIZED, "{method}");
+        let body: Value = response.json().await.unwrap();
+        assert_eq!(body["code"], "unauthorized", "{method}");
+    }
+    assert_eq!(
+        session.delete().await,
+        StatusCode::ACCEPTED,
+        "the session was still open"
+    );
     let config =
         StreamableHttpClientTransportConfig::with_uri(format!("{}/mcp", server.url)).auth_header("ty_wrong");
     let (messages, _) = mpsc::unbounded_channel();
@@ -534,60 +571,5 @@ async fn requests_without_a_valid_token_are_refused_before_mcp() {
         .serve(StreamableHttpClientTransport::from_config(config))
         .await;
     assert!(refused.is_err(), "an MCP client with a bad token cannot connect");
-    server.stop().await;
-}
-
-/// The official Python SDK works a task the same way. Skipped, loudly, where its `mcp` package
-/// is not installed; in CI (`CI=true`), where `.ci/run` installs it, its absence is a failure.
-#[tokio::test]
-async fn the_python_sdk_works_a_task() {
-    let probe = tokio::process::Command::new("python3")
-        .args(["-c", "import mcp"])
-        .output()
-        .await;
-    if !probe.as_ref().is_ok_and(|out| out.status.success()) {
-        assert_ne!(
-            std::env::var("CI").as_deref(),
-            Ok("true"),
-            "CI needs the Python MCP SDK: python3 -m pip install mcp"
-        );
-        eprintln!(
-            "SKIPPED the_python_sdk_works_a_task: python3 cannot import mcp (python3 -m pip install mcp)"
-        );
-        return;
-    }
-    let server = Server::start().await;
-    let token = server.agent("py-1", &[]).await;
-    let id = task_id(&server, json!({"title": "from python"})).await;
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/mcp/python_client.py");
-    let run = tokio::process::Command::new("python3")
-        .arg(script)
-        .arg(format!("{}/mcp", server.url))
-        .arg(&token)
-        .kill_on_drop(true)
-        .output();
-    let out = tokio::time::timeout(Duration::from_secs(120), run)
-        .await
-        .expect("the Python client finishes")
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "the Python client failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let seen: Value = serde_json::from_str(stdout.lines().last().unwrap_or("")).expect("a JSON report");
-    let mut tools = TOOLS.to_vec();
-    tools.sort_unstable();
-    assert_eq!(seen["tools"], json!(tools));
-    assert_eq!(seen["task"], id);
-    assert_eq!(seen["progress"]["is_error"], false, "{seen}");
-    assert_eq!(seen["done"]["content"]["status"], "completed", "{seen}");
-    assert_eq!(seen["stale"]["is_error"], true, "{seen}");
-    assert_eq!(seen["stale"]["content"]["code"], "lease_lost", "{seen}");
-    let (_, task) = server.get(&server.admin, &format!("/tasks/{id}")).await;
-    assert_eq!(task["status"], "completed");
-    assert_eq!(task["result"]["summary"], "done from python");
-    assert_eq!(task["progress"]["note"], "half way");
     server.stop().await;
 }

@@ -1,21 +1,52 @@
 """Works one task through taskyard's /mcp with the official Python MCP SDK.
 
 Usage: python3 python_client.py URL TOKEN
+       python3 python_client.py --check
 
 Lists the tools, claims the best task, reports progress, completes it, then repeats the
 progress call with the now stale fence. Prints one JSON line with what it saw; the Rust test
-in tests/api/mcp.rs checks it against the server. Exits non-zero when a call fails.
+in tests/api/mcp/python.rs checks it against the server. Exits non-zero when a call fails.
+
+With --check it only tells whether this Python can run it: it needs the `mcp` package at
+major version 2 (CI installs mcp==2.3.0), whose names and snake_case result fields differ from
+mcp 1.x. It exits 0 when it can, or 3 with the reason on stdout when it cannot.
 """
 
 import asyncio
+import importlib.metadata
 import json
 import sys
 
-from mcp import ClientSession
-from mcp.client.streamable_http import create_mcp_http_client, streamable_http_client
+SDK_MAJOR = 2
+
+
+def missing() -> str | None:
+    """Why this script cannot run here, or None when it can."""
+    try:
+        version = importlib.metadata.version("mcp")
+    except importlib.metadata.PackageNotFoundError:
+        return "the mcp package is not installed"
+    if version.split(".")[0] != str(SDK_MAJOR):
+        return f"mcp {version} is installed; this script needs mcp {SDK_MAJOR}.x"
+    try:
+        from mcp import ClientSession  # noqa: F401
+        from mcp.client.streamable_http import (  # noqa: F401
+            create_mcp_http_client,
+            streamable_http_client,
+        )
+        from mcp.types import CallToolResult
+    except ImportError as err:
+        return f"mcp {version} lacks what this script uses: {err}"
+    fields = CallToolResult.model_fields
+    if "is_error" not in fields or "structured_content" not in fields:
+        return f"mcp {version} names CallToolResult's fields differently"
+    return None
 
 
 async def work(url: str, token: str) -> dict:
+    from mcp import ClientSession
+    from mcp.client.streamable_http import create_mcp_http_client, streamable_http_client
+
     headers = {"Authorization": f"Bearer {token}"}
     async with create_mcp_http_client(headers=headers) as http:
         async with streamable_http_client(url, http_client=http) as (read, write):
@@ -51,4 +82,10 @@ async def work(url: str, token: str) -> dict:
 
 
 if __name__ == "__main__":
-    print(json.dumps(asyncio.run(work(sys.argv[1], sys.argv[2]))))
+    if sys.argv[1:] == ["--check"]:
+        reason = missing()
+        if reason is not None:
+            print(reason)
+            sys.exit(3)
+    else:
+        print(json.dumps(asyncio.run(work(sys.argv[1], sys.argv[2]))))
