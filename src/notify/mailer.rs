@@ -23,8 +23,8 @@ pub struct SendError {
 
 /// Sends one message at a time.
 pub enum Mailer {
-    /// Through an SMTP server.
-    Smtp(AsyncSmtpTransport<Tokio1Executor>),
+    /// Through an SMTP server, giving up on one message after the duration.
+    Smtp(AsyncSmtpTransport<Tokio1Executor>, std::time::Duration),
     /// Into a folder of `.eml` files.
     File(AsyncFileTransport<Tokio1Executor>, PathBuf),
 }
@@ -59,7 +59,9 @@ impl Mailer {
                     })?;
                     builder = builder.credentials(Credentials::new(user.clone(), password));
                 }
-                Ok(Mailer::Smtp(builder.build()))
+                // The client's own timeout does not cover every wait (a server that accepts the
+                // connection and never greets hangs it), so each message also has a deadline.
+                Ok(Mailer::Smtp(builder.build(), smtp.timeout.0 * 3))
             }
         }
     }
@@ -67,19 +69,29 @@ impl Mailer {
     /// Sends `message`.
     pub async fn send(&self, message: Message) -> Result<(), SendError> {
         match self {
-            Mailer::Smtp(smtp) => smtp.send(message).await.map(drop).map_err(|e| {
-                let code = e.status().map(|c| c.to_string());
-                // 550-555: this mailbox, address or message is refused. Other 5xx answers, such
-                // as 530/535 (authentication), are the server's setup and may be fixed.
-                let refused = code
-                    .as_deref()
-                    .is_some_and(|c| matches!(c, "550" | "551" | "552" | "553" | "554" | "555"));
-                SendError {
-                    permanent: e.is_permanent() && refused,
-                    server_fault: !refused && !e.is_transient(),
-                    message: error_chain(&e),
-                }
-            }),
+            Mailer::Smtp(smtp, deadline) => match tokio::time::timeout(*deadline, smtp.send(message)).await {
+                Err(_) => Err(SendError {
+                    permanent: false,
+                    server_fault: true,
+                    message: format!(
+                        "the mail server did not answer within {} s (timed out)",
+                        deadline.as_secs()
+                    ),
+                }),
+                Ok(sent) => sent.map(drop).map_err(|e| {
+                    let code = e.status().map(|c| c.to_string());
+                    // 550-555: this mailbox, address or message is refused. Other 5xx answers, such
+                    // as 530/535 (authentication), are the server's setup and may be fixed.
+                    let refused = code
+                        .as_deref()
+                        .is_some_and(|c| matches!(c, "550" | "551" | "552" | "553" | "554" | "555"));
+                    SendError {
+                        permanent: e.is_permanent() && refused,
+                        server_fault: !refused && !e.is_transient(),
+                        message: error_chain(&e),
+                    }
+                }),
+            },
             Mailer::File(file, dir) => file.send(message).await.map(drop).map_err(|e| SendError {
                 permanent: false,
                 server_fault: true,

@@ -8,6 +8,7 @@ mod crash;
 mod dashboard;
 mod deps;
 mod events;
+mod faults;
 mod fuzz;
 mod input;
 mod leases;

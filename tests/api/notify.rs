@@ -26,7 +26,7 @@ fn human(name: &str, capabilities: &[&str]) -> HumanConfig {
 }
 
 /// Assignment and notify loops (both woken at once), SMTP on `port`, retries after 1s.
-fn mail_config(data_dir: &Path, port: u16) -> Config {
+pub(crate) fn mail_config(data_dir: &Path, port: u16) -> Config {
     let mut config = test_config(data_dir);
     for (name, kind) in [("assignment", "assignment"), ("notify", "notify")] {
         std::fs::write(
@@ -50,7 +50,9 @@ fn mail_config(data_dir: &Path, port: u16) -> Config {
 }
 
 /// Polls `check` until it returns something (at most a minute, as a guard against a hang).
-async fn eventually<T, F: std::future::Future<Output = Option<T>>>(mut check: impl FnMut() -> F) -> T {
+pub(crate) async fn eventually<T, F: std::future::Future<Output = Option<T>>>(
+    mut check: impl FnMut() -> F,
+) -> T {
     tokio::time::timeout(Duration::from_secs(60), async {
         loop {
             if let Some(v) = check().await {
@@ -63,7 +65,7 @@ async fn eventually<T, F: std::future::Future<Output = Option<T>>>(mut check: im
     .expect("the condition came true")
 }
 
-async fn notifications(server: &Server, task_id: &Value) -> Vec<Value> {
+pub(crate) async fn notifications(server: &Server, task_id: &Value) -> Vec<Value> {
     let (status, page) = server
         .get(&server.admin, &format!("/notifications?task_id={task_id}"))
         .await;

@@ -167,3 +167,29 @@ async fn session(
         write.write_all(reply.as_bytes()).await?;
     }
 }
+
+/// A mail server that accepts connections and never says a word (a hung or very slow server).
+pub struct SilentSmtp {
+    pub port: u16,
+    task: JoinHandle<()>,
+}
+
+impl SilentSmtp {
+    pub async fn start() -> SilentSmtp {
+        let listener = TcpListener::bind(("127.0.0.1", 0)).await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let task = tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((socket, _)) = listener.accept().await {
+                held.push(socket);
+            }
+        });
+        SilentSmtp { port, task }
+    }
+}
+
+impl Drop for SilentSmtp {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}

@@ -13,7 +13,7 @@ use tokio::sync::broadcast;
 use crate::support::{test_config, Server};
 
 /// Writes an executable script and returns the agent type that runs it.
-fn agent_type(
+pub(crate) fn agent_type(
     dir: &Path,
     name: &str,
     body: &str,
@@ -50,7 +50,10 @@ fn with_assignment(data_dir: &Path) -> Config {
 }
 
 /// Waits (at most a minute, as a guard against a hang) for an event matching `want`.
-async fn wait_for(events: &mut broadcast::Receiver<Event>, want: impl Fn(&Event) -> bool) -> Event {
+pub(crate) async fn wait_for(
+    events: &mut broadcast::Receiver<Event>,
+    want: impl Fn(&Event) -> bool,
+) -> Event {
     tokio::time::timeout(Duration::from_secs(60), async {
         loop {
             match events.recv().await {
@@ -64,7 +67,7 @@ async fn wait_for(events: &mut broadcast::Receiver<Event>, want: impl Fn(&Event)
     .expect("the awaited event arrived")
 }
 
-fn exited(task: &Value) -> impl Fn(&Event) -> bool + '_ {
+pub(crate) fn exited(task: &Value) -> impl Fn(&Event) -> bool + '_ {
     move |e: &Event| e.kind == "run.exited" && Some(e.task_id.unwrap_or(-1)) == task["id"].as_i64()
 }
 
@@ -242,7 +245,7 @@ async fn a_burst_never_exceeds_the_caps_and_all_finish() {
 }
 
 /// True when `pid` is gone or a zombie.
-fn dead(pid: i64) -> bool {
+pub(crate) fn dead(pid: i64) -> bool {
     match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
         Err(_) => true,
         Ok(stat) => stat
