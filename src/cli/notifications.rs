@@ -52,13 +52,7 @@ pub async fn run(global: &Global, cmd: NotificationsCommand) -> CliResult {
     let client = global.client();
     match cmd {
         NotificationsCommand::List { status, task, limit } => {
-            let mut path = format!("/notifications?limit={limit}");
-            if let Some(s) = status {
-                path.push_str(&format!("&status={s}"));
-            }
-            if let Some(t) = task {
-                path.push_str(&format!("&task_id={t}"));
-            }
+            let path = output::list_path("/notifications", limit, status.as_deref(), task);
             let page = client.get(&path).await?;
             if global.json {
                 output::json(&page);

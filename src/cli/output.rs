@@ -2,6 +2,18 @@
 
 use serde_json::Value;
 
+/// The path of a list request: `base?limit=…`, with `status` and `task_id` when given.
+pub fn list_path(base: &str, limit: i64, status: Option<&str>, task: Option<i64>) -> String {
+    let mut path = format!("{base}?limit={limit}");
+    if let Some(s) = status {
+        path.push_str(&format!("&status={s}"));
+    }
+    if let Some(t) = task {
+        path.push_str(&format!("&task_id={t}"));
+    }
+    path
+}
+
 /// Prints `value` as pretty JSON.
 pub fn json(value: &Value) {
     println!("{}", serde_json::to_string_pretty(value).unwrap_or_default());

@@ -71,13 +71,7 @@ pub async fn run(global: &Global, cmd: RunsCommand) -> CliResult {
     let client = global.client();
     match cmd {
         RunsCommand::List { status, task, limit } => {
-            let mut path = format!("/runs?limit={limit}");
-            if let Some(s) = status {
-                path.push_str(&format!("&status={s}"));
-            }
-            if let Some(t) = task {
-                path.push_str(&format!("&task_id={t}"));
-            }
+            let path = output::list_path("/runs", limit, status.as_deref(), task);
             let page = client.get(&path).await?;
             if global.json {
                 output::json(&page);

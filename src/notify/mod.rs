@@ -151,10 +151,11 @@ impl Notifier {
         let mut queued = 0;
         let mut cursor = self.store.notify_cursor().await?;
         loop {
-            let events = self.store.events_after(cursor, EVENT_BATCH).await?;
-            let Some(last) = events.last().map(|e| e.id) else {
+            // Only trigger kinds are read: on a busy registry most events are claims and progress.
+            let (events, last) = self.store.trigger_events_after(cursor, EVENT_BATCH).await?;
+            if last <= cursor {
                 break;
-            };
+            }
             let mut items = Vec::new();
             for event in &events {
                 match self.notification_for(event).await {

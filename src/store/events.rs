@@ -84,6 +84,39 @@ impl Store {
         .await
     }
 
+    /// Events of the notification trigger kinds with id greater than `after`, oldest first, and
+    /// the id the scan reached: the last event returned when `limit` cut it short, else the newest
+    /// event of the log. Both come from one snapshot, so nothing between them is skipped.
+    pub async fn trigger_events_after(&self, after: i64, limit: i64) -> StoreResult<(Vec<Event>, i64)> {
+        let mut tx = self.reader.begin().await?;
+        let kinds = serde_json::to_string(&crate::domain::notification::TRIGGER_EVENTS)
+            .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let rows: Vec<EventRow> = sqlx::query_as(
+            "SELECT id, kind, task_id, actor, data, created_at FROM events \
+             WHERE id > ?1 AND kind IN (SELECT value FROM json_each(?2)) ORDER BY id LIMIT ?3",
+        )
+        .bind(after)
+        .bind(&kinds)
+        .bind(limit)
+        .fetch_all(&mut *tx)
+        .await?;
+        let reached = if rows.len() as i64 >= limit {
+            rows.last().map_or(after, |r| r.id)
+        } else {
+            sqlx::query_scalar::<_, Option<i64>>("SELECT MAX(id) FROM events")
+                .fetch_one(&mut *tx)
+                .await?
+                .unwrap_or(after)
+                .max(after)
+        };
+        tx.commit().await?;
+        let events = rows
+            .into_iter()
+            .map(Event::try_from)
+            .collect::<StoreResult<_>>()?;
+        Ok((events, reached))
+    }
+
     /// The most recent events of one task, oldest first.
     pub async fn task_events(&self, task_id: i64, limit: i64) -> StoreResult<Vec<Event>> {
         let mut events = select(

@@ -3,7 +3,7 @@
 //! duplicated, every completion a client was told about happened exactly once, and the event
 //! log agrees with every task's state.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::path::Path;
 use std::process::Stdio;
 use std::sync::{Arc, Mutex};
@@ -15,7 +15,7 @@ use serde_json::{json, Value};
 use taskyard::domain::Status;
 use taskyard::store::{Store, StoreOptions};
 
-use crate::support::ADMIN_TOKEN;
+use crate::support::{event_kinds_by_task, ADMIN_TOKEN};
 
 const KILLS: usize = 20;
 const TASKS: usize = 2_000;
@@ -180,18 +180,7 @@ async fn twenty_kills_under_load_lose_nothing_and_double_nothing() {
     }
     let ids: HashSet<i64> = tasks.iter().map(|t| t.id).collect();
     assert_eq!(ids.len(), TASKS, "no task is duplicated");
-    let mut events: HashMap<i64, Vec<String>> = HashMap::new();
-    let mut after = 0;
-    loop {
-        let batch = store.events_after(after, 1000).await.unwrap();
-        let Some(last) = batch.last() else { break };
-        after = last.id;
-        for e in batch {
-            if let Some(task) = e.task_id {
-                events.entry(task).or_default().push(e.kind);
-            }
-        }
-    }
+    let events = event_kinds_by_task(&store).await;
     let confirmed: HashSet<i64> = confirmed.lock().unwrap().iter().copied().collect();
     for task in &tasks {
         let kinds = events.get(&task.id).cloned().unwrap_or_default();

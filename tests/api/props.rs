@@ -3,7 +3,6 @@
 //! release, block, unblock, cancel, stale fences) against a real store keep its invariants
 //! after every step.
 
-use std::collections::HashMap;
 use std::time::Duration;
 
 use proptest::prelude::*;
@@ -11,6 +10,8 @@ use serde_json::json;
 use taskyard::domain::input::{AgentSpec, CompleteTask, CreateTask, ReportProgress};
 use taskyard::domain::{Principal, Role, Status, Task, TaskRef};
 use taskyard::store::{ClaimFilter, Store, StoreOptions};
+
+use crate::support::event_kinds_by_task;
 
 const AGENTS: usize = 3;
 
@@ -85,18 +86,7 @@ fn fence_of(task: &Task, who: &Principal, stale: bool) -> Option<i64> {
 
 /// Checks every invariant over the whole registry.
 async fn check(store: &Store, ids: &[i64]) {
-    let mut kinds: HashMap<i64, Vec<String>> = HashMap::new();
-    let mut after = 0;
-    loop {
-        let batch = store.events_after(after, 1000).await.unwrap();
-        let Some(last) = batch.last() else { break };
-        after = last.id;
-        for e in batch {
-            if let Some(t) = e.task_id {
-                kinds.entry(t).or_default().push(e.kind);
-            }
-        }
-    }
+    let mut kinds = event_kinds_by_task(store).await;
     for &id in ids {
         let task = store.task(&TaskRef::Id(id)).await.unwrap();
         let events = kinds.remove(&id).unwrap_or_default();

@@ -168,16 +168,7 @@ impl Server {
 
     /// Every event, oldest first (read through the store, not the API, as ground truth).
     pub async fn all_events(&self) -> Vec<taskyard::domain::Event> {
-        let mut out = Vec::new();
-        let mut after = 0;
-        loop {
-            let batch = self.app_store.events_after(after, 1000).await.unwrap();
-            if batch.is_empty() {
-                return out;
-            }
-            after = batch.last().unwrap().id;
-            out.extend(batch);
-        }
+        all_events(&self.app_store).await
     }
 
     /// A snapshot of every task (through the API, as admin), by id.
@@ -200,4 +191,31 @@ impl Server {
         out.sort_by_key(|t| t["id"].as_i64());
         out
     }
+}
+
+/// Every event in `store`, oldest first.
+pub async fn all_events(store: &taskyard::store::Store) -> Vec<taskyard::domain::Event> {
+    let mut out = Vec::new();
+    let mut after = 0;
+    loop {
+        let batch = store.events_after(after, 1000).await.unwrap();
+        let Some(last) = batch.last() else {
+            return out;
+        };
+        after = last.id;
+        out.extend(batch);
+    }
+}
+
+/// The kinds of every task's events, oldest first, by task id.
+pub async fn event_kinds_by_task(
+    store: &taskyard::store::Store,
+) -> std::collections::HashMap<i64, Vec<String>> {
+    let mut kinds: std::collections::HashMap<i64, Vec<String>> = std::collections::HashMap::new();
+    for e in all_events(store).await {
+        if let Some(task) = e.task_id {
+            kinds.entry(task).or_default().push(e.kind);
+        }
+    }
+    kinds
 }
