@@ -203,19 +203,10 @@ async fn act(
         }),
     };
     result.unwrap_or_else(|err| {
-        let status = match &err {
-            StoreError::NotFound(_) => StatusCode::NOT_FOUND,
-            StoreError::AlreadyClaimed { .. } | StoreError::NotReady(_) | StoreError::Conflict(_) => {
-                StatusCode::CONFLICT
-            }
-            StoreError::Forbidden(_) => StatusCode::FORBIDDEN,
-            StoreError::Invalid(_) => StatusCode::UNPROCESSABLE_ENTITY,
-            StoreError::LeaseLost(_) => StatusCode::CONFLICT,
-            StoreError::Db(_) | StoreError::Corrupt(_) => {
-                tracing::error!(error = %err, "a link could not be carried out");
-                StatusCode::INTERNAL_SERVER_ERROR
-            }
-        };
+        // The same status a REST caller would get for this refusal.
+        let err = crate::error::ApiError::from(err);
+        let (status, _) = err.status_and_code();
+        err.log_internal();
         let message = match status {
             StatusCode::INTERNAL_SERVER_ERROR => "The server could not do this; try again.".to_string(),
             _ => err.to_string(),
