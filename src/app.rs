@@ -54,6 +54,14 @@ impl App {
         )
         .await
         .with_context(|| format!("cannot open the database in {}", data_dir.display()))?;
+        let shortened = store.bound_leases().await?;
+        if shortened > 0 {
+            tracing::warn!(
+                shortened,
+                "leases ended further away than their own length (the clock was set back while \
+                 taskyard was stopped); they now end one lease length from now"
+            );
+        }
         let loop_defs = crate::loops::load_definitions(&config.server.loops_dir)?;
         let listener = TcpListener::bind(config.server.bind)
             .await

@@ -1,6 +1,9 @@
-//! Timestamps: Unix milliseconds inside, RFC 3339 UTC on the wire.
+//! Timestamps: Unix milliseconds inside, RFC 3339 UTC on the wire, read from a clock that a
+//! wall-clock step cannot move.
 
 use chrono::{DateTime, SecondsFormat, Utc};
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize, Serializer};
@@ -9,10 +12,57 @@ use serde::{Deserialize, Serialize, Serializer};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Timestamp(pub i64);
 
+/// How far the wall clock may drift from the registry clock before it counts as a step.
+const STEP_MS: i64 = 2_000;
+
+/// The registry clock's origin: the wall clock and the boot clock, read together once.
+struct Origin {
+    wall_ms: i64,
+    boot_ms: i64,
+}
+
+static ORIGIN: OnceLock<Origin> = OnceLock::new();
+/// The wall clock's offset from the registry clock when a step was last reported.
+static REPORTED_STEP: AtomicI64 = AtomicI64::new(0);
+
+/// Milliseconds of `CLOCK_BOOTTIME`: monotonic, counts suspend, never stepped.
+fn boot_ms() -> i64 {
+    use nix::time::{clock_gettime, ClockId};
+    let t = clock_gettime(ClockId::CLOCK_BOOTTIME).expect("CLOCK_BOOTTIME is available on Linux");
+    t.tv_sec() * 1_000 + t.tv_nsec() / 1_000_000
+}
+
 impl Timestamp {
-    /// The current wall-clock time.
+    /// The current time on the registry clock: the wall clock as it was when the process first
+    /// asked, advanced since by the boot clock. Lease deadlines, backoffs and link expiries
+    /// are all measured on it, so setting the system clock (by hand or by an NTP step) neither
+    /// expires nor extends them. A step is logged once; the process keeps its own time until it
+    /// restarts.
     pub fn now() -> Self {
-        Self(Utc::now().timestamp_millis())
+        let origin = ORIGIN.get_or_init(|| Origin {
+            wall_ms: Utc::now().timestamp_millis(),
+            boot_ms: boot_ms(),
+        });
+        let now = origin.wall_ms + (boot_ms() - origin.boot_ms);
+        let step = Utc::now().timestamp_millis() - now;
+        let reported = REPORTED_STEP.load(Ordering::Relaxed);
+        if (step - reported).abs() > STEP_MS
+            && REPORTED_STEP
+                .compare_exchange(reported, step, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+        {
+            if step.abs() <= STEP_MS {
+                tracing::info!("the system clock agrees with taskyard's clock again");
+            } else {
+                tracing::warn!(
+                    step_ms = step,
+                    "the system clock is {:+.1}s off taskyard's clock; leases and timers keep \
+                     their lengths, and timestamps follow taskyard's clock until it restarts",
+                    step as f64 / 1_000.0
+                );
+            }
+        }
+        Self(now)
     }
 
     /// Milliseconds since the epoch.

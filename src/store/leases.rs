@@ -303,6 +303,21 @@ impl Store {
         Ok(count)
     }
 
+    /// At startup: shortens every lease that ends more than its own length from now (the
+    /// system clock was set back while the server was down), so none outlives its length.
+    /// Returns how many were shortened.
+    pub async fn bound_leases(&self) -> StoreResult<u64> {
+        let now = Timestamp::now();
+        let done = sqlx::query(
+            "UPDATE tasks SET lease_expires_at = ?1 + lease_ms \
+             WHERE status = 'in_progress' AND lease_expires_at > ?1 + lease_ms",
+        )
+        .bind(now.millis())
+        .execute(&self.writer)
+        .await?;
+        Ok(done.rows_affected())
+    }
+
     /// Records progress (or, with neither percent nor note, a heartbeat) and renews the lease.
     pub async fn report_progress(&self, id: i64, who: &Principal, spec: ProgressSpec) -> StoreResult<Task> {
         let now = Timestamp::now();

@@ -3,6 +3,7 @@
 
 mod auth;
 mod cli;
+mod clock;
 mod concurrency;
 mod crash;
 mod dashboard;
