@@ -18,7 +18,7 @@ impl Store {
         actor: &Principal,
     ) -> StoreResult<Agent> {
         let now = Timestamp::now();
-        let mut tx = self.writer.begin().await?;
+        let mut tx = self.begin_write().await?;
         let taken: Option<i64> = sqlx::query_scalar("SELECT id FROM agents WHERE name = ?")
             .bind(&spec.name)
             .fetch_optional(&mut *tx)
@@ -98,7 +98,7 @@ impl Store {
     /// Records that an agent was just heard from; an offline agent comes back online (with an event).
     pub async fn touch_agent(&self, agent_id: i64) -> StoreResult<()> {
         let now = Timestamp::now();
-        let mut tx = self.writer.begin().await?;
+        let mut tx = self.begin_write().await?;
         let was: Option<(String, String)> = sqlx::query_as("SELECT name, status FROM agents WHERE id = ?")
             .bind(agent_id)
             .fetch_optional(&mut *tx)

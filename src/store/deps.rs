@@ -116,31 +116,6 @@ pub(super) async fn cycle_through(
     Ok(None)
 }
 
-/// Pending dependents of `done` whose dependencies are now all completed become available.
-/// Returns their events; non-empty means new work appeared.
-pub(super) async fn release_dependents(
-    tx: &mut SqliteConnection,
-    done: i64,
-    now: Timestamp,
-    actor: &str,
-) -> StoreResult<Vec<NewEvent>> {
-    let ready: Vec<i64> = sqlx::query_scalar(
-        "UPDATE tasks SET status = 'available', status_reason = NULL, updated_at = ?2 \
-         WHERE status = 'pending' AND id IN (SELECT task_id FROM task_deps WHERE depends_on_id = ?1) \
-           AND NOT EXISTS (SELECT 1 FROM task_deps d JOIN tasks t ON t.id = d.depends_on_id \
-                           WHERE d.task_id = tasks.id AND t.status <> 'completed') \
-         RETURNING id",
-    )
-    .bind(done)
-    .bind(now.millis())
-    .fetch_all(&mut *tx)
-    .await?;
-    Ok(ready
-        .into_iter()
-        .map(|id| NewEvent::task("task.ready", id, actor, json!({"dependency": done})))
-        .collect())
-}
-
 /// Dependents of `dead` (failed or cancelled) that are still waiting become blocked.
 pub(super) async fn block_dependents(
     tx: &mut SqliteConnection,

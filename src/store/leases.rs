@@ -8,10 +8,10 @@ use serde_json::json;
 use sqlx::SqliteConnection;
 
 use crate::domain::event::NewEvent;
-use crate::domain::input::{CompleteSpec, ProgressSpec};
-use crate::domain::{Lease, Principal, Route, Status, Task, TaskResult, Timestamp};
 
-use super::rows::{to_json, TaskRow, TASK_COLUMNS};
+use crate::domain::{Lease, Principal, Route, Status, Task, Timestamp};
+
+use super::rows::{TaskRow, TASK_COLUMNS};
 use super::tasks::fetch_existing;
 use super::{deps, Store, StoreError, StoreResult};
 
@@ -33,11 +33,11 @@ pub struct ClaimFilter {
     pub projects: Option<Vec<String>>,
 }
 
-const CLAIM_SET: &str = "status = 'in_progress', fence = fence + 1, attempts = attempts + 1, \
+pub(super) const CLAIM_SET: &str = "status = 'in_progress', fence = fence + 1, attempts = attempts + 1, \
     lease_holder = ?1, lease_expires_at = ?2, lease_ms = ?3, claimed_at = ?4, updated_at = ?4, \
     last_progress_at = ?4, status_reason = NULL, not_before = 0, stalled_at = NULL";
 
-fn claimed(row: TaskRow) -> StoreResult<Claimed> {
+pub(super) fn claimed(row: TaskRow) -> StoreResult<Claimed> {
     let task = Task::try_from(row)?;
     let lease = task
         .lease
@@ -46,7 +46,7 @@ fn claimed(row: TaskRow) -> StoreResult<Claimed> {
     Ok(Claimed { task, lease })
 }
 
-fn claim_event(c: &Claimed) -> NewEvent {
+pub(super) fn claim_event(c: &Claimed) -> NewEvent {
     NewEvent::task(
         "task.claimed",
         c.task.id,
@@ -57,7 +57,7 @@ fn claim_event(c: &Claimed) -> NewEvent {
 }
 
 /// Checks that `who` holds the lease `fence` on `task`.
-fn check_hold(task: &Task, who: &Principal, fence: i64) -> StoreResult<()> {
+pub(super) fn check_hold(task: &Task, who: &Principal, fence: i64) -> StoreResult<()> {
     match &task.lease {
         Some(lease) if lease.fence == fence => {
             if who.may_act_for(&lease.holder) {
@@ -151,7 +151,7 @@ impl Store {
     /// Claims one given task. An expired lease is taken over at once.
     pub async fn claim_task(&self, id: i64, who: &Principal, lease: Duration) -> StoreResult<Claimed> {
         let now = Timestamp::now();
-        let mut tx = self.writer.begin().await?;
+        let mut tx = self.begin_write().await?;
         let (claim, events, woke) = self.claim_in(&mut tx, id, who, lease, now).await?;
         self.commit(tx, now, events, woke).await?;
         Ok(claim)
@@ -224,50 +224,6 @@ impl Store {
         Ok((claim, events, woke))
     }
 
-    /// Claims the best ready task for `who`: capabilities a subset of the filter's, then
-    /// priority, then age. Work meant for people goes only to people; `spawn`-routed work
-    /// only to the spawner. `None` when nothing fits.
-    pub async fn claim_next(
-        &self,
-        who: &Principal,
-        filter: &ClaimFilter,
-        lease: Duration,
-    ) -> StoreResult<Option<Claimed>> {
-        let now = Timestamp::now();
-        let mut tx = self.writer.begin().await?;
-        let (mut events, woke) = reap(&mut tx, now, None).await?;
-        let row: Option<TaskRow> = sqlx::query_as(&format!(
-            "UPDATE tasks SET {CLAIM_SET} WHERE id = ( \
-               SELECT t.id FROM tasks t \
-               WHERE t.status = 'available' AND t.not_before <= ?4 AND t.attempts < t.max_attempts \
-                 AND (?6 IS NULL OR t.project IN (SELECT value FROM json_each(?6))) \
-                 AND NOT EXISTS (SELECT 1 FROM json_each(t.capabilities) c \
-                                 WHERE c.value NOT IN (SELECT value FROM json_each(?5))) \
-                 AND (t.route <> 'spawn' OR (?7 AND t.routed_to IS 'human')) \
-                 AND (?7 OR t.routed_to IS NOT 'human') \
-                 AND (?7 OR (t.route <> 'human' AND (t.route <> 'auto' \
-                      OR t.kind NOT IN (SELECT value FROM json_each(?8))))) \
-               ORDER BY t.priority, t.id LIMIT 1) \
-             RETURNING {TASK_COLUMNS}"
-        ))
-        .bind(&who.name)
-        .bind(now.plus_millis(lease.as_millis() as i64).millis())
-        .bind(lease.as_millis() as i64)
-        .bind(now.millis())
-        .bind(to_json(&filter.capabilities))
-        .bind(filter.projects.as_ref().map(to_json))
-        .bind(who.is_person())
-        .bind(to_json(&self.options.human_kinds))
-        .fetch_optional(&mut *tx)
-        .await?;
-        let claim = row.map(claimed).transpose()?;
-        if let Some(c) = &claim {
-            events.push(claim_event(c));
-        }
-        self.commit(tx, now, events, woke).await?;
-        Ok(claim)
-    }
-
     /// The next moment after `after` at which work may become claimable without anyone acting:
     /// the end of a retry backoff or of a lease. Long polls sleep until then at most; they pass the
     /// time of their last claim attempt, so a backoff ending since then is not missed.
@@ -296,7 +252,7 @@ impl Store {
     /// Returns every expired lease; the lease-reaper loop calls this. Returns how many.
     pub async fn reap_expired_leases(&self) -> StoreResult<usize> {
         let now = Timestamp::now();
-        let mut tx = self.writer.begin().await?;
+        let mut tx = self.begin_write().await?;
         let (events, woke) = reap(&mut tx, now, None).await?;
         let count = events.iter().filter(|e| e.kind == "task.lease_expired").count();
         self.commit(tx, now, events, woke).await?;
@@ -308,89 +264,16 @@ impl Store {
     /// Returns how many were shortened.
     pub async fn bound_leases(&self) -> StoreResult<u64> {
         let now = Timestamp::now();
+        let mut tx = self.begin_write().await?;
         let done = sqlx::query(
             "UPDATE tasks SET lease_expires_at = ?1 + lease_ms \
              WHERE status = 'in_progress' AND lease_expires_at > ?1 + lease_ms",
         )
         .bind(now.millis())
-        .execute(&self.writer)
+        .execute(&mut *tx)
         .await?;
+        tx.commit().await?;
         Ok(done.rows_affected())
-    }
-
-    /// Records progress (or, with neither percent nor note, a heartbeat) and renews the lease.
-    pub async fn report_progress(&self, id: i64, who: &Principal, spec: ProgressSpec) -> StoreResult<Task> {
-        let now = Timestamp::now();
-        let mut tx = self.writer.begin().await?;
-        let task = fetch_existing(&mut tx, id).await?;
-        check_hold(&task, who, spec.fence)?;
-        let lease_ms: Option<i64> = spec.lease_seconds.map(|s| s as i64 * 1000);
-        // A bare heartbeat renews the lease but is not progress: the stall detector still sees silence.
-        let reported = spec.percent.is_some() || spec.note.is_some();
-        sqlx::query(
-            "UPDATE tasks SET progress_percent = COALESCE(?2, progress_percent), \
-             progress_note = COALESCE(?3, progress_note), updated_at = ?4, \
-             last_progress_at = CASE WHEN ?6 THEN ?4 ELSE last_progress_at END, \
-             stalled_at = CASE WHEN ?6 THEN NULL ELSE stalled_at END, \
-             lease_ms = COALESCE(?5, lease_ms), lease_expires_at = ?4 + COALESCE(?5, lease_ms) WHERE id = ?1",
-        )
-        .bind(id)
-        .bind(spec.percent)
-        .bind(&spec.note)
-        .bind(now.millis())
-        .bind(lease_ms)
-        .bind(reported)
-        .execute(&mut *tx)
-        .await?;
-        let updated = fetch_existing(&mut tx, id).await?;
-        // A bare heartbeat only renews the lease: it is not worth an event.
-        let events = if reported {
-            vec![NewEvent::task(
-                "task.progress",
-                id,
-                &who.name,
-                json!({"percent": updated.progress.percent, "note": spec.note, "fence": spec.fence}),
-            )]
-        } else {
-            Vec::new()
-        };
-        self.commit(tx, now, events, false).await?;
-        Ok(updated)
-    }
-
-    /// Completes a task; dependents whose dependencies are now all done become available.
-    pub async fn complete(&self, id: i64, who: &Principal, spec: CompleteSpec) -> StoreResult<Task> {
-        let now = Timestamp::now();
-        let mut tx = self.writer.begin().await?;
-        let task = fetch_existing(&mut tx, id).await?;
-        check_hold(&task, who, spec.fence)?;
-        let result = TaskResult {
-            summary: spec.summary,
-            deliverables: spec.deliverables,
-            time_spent_minutes: spec.time_spent_minutes,
-        };
-        sqlx::query(
-            "UPDATE tasks SET status = 'completed', status_reason = NULL, result = ?2, progress_percent = 100, \
-             lease_holder = NULL, lease_expires_at = NULL, completed_at = ?3, updated_at = ?3 WHERE id = ?1",
-        )
-        .bind(id)
-        .bind(to_json(&result))
-        .bind(now.millis())
-        .execute(&mut *tx)
-        .await?;
-        let holder = task.lease.map(|l| l.holder).unwrap_or_default();
-        let mut events = vec![NewEvent::task(
-            "task.completed",
-            id,
-            &who.name,
-            json!({"holder": holder, "fence": spec.fence, "summary": result.summary}),
-        )];
-        let released = deps::release_dependents(&mut tx, id, now, &who.name).await?;
-        let woke = !released.is_empty();
-        events.extend(released);
-        let updated = fetch_existing(&mut tx, id).await?;
-        self.commit(tx, now, events, woke).await?;
-        Ok(updated)
     }
 
     /// Fails an attempt: back to `available` after a backoff when retryable with attempts left,
@@ -404,7 +287,7 @@ impl Store {
         retryable: bool,
     ) -> StoreResult<Task> {
         let now = Timestamp::now();
-        let mut tx = self.writer.begin().await?;
+        let mut tx = self.begin_write().await?;
         let task = fetch_existing(&mut tx, id).await?;
         check_hold(&task, who, fence)?;
         let retry = retryable && task.attempts < task.max_attempts;
@@ -465,7 +348,7 @@ impl Store {
         note: Option<String>,
     ) -> StoreResult<Task> {
         let now = Timestamp::now();
-        let mut tx = self.writer.begin().await?;
+        let mut tx = self.begin_write().await?;
         let task = fetch_existing(&mut tx, id).await?;
         check_hold(&task, who, fence)?;
         sqlx::query(
@@ -504,7 +387,7 @@ impl Store {
         reason: String,
     ) -> StoreResult<Task> {
         let now = Timestamp::now();
-        let mut tx = self.writer.begin().await?;
+        let mut tx = self.begin_write().await?;
         let task = fetch_existing(&mut tx, id).await?;
         match (task.status, fence) {
             (Status::InProgress, Some(fence)) => check_hold(&task, who, fence)?,
@@ -562,7 +445,7 @@ impl Store {
             ));
         }
         let now = Timestamp::now();
-        let mut tx = self.writer.begin().await?;
+        let mut tx = self.begin_write().await?;
         let (updated, event) = unblock_in(&mut tx, id, who, note, now).await?;
         let woke = updated.status == Status::Available;
         self.commit(tx, now, vec![event], woke).await?;

@@ -74,7 +74,7 @@ impl Store {
     /// Records a finished run with its `loop.ran` event and prunes old records of that loop.
     pub async fn record_loop_run(&self, run: NewLoopRun) -> StoreResult<LoopRun> {
         let now = Timestamp::now();
-        let mut tx = self.writer.begin().await?;
+        let mut tx = self.begin_write().await?;
         let row: RunRow = sqlx::query_as(
             "INSERT INTO loop_runs (loop_name, kind, started_at, finished_at, ok, summary, details) \
              VALUES (?, ?, ?, ?, ?, ?, ?) \

@@ -20,7 +20,7 @@ impl Store {
     /// Marks agents silent for longer than `silence` offline; returns their names.
     pub async fn mark_silent_agents_offline(&self, silence: Duration) -> StoreResult<Vec<String>> {
         let now = Timestamp::now();
-        let mut tx = self.writer.begin().await?;
+        let mut tx = self.begin_write().await?;
         let names: Vec<String> = sqlx::query_scalar(
             "UPDATE agents SET status = 'offline' \
              WHERE status = 'online' AND COALESCE(last_seen, created_at) < ? RETURNING name",
@@ -45,7 +45,7 @@ impl Store {
     /// (once per stall: progress clears the flag). Returns the newly stalled task ids.
     pub async fn flag_stalled_tasks(&self, quiet: Duration) -> StoreResult<Vec<i64>> {
         let now = Timestamp::now();
-        let mut tx = self.writer.begin().await?;
+        let mut tx = self.begin_write().await?;
         let stalled: Vec<(i64, String, i64)> = sqlx::query_as(
             "UPDATE tasks SET stalled_at = ?1 \
              WHERE status = 'in_progress' AND stalled_at IS NULL AND lease_expires_at > ?1 \
@@ -74,7 +74,7 @@ impl Store {
     /// completed, blocked when one failed or was cancelled. Returns (released, blocked).
     pub async fn settle_pending(&self) -> StoreResult<(usize, usize)> {
         let now = Timestamp::now();
-        let mut tx = self.writer.begin().await?;
+        let mut tx = self.begin_write().await?;
         let settled: Vec<(i64, String)> = sqlx::query_as(
             "SELECT t.id, t.depends_on FROM tasks t WHERE t.status = 'pending' \
              AND NOT EXISTS (SELECT 1 FROM task_deps d JOIN tasks u ON u.id = d.depends_on_id \
@@ -118,10 +118,12 @@ impl Store {
 
     /// Deletes events older than `before`; returns how many.
     pub async fn prune_events(&self, before: Timestamp) -> StoreResult<u64> {
+        let mut tx = self.begin_write().await?;
         let result = sqlx::query("DELETE FROM events WHERE created_at < ?")
             .bind(before.millis())
-            .execute(&self.writer)
+            .execute(&mut *tx)
             .await?;
+        tx.commit().await?;
         Ok(result.rows_affected())
     }
 
@@ -149,6 +151,7 @@ impl Store {
         scope: Option<i64>,
     ) -> StoreResult<Principal> {
         let now = Timestamp::now();
+        let mut tx = self.begin_write().await?;
         let id: i64 = sqlx::query_scalar(
             "INSERT INTO agents (name, kind, capabilities, role, token_hash, status, created_at, scope_task_id) \
              VALUES (?1, ?2, '[]', ?3, ?4, 'online', ?5, ?6) \
@@ -162,8 +165,9 @@ impl Store {
         .bind(token_hash)
         .bind(now.millis())
         .bind(scope)
-        .fetch_one(&self.writer)
+        .fetch_one(&mut *tx)
         .await?;
+        tx.commit().await?;
         Ok(Principal {
             agent_id: Some(id),
             name: name.to_string(),

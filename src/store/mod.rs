@@ -1,9 +1,12 @@
 //! The SQLite store: every SQL statement in taskyard lives under this module, behind functions
-//! named for intent. Writes go through one writer connection (so they never fight over SQLite's
-//! write lock); reads use a small pool of read-only connections. Each change commits together
-//! with its events, which are then published to subscribers.
+//! named for intent. The agent work cycle (claim-next, progress, complete) runs on a batching
+//! writer thread (see `writer`); other changes go through one async writer connection. A gate
+//! lets only one of the two write at a time, so they never fight over SQLite's write lock;
+//! reads use a small pool of read-only connections. Each change commits together with its
+//! events, which are then published to subscribers in commit order.
 
 mod agents;
+mod cycle;
 mod deps;
 mod events;
 mod leases;
@@ -14,14 +17,16 @@ mod rows;
 mod runs;
 mod stats;
 mod tasks;
+mod writer;
 
 use std::path::Path;
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::SqlitePool;
-use tokio::sync::{broadcast, watch};
+use tokio::sync::{broadcast, watch, Mutex, OwnedMutexGuard};
 
 use crate::domain::event::NewEvent;
 use crate::domain::{Event, InputError, Timestamp};
@@ -74,6 +79,12 @@ pub enum StoreError {
     /// The database failed.
     #[error("database error: {0}")]
     Db(#[from] sqlx::Error),
+    /// The database failed (on the batching writer).
+    #[error("database error: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    /// The store is shutting down.
+    #[error("the store is closed")]
+    Closed,
     /// Stored data could not be read back.
     #[error("corrupt stored value: {0}")]
     Corrupt(String),
@@ -112,21 +123,79 @@ impl Default for StoreOptions {
     }
 }
 
-/// The task registry. Cheap to clone; all clones share the pools and channels.
+/// Where committed changes are announced: the event channel and the wake-up signals.
 #[derive(Clone)]
-pub struct Store {
-    /// The single connection every write goes through.
-    writer: SqlitePool,
-    /// Read-only connections for queries.
-    reader: SqlitePool,
+pub(crate) struct Publisher {
     /// Committed events, for SSE and other live subscribers.
     events: broadcast::Sender<Event>,
     /// Bumped whenever claimable work may have appeared (wakes long polls).
     work: watch::Sender<u64>,
-    /// How many long polls are waiting on `work` right now.
-    work_waiters: std::sync::Arc<std::sync::atomic::AtomicUsize>,
     /// Bumped whenever something may need a notification (wakes the notify loop).
     outbox: watch::Sender<u64>,
+}
+
+impl Publisher {
+    /// Publishes committed events and, if `woke`, wakes waiting claimers; events that may call
+    /// for a notification wake the notify loop.
+    fn publish(&self, events: Vec<Event>, woke: bool) {
+        if events
+            .iter()
+            .any(|e| crate::domain::notification::TRIGGER_EVENTS.contains(&e.kind.as_str()))
+        {
+            self.outbox.send_modify(|n| *n = n.wrapping_add(1));
+        }
+        for event in events {
+            // No subscribers is fine: the events are in the database.
+            let _ = self.events.send(event);
+        }
+        if woke {
+            self.work.send_modify(|n| *n = n.wrapping_add(1));
+        }
+    }
+}
+
+/// A write transaction on the async writer connection, holding the write gate until it ends.
+pub(crate) struct WriteTx {
+    tx: sqlx::Transaction<'static, sqlx::Sqlite>,
+    _gate: OwnedMutexGuard<()>,
+}
+
+impl std::ops::Deref for WriteTx {
+    type Target = sqlx::SqliteConnection;
+    fn deref(&self) -> &Self::Target {
+        &self.tx
+    }
+}
+
+impl std::ops::DerefMut for WriteTx {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.tx
+    }
+}
+
+impl WriteTx {
+    /// Commits a transaction that recorded no events.
+    async fn commit(self) -> StoreResult<()> {
+        self.tx.commit().await?;
+        Ok(())
+    }
+}
+
+/// The task registry. Cheap to clone; all clones share the pools and channels.
+#[derive(Clone)]
+pub struct Store {
+    /// The async writer connection (every change but the work cycle).
+    writer: SqlitePool,
+    /// The batching writer thread (the work cycle).
+    batch: writer::Writer,
+    /// Held by whichever writer is writing.
+    gate: Arc<Mutex<()>>,
+    /// Read-only connections for queries.
+    reader: SqlitePool,
+    /// Where committed changes are announced.
+    publisher: Publisher,
+    /// How many long polls are waiting on `work` right now.
+    work_waiters: std::sync::Arc<std::sync::atomic::AtomicUsize>,
     /// Options.
     options: std::sync::Arc<StoreOptions>,
     /// How connections are opened (for one-off connections such as backups).
@@ -167,13 +236,16 @@ impl Store {
         let (events, _) = broadcast::channel(4096);
         let (work, _) = watch::channel(0);
         let (outbox, _) = watch::channel(0);
+        let publisher = Publisher { events, work, outbox };
+        let gate = Arc::new(Mutex::new(()));
+        let batch = writer::Writer::start(path, options.durability, gate.clone(), publisher.clone())?;
         Ok(Self {
             writer,
+            batch,
+            gate,
             reader,
-            events,
-            work,
+            publisher,
             work_waiters: Default::default(),
-            outbox,
             options: std::sync::Arc::new(options),
             connect: base,
         })
@@ -181,17 +253,17 @@ impl Store {
 
     /// Subscribes to events committed from now on.
     pub fn subscribe(&self) -> broadcast::Receiver<Event> {
-        self.events.subscribe()
+        self.publisher.events.subscribe()
     }
 
     /// How many live subscribers the event channel has (event streams, MCP sessions).
     pub fn event_subscribers(&self) -> usize {
-        self.events.receiver_count()
+        self.publisher.events.receiver_count()
     }
 
     /// Subscribes to "work may have appeared" signals.
     pub fn watch_work(&self) -> watch::Receiver<u64> {
-        self.work.subscribe()
+        self.publisher.work.subscribe()
     }
 
     /// Waits until `work` (from [`Store::watch_work`]) says work may have appeared, counted in
@@ -217,54 +289,45 @@ impl Store {
 
     /// Wakes everything waiting for work (new tasks, released leases, lifted blocks).
     pub fn wake_workers(&self) {
-        self.work.send_modify(|n| *n = n.wrapping_add(1));
+        self.publisher.work.send_modify(|n| *n = n.wrapping_add(1));
     }
 
     /// Subscribes to "a notification may be due" signals.
     pub fn watch_outbox(&self) -> watch::Receiver<u64> {
-        self.outbox.subscribe()
+        self.publisher.outbox.subscribe()
     }
 
     /// Wakes the notify loop.
     pub fn wake_outbox(&self) {
-        self.outbox.send_modify(|n| *n = n.wrapping_add(1));
-    }
-
-    /// Publishes committed events and, if `woke`, wakes waiting claimers; events that may call
-    /// for a notification wake the notify loop.
-    fn publish(&self, events: Vec<Event>, woke: bool) {
-        if events
-            .iter()
-            .any(|e| crate::domain::notification::TRIGGER_EVENTS.contains(&e.kind.as_str()))
-        {
-            self.wake_outbox();
-        }
-        for event in events {
-            // No subscribers is fine: the events are in the database.
-            let _ = self.events.send(event);
-        }
-        if woke {
-            self.wake_workers();
-        }
+        self.publisher.outbox.send_modify(|n| *n = n.wrapping_add(1));
     }
 
     /// Writes `events` in `tx`, commits the change and its events together, then publishes
     /// them (and wakes waiting claimers if `woke`).
     async fn commit(
         &self,
-        mut tx: sqlx::Transaction<'_, sqlx::Sqlite>,
+        mut tx: WriteTx,
         now: Timestamp,
         events: Vec<NewEvent>,
         woke: bool,
     ) -> StoreResult<()> {
         let events = events::insert(&mut tx, now, events).await?;
-        tx.commit().await?;
-        self.publish(events, woke);
+        tx.tx.commit().await?;
+        // Still under the gate: no later commit can publish first.
+        self.publisher.publish(events, woke);
         Ok(())
     }
 
-    /// Closes both pools, flushing the WAL.
+    /// Begins a write transaction on the async writer, once the gate is free.
+    async fn begin_write(&self) -> StoreResult<WriteTx> {
+        let gate = self.gate.clone().lock_owned().await;
+        let tx = self.writer.begin().await?;
+        Ok(WriteTx { tx, _gate: gate })
+    }
+
+    /// Stops the batching writer and closes both pools, flushing the WAL.
     pub async fn close(&self) {
+        self.batch.stop().await;
         self.reader.close().await;
         self.writer.close().await;
     }

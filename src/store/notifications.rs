@@ -167,7 +167,7 @@ impl Store {
     /// dashboard. A name taken by an agent that is not a person is refused.
     pub async fn sync_humans(&self, people: &[(String, Vec<String>)]) -> StoreResult<()> {
         let now = Timestamp::now();
-        let mut tx = self.writer.begin().await?;
+        let mut tx = self.begin_write().await?;
         for (name, capabilities) in people {
             let kind: Option<String> = sqlx::query_scalar("SELECT kind FROM agents WHERE name = ?")
                 .bind(name)
@@ -263,7 +263,7 @@ impl Store {
         items: &[NewNotification],
     ) -> StoreResult<usize> {
         let now = Timestamp::now();
-        let mut tx = self.writer.begin().await?;
+        let mut tx = self.begin_write().await?;
         let mut queued = 0;
         for n in items {
             queued += usize::from(insert(&mut tx, n, now).await?);
@@ -303,7 +303,7 @@ impl Store {
     /// Records a delivered notification.
     pub async fn notification_sent(&self, id: i64) -> StoreResult<()> {
         let now = Timestamp::now();
-        let mut tx = self.writer.begin().await?;
+        let mut tx = self.begin_write().await?;
         let n = self.attempt_done(&mut tx, id, "sent", None, now, now).await?;
         let event = NewEvent {
             kind: "notification.sent",
@@ -322,7 +322,7 @@ impl Store {
         retry_at: Option<Timestamp>,
     ) -> StoreResult<()> {
         let now = Timestamp::now();
-        let mut tx = self.writer.begin().await?;
+        let mut tx = self.begin_write().await?;
         let (status, at) = match retry_at {
             Some(at) => ("queued", at),
             None => ("failed", now),
@@ -417,7 +417,7 @@ impl Store {
     /// the link is spent — all in one transaction, so a refused claim leaves the link usable.
     pub async fn take_by_link(&self, id: i64, who: &Principal, lease: Duration) -> StoreResult<Claimed> {
         let now = Timestamp::now();
-        let mut tx = self.writer.begin().await?;
+        let mut tx = self.begin_write().await?;
         let n = use_link(&mut tx, id, LinkAction::Take, now).await?;
         let task_id = n
             .task_id
@@ -446,7 +446,7 @@ impl Store {
         next: Option<&NewNotification>,
     ) -> StoreResult<Notification> {
         let now = Timestamp::now();
-        let mut tx = self.writer.begin().await?;
+        let mut tx = self.begin_write().await?;
         let n = use_link(&mut tx, id, LinkAction::Decline, now).await?;
         let task_id = n
             .task_id

@@ -45,6 +45,44 @@ pub struct TaskRow {
     pub stalled_at: Option<i64>,
 }
 
+impl TaskRow {
+    /// Reads a row selected with [`TASK_COLUMNS`] on the batching writer's connection.
+    pub fn from_sqlite(row: &rusqlite::Row<'_>) -> rusqlite::Result<TaskRow> {
+        Ok(TaskRow {
+            id: row.get(0)?,
+            key: row.get(1)?,
+            project: row.get(2)?,
+            title: row.get(3)?,
+            description: row.get(4)?,
+            priority: row.get(5)?,
+            kind: row.get(6)?,
+            capabilities: row.get(7)?,
+            acceptance_criteria: row.get(8)?,
+            depends_on: row.get(9)?,
+            parent_id: row.get(10)?,
+            route: row.get(11)?,
+            status: row.get(12)?,
+            status_reason: row.get(13)?,
+            attempts: row.get(14)?,
+            max_attempts: row.get(15)?,
+            fence: row.get(16)?,
+            lease_holder: row.get(17)?,
+            lease_expires_at: row.get(18)?,
+            not_before: row.get(19)?,
+            progress_percent: row.get(20)?,
+            progress_note: row.get(21)?,
+            last_progress_at: row.get(22)?,
+            result: row.get(23)?,
+            created_by: row.get(24)?,
+            created_at: row.get(25)?,
+            updated_at: row.get(26)?,
+            claimed_at: row.get(27)?,
+            completed_at: row.get(28)?,
+            stalled_at: row.get(29)?,
+        })
+    }
+}
+
 fn json<T: serde::de::DeserializeOwned>(what: &str, text: &str) -> StoreResult<T> {
     serde_json::from_str(text).map_err(|e| StoreError::Corrupt(format!("{what}: {e}")))
 }

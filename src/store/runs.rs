@@ -65,7 +65,7 @@ impl Store {
     /// name is `run-<id>`.
     pub async fn create_run(&self, task_id: i64, agent_type: &str) -> StoreResult<Run> {
         let now = Timestamp::now();
-        let mut tx = self.writer.begin().await?;
+        let mut tx = self.begin_write().await?;
         let id: i64 = sqlx::query_scalar(
             "INSERT INTO runs (task_id, agent_type, status, holder, started_at) \
              VALUES (?1, ?2, 'starting', '', ?3) RETURNING id",
@@ -94,7 +94,7 @@ impl Store {
         pid_started_at: Option<i64>,
     ) -> StoreResult<()> {
         let now = Timestamp::now();
-        let mut tx = self.writer.begin().await?;
+        let mut tx = self.begin_write().await?;
         sqlx::query(
             "UPDATE runs SET status = 'running', fence = ?2, pid = ?3, pid_started_at = ?4 WHERE id = ?1",
         )
@@ -115,13 +115,14 @@ impl Store {
 
     /// Stores a CPU and memory sample of a live run.
     pub async fn run_sampled(&self, run_id: i64, cpu_percent: f64, memory_bytes: i64) -> StoreResult<()> {
+        let mut tx = self.begin_write().await?;
         sqlx::query("UPDATE runs SET cpu_percent = ?2, memory_bytes = ?3 WHERE id = ?1")
             .bind(run_id)
             .bind(cpu_percent)
             .bind(memory_bytes)
-            .execute(&self.writer)
+            .execute(&mut *tx)
             .await?;
-        Ok(())
+        tx.commit().await
     }
 
     /// The run ended: record how, with a `run.exited` event. Ending frees capacity, so waiting
@@ -134,7 +135,7 @@ impl Store {
         error: Option<String>,
     ) -> StoreResult<Run> {
         let now = Timestamp::now();
-        let mut tx = self.writer.begin().await?;
+        let mut tx = self.begin_write().await?;
         let row: RunRow = sqlx::query_as(&format!(
             "UPDATE runs SET status = ?2, exit_code = ?3, error = ?4, ended_at = ?5 WHERE id = ?1 \
              RETURNING {RUN_COLUMNS}"
@@ -250,7 +251,7 @@ impl Store {
 
     async fn route(&self, task_id: i64, routed_to: &str, reason: &str, fallback: bool) -> StoreResult<bool> {
         let now = Timestamp::now();
-        let mut tx = self.writer.begin().await?;
+        let mut tx = self.begin_write().await?;
         let changed = sqlx::query(
             "UPDATE tasks SET routed_to = ?2, routed_reason = ?3 WHERE id = ?1 \
              AND (routed_to IS NOT ?2 OR routed_reason IS NOT ?3)",

@@ -124,7 +124,7 @@ impl Store {
                 format!("{batch_prefix}[{i}].{name}")
             }
         };
-        let mut tx = self.writer.begin().await?;
+        let mut tx = self.begin_write().await?;
         let mut keys: HashMap<String, i64> = HashMap::new();
         let mut slots: Vec<(i64, bool)> = Vec::with_capacity(specs.len());
         for (i, spec) in specs.iter().enumerate() {
@@ -368,7 +368,7 @@ impl Store {
     /// Edits a task that is not in progress.
     pub async fn patch_task(&self, id: i64, patch: TaskPatch, actor: &Principal) -> StoreResult<Task> {
         let now = Timestamp::now();
-        let mut tx = self.writer.begin().await?;
+        let mut tx = self.begin_write().await?;
         let task = fetch_existing(&mut tx, id).await?;
         if task.status == Status::InProgress {
             return Err(StoreError::Conflict(format!(
@@ -460,7 +460,7 @@ impl Store {
     /// Cancels a task and its unfinished subtasks; dependents of each become blocked.
     pub async fn cancel_task(&self, id: i64, actor: &Principal, note: Option<String>) -> StoreResult<Task> {
         let now = Timestamp::now();
-        let mut tx = self.writer.begin().await?;
+        let mut tx = self.begin_write().await?;
         let task = fetch_existing(&mut tx, id).await?;
         if !actor.is_admin() && task.created_by.as_deref() != Some(actor.name.as_str()) {
             return Err(StoreError::Forbidden(format!(

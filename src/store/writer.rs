@@ -1,0 +1,238 @@
+//! The batching writer: a thread with its own SQLite connection that runs the agent work cycle
+//! (claim-next, progress, complete). Operations queued while a transaction runs go into the
+//! next one together (group commit), each inside its own savepoint, so one refused operation
+//! undoes only itself. Nobody learns of a change before the transaction holding it commits.
+//!
+//! The writer and the async (sqlx) writes share one gate, so only one of them writes at a time
+//! and events reach subscribers in commit order.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rusqlite::Connection;
+use tokio::sync::{mpsc, oneshot, Mutex};
+
+use crate::domain::event::NewEvent;
+use crate::domain::{Event, Timestamp};
+
+use super::{Durability, Publisher, StoreError, StoreResult};
+
+/// Most operations in one transaction.
+const MAX_BATCH: usize = 256;
+
+/// What one operation produced: its events (published after the commit) and how to answer it.
+struct Staged {
+    events: Vec<Event>,
+    woke: bool,
+    answer: Box<dyn FnOnce(Result<(), StoreError>) + Send>,
+}
+
+type Job = Box<dyn FnOnce(&Connection, Timestamp) -> Staged + Send>;
+
+enum Message {
+    Run(Job),
+    Stop(oneshot::Sender<()>),
+}
+
+/// A handle on the writer thread. Cheap to clone.
+#[derive(Clone)]
+pub(super) struct Writer {
+    jobs: mpsc::UnboundedSender<Message>,
+}
+
+impl Writer {
+    /// Opens a connection to the (already migrated) database at `path` and starts the thread.
+    pub(super) fn start(
+        path: &Path,
+        durability: Durability,
+        gate: Arc<Mutex<()>>,
+        publisher: Publisher,
+    ) -> anyhow::Result<Writer> {
+        let conn = Connection::open(path)?;
+        conn.busy_timeout(Duration::from_secs(10))?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(
+            None,
+            "synchronous",
+            match durability {
+                Durability::Normal => "NORMAL",
+                Durability::Full => "FULL",
+            },
+        )?;
+        conn.pragma_update(None, "foreign_keys", "ON")?;
+        conn.pragma_update(None, "temp_store", "MEMORY")?;
+        conn.pragma_update(None, "cache_size", -65536)?;
+        conn.set_prepared_statement_cache_capacity(64);
+        let (jobs, inbox) = mpsc::unbounded_channel();
+        std::thread::Builder::new()
+            .name("taskyard-writer".into())
+            .spawn(move || run(conn, inbox, gate, publisher))?;
+        Ok(Writer { jobs })
+    }
+
+    /// Runs `op` in the writer's next transaction and answers once that transaction committed.
+    /// `op` returns its result, the events to record and whether work may have appeared.
+    pub(super) async fn write<R, F>(&self, op: F) -> StoreResult<R>
+    where
+        R: Send + 'static,
+        F: FnOnce(&Connection, Timestamp) -> StoreResult<(R, Vec<NewEvent>, bool)> + Send + 'static,
+    {
+        let (tx, rx) = oneshot::channel();
+        let job: Job = Box::new(move |conn, now| stage(conn, now, op, tx));
+        self.jobs
+            .send(Message::Run(job))
+            .map_err(|_| StoreError::Closed)?;
+        rx.await.map_err(|_| StoreError::Closed)?
+    }
+
+    /// Finishes the queued operations and stops the thread, closing its connection.
+    pub(super) async fn stop(&self) {
+        let (tx, rx) = oneshot::channel();
+        if self.jobs.send(Message::Stop(tx)).is_ok() {
+            let _ = rx.await;
+        }
+    }
+}
+
+/// Runs one operation inside its own savepoint; a refusal rolls back only this operation.
+fn stage<R, F>(conn: &Connection, now: Timestamp, op: F, reply: oneshot::Sender<StoreResult<R>>) -> Staged
+where
+    R: Send + 'static,
+    F: FnOnce(&Connection, Timestamp) -> StoreResult<(R, Vec<NewEvent>, bool)>,
+{
+    let attempt = (|| {
+        conn.execute_batch("SAVEPOINT op")?;
+        let done = op(conn, now).and_then(|(value, events, woke)| {
+            let events = insert_events(conn, now, events)?;
+            Ok((value, events, woke))
+        });
+        match done {
+            Ok(done) => {
+                conn.execute_batch("RELEASE op")?;
+                Ok(done)
+            }
+            Err(err) => {
+                conn.execute_batch("ROLLBACK TO op; RELEASE op")?;
+                Err(err)
+            }
+        }
+    })();
+    match attempt {
+        Ok((value, events, woke)) => Staged {
+            events,
+            woke,
+            answer: Box::new(move |committed| {
+                let _ = reply.send(committed.map(|()| value));
+            }),
+        },
+        Err(err) => Staged {
+            events: Vec::new(),
+            woke: false,
+            answer: Box::new(move |_| {
+                let _ = reply.send(Err(err));
+            }),
+        },
+    }
+}
+
+/// The writer thread: waits for work, takes everything queued, runs it in one transaction.
+fn run(
+    conn: Connection,
+    mut inbox: mpsc::UnboundedReceiver<Message>,
+    gate: Arc<Mutex<()>>,
+    publisher: Publisher,
+) {
+    let mut stopped = None;
+    while stopped.is_none() {
+        let Some(first) = inbox.blocking_recv() else {
+            break;
+        };
+        let _gate = gate.blocking_lock();
+        let mut batch = Vec::new();
+        let mut next = Some(first);
+        while let Some(message) = next.take() {
+            match message {
+                Message::Run(job) => batch.push(job),
+                Message::Stop(done) => {
+                    stopped = Some(done);
+                    break;
+                }
+            }
+            if batch.len() < MAX_BATCH {
+                next = inbox.try_recv().ok();
+            }
+        }
+        if batch.is_empty() {
+            continue;
+        }
+        let now = Timestamp::now();
+        let begun = conn.execute_batch("BEGIN IMMEDIATE");
+        let staged: Vec<Staged> = match &begun {
+            Ok(()) => batch.into_iter().map(|job| job(&conn, now)).collect(),
+            Err(_) => Vec::new(),
+        };
+        let committed = begun.and_then(|()| conn.execute_batch("COMMIT"));
+        match committed {
+            Ok(()) => {
+                for staged in staged {
+                    publisher.publish(staged.events, staged.woke);
+                    (staged.answer)(Ok(()));
+                }
+            }
+            Err(err) => {
+                tracing::error!(error = %err, "a write transaction failed; its operations are refused");
+                let _ = conn.execute_batch("ROLLBACK");
+                for staged in staged {
+                    (staged.answer)(Err(StoreError::Sqlite(copy_error(&err))));
+                }
+            }
+        }
+    }
+    drop(conn);
+    if let Some(done) = stopped {
+        let _ = done.send(());
+    }
+}
+
+/// The same failure again, for each operation of a batch that could not commit.
+fn copy_error(err: &rusqlite::Error) -> rusqlite::Error {
+    match err {
+        rusqlite::Error::SqliteFailure(code, message) => {
+            rusqlite::Error::SqliteFailure(*code, message.clone())
+        }
+        other => rusqlite::Error::SqliteFailure(
+            rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_ERROR),
+            Some(other.to_string()),
+        ),
+    }
+}
+
+/// Appends events inside the writer's transaction.
+fn insert_events(conn: &Connection, now: Timestamp, events: Vec<NewEvent>) -> StoreResult<Vec<Event>> {
+    let mut insert = conn.prepare_cached(
+        "INSERT INTO events (kind, task_id, actor, data, created_at) VALUES (?1, ?2, ?3, ?4, ?5) RETURNING id",
+    )?;
+    let mut out = Vec::with_capacity(events.len());
+    for event in events {
+        let id: i64 = insert.query_row(
+            rusqlite::params![
+                event.kind,
+                event.task_id,
+                event.actor,
+                event.data.to_string(),
+                now.millis()
+            ],
+            |row| row.get(0),
+        )?;
+        out.push(Event {
+            id,
+            kind: event.kind.to_string(),
+            task_id: event.task_id,
+            actor: event.actor,
+            data: event.data,
+            at: now,
+        });
+    }
+    Ok(out)
+}
