@@ -97,7 +97,12 @@ async fn run(
     let Some(now) = held_now(&state, &holder).await else {
         return;
     };
-    let mut lost = leases.resync(&now, "it ended as this session started");
+    let mut lost = explain(
+        &state,
+        &holder,
+        leases.resync(&now, "it ended as this session started"),
+    )
+    .await;
     let mut shutdown = state.shutdown.clone();
     loop {
         for lost in lost.drain(..) {
@@ -118,7 +123,7 @@ async fn run(
                 // Events about this lease may have passed before it was known to be this
                 // session's: the database says whether it still stands.
                 match held_now(&state, &holder).await {
-                    Some(now) => leases.resync(&now, "it ended right after it was claimed"),
+                    Some(now) => explain(&state, &holder, leases.resync(&now, "it ended right after it was claimed")).await,
                     None => return,
                 }
             }
@@ -126,7 +131,12 @@ async fn run(
                 Ok(event) => leases.judge(&holder, &event).into_iter().collect(),
                 // Fallen behind: the database says what is still held.
                 Err(RecvError::Lagged(_)) => match held_now(&state, &holder).await {
-                    Some(now) => leases.resync(&now, "it ended while this session was catching up with events"),
+                    Some(now) => explain(
+                        &state,
+                        &holder,
+                        leases.resync(&now, "it ended while this session was catching up with events"),
+                    )
+                    .await,
                     None => return,
                 },
                 Err(RecvError::Closed) => return,
@@ -134,6 +144,23 @@ async fn run(
             _ = shutdown.changed() => return,
         };
     }
+}
+
+/// Leases found gone by reading the database were ended by some event this session did not
+/// judge (it passed before the lease was known, or was skipped while catching up). The task's
+/// recent events, committed with the change that ended the lease, tell the reason.
+async fn explain(state: &AppState, holder: &str, lost: Vec<Lost>) -> Vec<Lost> {
+    let mut out = Vec::with_capacity(lost.len());
+    for mut gone in lost {
+        if let Ok(events) = state.store.task_events(gone.task_id, 50).await {
+            let mut alone = Leases::new([(gone.task_id, gone.fence)].into_iter().collect());
+            if let Some(why) = events.iter().find_map(|e| alone.judge(holder, e)) {
+                gone.why = why.why;
+            }
+        }
+        out.push(gone);
+    }
+    out
 }
 
 async fn held_now(state: &AppState, holder: &str) -> Option<Held> {

@@ -66,11 +66,24 @@ impl Store {
         rows.into_iter().map(Agent::try_from).collect()
     }
 
-    /// The principal behind a token hash, if any, with its current liveness status.
+    /// The principal behind a token hash, if any, with its current liveness status. Answers
+    /// from memory until the next async write commits (any of which may change agents).
     pub async fn principal_by_token_hash(
         &self,
         token_hash: &str,
     ) -> StoreResult<Option<(Principal, String)>> {
+        let generation = self.principals.generation();
+        if let Some(known) = self.principals.get(token_hash) {
+            return Ok(Some(known));
+        }
+        let found = self.read_principal(token_hash).await?;
+        if let Some(found) = &found {
+            self.principals.put(generation, token_hash, found.clone());
+        }
+        Ok(found)
+    }
+
+    async fn read_principal(&self, token_hash: &str) -> StoreResult<Option<(Principal, String)>> {
         let row: Option<AgentRow> = sqlx::query_as(&format!(
             "SELECT {AGENT_COLUMNS} FROM agents WHERE token_hash = ?"
         ))
@@ -121,5 +134,52 @@ impl Store {
         }
         self.commit(tx, now, events, false).await?;
         Ok(())
+    }
+}
+
+/// Principals by token hash. Every async write commit forgets them all and moves to a new
+/// generation; an answer read during an older generation is not kept.
+#[derive(Default)]
+pub(super) struct PrincipalCache {
+    inner: std::sync::Mutex<Remembered>,
+}
+
+/// The generation and the principals (with liveness status) read during it, by token hash.
+type Remembered = (u64, std::collections::HashMap<String, (Principal, String)>);
+
+/// Most principals remembered; beyond it the cache starts over.
+const PRINCIPALS_KEPT: usize = 10_000;
+
+impl PrincipalCache {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Remembered> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The current generation, to pass to [`PrincipalCache::put`].
+    fn generation(&self) -> u64 {
+        self.lock().0
+    }
+
+    fn get(&self, token_hash: &str) -> Option<(Principal, String)> {
+        self.lock().1.get(token_hash).cloned()
+    }
+
+    /// Keeps `found`, read during `generation`, unless a write has committed since.
+    fn put(&self, generation: u64, token_hash: &str, found: (Principal, String)) {
+        let mut inner = self.lock();
+        if inner.0 != generation {
+            return;
+        }
+        if inner.1.len() >= PRINCIPALS_KEPT {
+            inner.1.clear();
+        }
+        inner.1.insert(token_hash.to_string(), found);
+    }
+
+    /// Forgets everything: agents may have changed.
+    pub(super) fn forget(&self) {
+        let mut inner = self.lock();
+        inner.0 = inner.0.wrapping_add(1);
+        inner.1.clear();
     }
 }

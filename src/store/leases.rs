@@ -272,7 +272,7 @@ impl Store {
         .bind(now.millis())
         .execute(&mut *tx)
         .await?;
-        tx.commit().await?;
+        tx.commit(self).await?;
         Ok(done.rows_affected())
     }
 

@@ -123,7 +123,7 @@ impl Store {
             .bind(before.millis())
             .execute(&mut *tx)
             .await?;
-        tx.commit().await?;
+        tx.commit(self).await?;
         Ok(result.rows_affected())
     }
 
@@ -167,7 +167,7 @@ impl Store {
         .bind(scope)
         .fetch_one(&mut *tx)
         .await?;
-        tx.commit().await?;
+        tx.commit(self).await?;
         Ok(Principal {
             agent_id: Some(id),
             name: name.to_string(),

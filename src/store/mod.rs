@@ -175,8 +175,9 @@ impl std::ops::DerefMut for WriteTx {
 
 impl WriteTx {
     /// Commits a transaction that recorded no events.
-    async fn commit(self) -> StoreResult<()> {
+    async fn commit(self, store: &Store) -> StoreResult<()> {
         self.tx.commit().await?;
+        store.principals.forget();
         Ok(())
     }
 }
@@ -196,6 +197,8 @@ pub struct Store {
     publisher: Publisher,
     /// How many long polls are waiting on `work` right now.
     work_waiters: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    /// Principals by token hash, forgotten whenever an async write commits.
+    principals: Arc<agents::PrincipalCache>,
     /// Options.
     options: std::sync::Arc<StoreOptions>,
     /// How connections are opened (for one-off connections such as backups).
@@ -246,6 +249,7 @@ impl Store {
             reader,
             publisher,
             work_waiters: Default::default(),
+            principals: Default::default(),
             options: std::sync::Arc::new(options),
             connect: base,
         })
@@ -313,6 +317,7 @@ impl Store {
     ) -> StoreResult<()> {
         let events = events::insert(&mut tx, now, events).await?;
         tx.tx.commit().await?;
+        self.principals.forget();
         // Still under the gate: no later commit can publish first.
         self.publisher.publish(events, woke);
         Ok(())

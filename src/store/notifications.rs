@@ -200,7 +200,7 @@ impl Store {
                 }
             }
         }
-        tx.commit().await?;
+        tx.commit(self).await?;
         Ok(())
     }
 
@@ -274,7 +274,7 @@ impl Store {
                 .execute(&mut *tx)
                 .await?;
         }
-        tx.commit().await?;
+        tx.commit(self).await?;
         Ok(queued)
     }
 

@@ -81,7 +81,7 @@ impl Store {
         .bind(id)
         .fetch_one(&mut *tx)
         .await?;
-        tx.commit().await?;
+        tx.commit(self).await?;
         Run::try_from(row)
     }
 
@@ -122,7 +122,7 @@ impl Store {
             .bind(memory_bytes)
             .execute(&mut *tx)
             .await?;
-        tx.commit().await
+        tx.commit(self).await
     }
 
     /// The run ended: record how, with a `run.exited` event. Ending frees capacity, so waiting
