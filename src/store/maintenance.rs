@@ -164,6 +164,7 @@ impl Store {
         .bind(scope)
         .fetch_one(&self.writer)
         .await?;
+        self.tokens_changed();
         Ok(Principal {
             agent_id: Some(id),
             name: name.to_string(),

@@ -127,6 +127,8 @@ pub struct Store {
     work_waiters: std::sync::Arc<std::sync::atomic::AtomicUsize>,
     /// Bumped whenever something may need a notification (wakes the notify loop).
     outbox: watch::Sender<u64>,
+    /// Bumped whenever an agent's token is replaced or revoked (ends the streams it held open).
+    tokens: watch::Sender<u64>,
     /// Options.
     options: std::sync::Arc<StoreOptions>,
     /// How connections are opened (for one-off connections such as backups).
@@ -167,6 +169,7 @@ impl Store {
         let (events, _) = broadcast::channel(4096);
         let (work, _) = watch::channel(0);
         let (outbox, _) = watch::channel(0);
+        let (tokens, _) = watch::channel(0);
         Ok(Self {
             writer,
             reader,
@@ -174,6 +177,7 @@ impl Store {
             work,
             work_waiters: Default::default(),
             outbox,
+            tokens,
             options: std::sync::Arc::new(options),
             connect: base,
         })
@@ -228,6 +232,16 @@ impl Store {
     /// Wakes the notify loop.
     pub fn wake_outbox(&self) {
         self.outbox.send_modify(|n| *n = n.wrapping_add(1));
+    }
+
+    /// Subscribes to "a token may have stopped working" signals.
+    pub fn watch_tokens(&self) -> watch::Receiver<u64> {
+        self.tokens.subscribe()
+    }
+
+    /// Tells token holders to look again: a token was replaced or revoked.
+    fn tokens_changed(&self) {
+        self.tokens.send_modify(|n| *n = n.wrapping_add(1));
     }
 
     /// Publishes committed events and, if `woke`, wakes waiting claimers; events that may call
