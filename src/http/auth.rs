@@ -80,7 +80,11 @@ pub async fn principal_for_hash(state: &AppState, hash: &[u8; 32]) -> ApiResult<
             due
         };
         if due {
-            state.store.touch_agent(id).await?;
+            // Bookkeeping: a caller is not refused because its visit could not be written down
+            // (on a full disk, say); the next call a few seconds on tries again.
+            if let Err(err) = state.store.touch_agent(id).await {
+                tracing::warn!(agent = %principal.name, error = %err, "cannot record that an agent was seen");
+            }
         }
     }
     Ok(principal)

@@ -79,6 +79,30 @@ pub enum StoreError {
     Corrupt(String),
 }
 
+impl StoreError {
+    /// True when the database could not be written because its disk (or quota) is full: SQLite's
+    /// `SQLITE_FULL` ("database or disk is full"), or an I/O error saying so.
+    pub fn is_storage_full(&self) -> bool {
+        match self {
+            StoreError::Db(sqlx::Error::Database(db)) => db
+                .code()
+                .and_then(|code| code.parse::<i32>().ok())
+                // The primary result code is the low byte of the extended one.
+                .is_some_and(|code| code & 0xff == SQLITE_FULL),
+            StoreError::Db(sqlx::Error::Io(io)) => is_storage_full(io),
+            _ => false,
+        }
+    }
+}
+
+/// SQLite's primary result code for a full disk.
+const SQLITE_FULL: i32 = 13;
+
+/// True for an I/O error that means "no space left" (`ENOSPC`) or "quota exceeded" (`EDQUOT`).
+fn is_storage_full(err: &std::io::Error) -> bool {
+    err.kind() == std::io::ErrorKind::StorageFull || err.kind() == std::io::ErrorKind::QuotaExceeded
+}
+
 /// Result of a store operation.
 pub type StoreResult<T> = Result<T, StoreError>;
 
