@@ -95,6 +95,21 @@ impl StoreError {
     }
 }
 
+/// False for a writer connection still counted inside a transaction when it is handed out (the
+/// pool then closes it and opens a fresh one). A write the disk refused can end a transaction
+/// inside SQLite while sqlx still counts it open, its ROLLBACK failing too; every later
+/// transaction on that connection would become a savepoint inside it that never commits, its
+/// changes acknowledged yet never visible and lost at shutdown. Closing the connection discards
+/// nothing that was committed.
+fn writer_usable(conn: &mut sqlx::SqliteConnection) -> bool {
+    use sqlx::Connection;
+    let stale = conn.is_in_transaction();
+    if stale {
+        tracing::warn!("the database writer was left inside a failed transaction; reopening it");
+    }
+    !stale
+}
+
 /// SQLite's primary result code for a full disk.
 const SQLITE_FULL: i32 = 13;
 
@@ -180,6 +195,7 @@ impl Store {
             .acquire_timeout(Duration::from_secs(60))
             .idle_timeout(None)
             .max_lifetime(None)
+            .before_acquire(|conn, _| Box::pin(async move { Ok(writer_usable(conn)) }))
             .connect_with(base.clone())
             .await?;
         sqlx::migrate!("migrations/sqlite").run(&writer).await?;
