@@ -7,6 +7,7 @@ mod concurrency;
 mod crash;
 mod dashboard;
 mod deps;
+mod disk;
 mod events;
 mod faults;
 mod fuzz;
