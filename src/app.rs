@@ -208,7 +208,8 @@ fn admin_token_from_file(data_dir: &Path) -> anyhow::Result<Secret> {
 }
 
 /// Creates `path` (it must not exist) readable by this user only, holding `secret` and a newline,
-/// and makes it durable.
+/// and makes it durable. A failed write (a full disk, say) removes the file again, so the next
+/// start creates it afresh instead of finding it empty.
 pub fn create_secret_file(path: &Path, secret: &str) -> anyhow::Result<()> {
     let mut options = std::fs::OpenOptions::new();
     options.write(true).create_new(true);
@@ -220,8 +221,12 @@ pub fn create_secret_file(path: &Path, secret: &str) -> anyhow::Result<()> {
     let mut file = options
         .open(path)
         .with_context(|| format!("cannot create {}", path.display()))?;
-    writeln!(file, "{secret}")?;
-    file.sync_all()?;
+    let written = writeln!(file, "{secret}").and_then(|()| file.sync_all());
+    if let Err(err) = written {
+        drop(file);
+        let _ = std::fs::remove_file(path);
+        return Err(err).with_context(|| format!("cannot write {}", path.display()));
+    }
     Ok(())
 }
 

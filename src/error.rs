@@ -60,6 +60,9 @@ pub enum ApiError {
     /// The caller has used up a limit, such as its open MCP sessions (429).
     #[error("{0}")]
     RateLimited(String),
+    /// The disk under the data folder is full: nothing was changed (507); the cause is logged.
+    #[error("the server's storage is full, so nothing was changed; try again once space is freed")]
+    StorageFull(#[source] StoreError),
     /// Unexpected failure (500); the cause is logged, not shown.
     #[error(transparent)]
     Internal(#[from] anyhow::Error),
@@ -79,7 +82,7 @@ pub struct Problem {
     pub detail: String,
     /// Stable machine-readable code: `invalid_input`, `not_found`, `unauthorized`, `forbidden`,
     /// `already_claimed`, `not_ready`, `lease_lost`, `conflict`, `payload_too_large`,
-    /// `rate_limited`, `internal`.
+    /// `rate_limited`, `storage_full`, `internal`.
     pub code: &'static str,
     /// The offending field, for `invalid_input`.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -106,14 +109,20 @@ impl ApiError {
             ApiError::MethodNotAllowed(_) => (StatusCode::METHOD_NOT_ALLOWED, "invalid_input"),
             ApiError::TooManyChanges { .. } => (StatusCode::TOO_MANY_REQUESTS, "rate_limited"),
             ApiError::RateLimited(_) => (StatusCode::TOO_MANY_REQUESTS, "rate_limited"),
+            ApiError::StorageFull(_) => (StatusCode::INSUFFICIENT_STORAGE, "storage_full"),
             ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
         }
     }
 
-    /// Logs an internal error with its whole cause chain (the caller sees only that it happened).
+    /// Logs an internal error with its whole cause chain (the caller sees only that it happened),
+    /// and a full disk, which only an operator can fix.
     pub fn log_internal(&self) {
-        if let ApiError::Internal(err) = self {
-            tracing::error!(error = format!("{err:#}"), "request failed");
+        match self {
+            ApiError::Internal(err) => tracing::error!(error = format!("{err:#}"), "request failed"),
+            ApiError::StorageFull(err) => {
+                tracing::error!(error = %err, "a change was refused: the data folder's disk is full")
+            }
+            _ => {}
         }
     }
 
@@ -161,6 +170,7 @@ impl From<StoreError> for ApiError {
             StoreError::Forbidden(m) => ApiError::Forbidden(m),
             StoreError::Conflict(m) => ApiError::Conflict(m),
             StoreError::Invalid(e) => ApiError::Invalid(e),
+            full if full.is_storage_full() => ApiError::StorageFull(full),
             other => ApiError::Internal(anyhow::Error::new(other)),
         }
     }

@@ -14,7 +14,9 @@ use subtle::ConstantTimeEq;
 
 use crate::domain::{Principal, Role};
 use crate::error::{ApiError, ApiResult};
+use crate::store::StoreResult;
 
+use super::credential::Credential;
 use super::{session, AppState};
 
 /// How often at most an agent's `last_seen` is written.
@@ -42,14 +44,25 @@ pub fn bearer(headers: &HeaderMap) -> Option<&str> {
         .filter(|t| !t.is_empty())
 }
 
-/// Resolves a bearer token to the principal it belongs to.
-pub async fn principal_for(state: &AppState, token: &str) -> ApiResult<Principal> {
-    principal_for_hash(state, &hash_token(token)).await
+fn is_admin(state: &AppState, hash: &[u8; 32]) -> bool {
+    bool::from(hash.ct_eq(&*state.admin_token_hash))
+}
+
+/// True while a token's SHA-256 still belongs to someone (without noting that it was seen).
+pub async fn token_valid(state: &AppState, hash: &[u8; 32]) -> StoreResult<bool> {
+    if is_admin(state, hash) {
+        return Ok(true);
+    }
+    Ok(state
+        .store
+        .principal_by_token_hash(&hex::encode(hash))
+        .await?
+        .is_some())
 }
 
 /// Resolves a token's SHA-256 to the principal it belongs to (and notes that it was seen).
 pub async fn principal_for_hash(state: &AppState, hash: &[u8; 32]) -> ApiResult<Principal> {
-    if bool::from(hash.ct_eq(&*state.admin_token_hash)) {
+    if is_admin(state, hash) {
         return Ok(Principal::admin());
     }
     let (principal, status) = state
@@ -67,7 +80,11 @@ pub async fn principal_for_hash(state: &AppState, hash: &[u8; 32]) -> ApiResult<
             due
         };
         if due {
-            state.store.touch_agent(id).await?;
+            // Bookkeeping: a caller is not refused because its visit could not be written down
+            // (on a full disk, say); the next call a few seconds on tries again.
+            if let Err(err) = state.store.touch_agent(id).await {
+                tracing::warn!(agent = %principal.name, error = %err, "cannot record that an agent was seen");
+            }
         }
     }
     Ok(principal)
@@ -75,12 +92,16 @@ pub async fn principal_for_hash(state: &AppState, hash: &[u8; 32]) -> ApiResult<
 
 /// Middleware: every `/api/v1` request needs a valid bearer token, or the dashboard's session
 /// cookie (from a host this server answers to, with the session's CSRF token on mutations).
-/// `/mcp` takes bearer tokens only: no browser has business there.
+/// `/mcp` takes bearer tokens only: no browser has business there. The request carries its
+/// [`Principal`] and the [`Credential`] it came with.
 pub async fn authenticate(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
     let path = req.uri().path();
     let browser_ok = path != "/mcp" && !path.starts_with("/mcp/");
     let principal = if let Some(token) = bearer(req.headers()) {
-        principal_for(&state, token).await
+        let hash = hash_token(token);
+        principal_for_hash(&state, &hash)
+            .await
+            .map(|p| (p, Credential::Token(hash)))
     } else if let Some(cookie) = session::cookie(req.headers()).filter(|_| browser_ok) {
         session_principal(&state, req.method(), req.headers(), cookie).await
     } else {
@@ -89,12 +110,12 @@ pub async fn authenticate(State(state): State<AppState>, mut req: Request, next:
         ))
     };
     let safe = matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS);
-    let principal = principal.and_then(|p| {
+    let principal = principal.and_then(|(p, credential)| {
         if safe {
-            return Ok(p);
+            return Ok((p, credential));
         }
         match state.limiter.check(&p.name, std::time::Instant::now()) {
-            Ok(()) => Ok(p),
+            Ok(()) => Ok((p, credential)),
             Err(retry_after) => Err(ApiError::TooManyChanges {
                 who: p.name.clone(),
                 retry_after,
@@ -102,21 +123,23 @@ pub async fn authenticate(State(state): State<AppState>, mut req: Request, next:
         }
     });
     match principal {
-        Ok(principal) => {
+        Ok((principal, credential)) => {
             req.extensions_mut().insert(principal);
+            req.extensions_mut().insert(credential);
             next.run(req).await
         }
         Err(err) => err.into_response(),
     }
 }
 
-/// The principal of a dashboard session, after the Host, Origin and CSRF checks.
+/// The principal of a dashboard session and the session as a credential, after the Host,
+/// Origin and CSRF checks.
 pub async fn session_principal(
     state: &AppState,
     method: &Method,
     headers: &HeaderMap,
     cookie: &str,
-) -> ApiResult<Principal> {
+) -> ApiResult<(Principal, Credential)> {
     if !session::host_ok(headers, state.public_host().as_deref())
         || !session::origin_ok(headers, state.public_origin().as_deref())
     {
@@ -135,7 +158,15 @@ pub async fn session_principal(
             session::CSRF_HEADER
         )));
     }
-    principal_for_hash(state, &session.token_hash).await
+    let principal = principal_for_hash(state, &session.token_hash).await?;
+    Ok((
+        principal,
+        Credential::Session {
+            key: session::key(cookie),
+            token_hash: session.token_hash,
+            expires: session.expires,
+        },
+    ))
 }
 
 impl<S: Send + Sync> FromRequestParts<S> for Principal {

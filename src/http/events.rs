@@ -1,6 +1,7 @@
 //! `/events`: Server-Sent Events of every committed change. A client resumes after a
 //! disconnect with `Last-Event-ID`; a subscriber that falls behind is refilled from the
-//! database, so it never misses an event silently.
+//! database, so it never misses an event silently. A stream ends when the session or token
+//! that opened it stops being valid.
 
 use std::convert::Infallible;
 use std::time::Duration;
@@ -21,6 +22,7 @@ use crate::domain::{Event, InputError, Principal};
 use crate::error::{ApiResult, Problem};
 use crate::store::Store;
 
+use super::credential::Credential;
 use super::extract::Query;
 use super::AppState;
 
@@ -48,6 +50,7 @@ pub struct EventsQuery {
 pub async fn events(
     State(state): State<AppState>,
     _who: Principal,
+    credential: Credential,
     headers: HeaderMap,
     Query(query): Query<EventsQuery>,
 ) -> ApiResult<Sse<impl Stream<Item = Result<SseEvent, Infallible>>>> {
@@ -75,6 +78,8 @@ pub async fn events(
             .json_data(&event)
             .unwrap_or_else(|_| SseEvent::default().comment("unserialisable event")))
     });
+    // Cut off, the stream drops its receiver, and the pump stops.
+    let stream = credential.limit(state, stream);
     Ok(Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
 }
 

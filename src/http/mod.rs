@@ -5,6 +5,7 @@
 pub mod agents;
 pub mod auth;
 pub mod claims;
+pub mod credential;
 pub mod dashboard;
 pub mod events;
 pub mod extract;

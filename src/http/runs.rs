@@ -1,4 +1,6 @@
 //! `/runs`: spawned agent processes — list, show, their logs (tail and follow), and kill.
+//! A followed log ends with its run, at shutdown, or when the session or token that opened it
+//! stops being valid.
 
 use std::time::Duration;
 
@@ -16,6 +18,7 @@ use crate::domain::{InputError, Principal, Role, Run, RunStatus};
 use crate::error::{ApiError, ApiResult, Problem};
 
 use super::auth::require;
+use super::credential::Credential;
 use super::extract::{Path, Query};
 use super::AppState;
 
@@ -110,6 +113,7 @@ pub struct LogQuery {
 pub async fn run_log(
     State(state): State<AppState>,
     _who: Principal,
+    credential: Credential,
     Path(id): Path<i64>,
     Query(q): Query<LogQuery>,
 ) -> ApiResult<Response> {
@@ -153,6 +157,7 @@ pub async fn run_log(
             let _ = shutdown.changed().await;
         },
     );
+    let stream = credential.limit(state, stream);
     Ok((text, Body::from_stream(stream)).into_response())
 }
 

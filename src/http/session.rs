@@ -1,7 +1,8 @@
 //! Dashboard sessions: a random session id in an HttpOnly, SameSite=Strict cookie, a CSRF token
 //! per session for every mutation, one-time login codes, and the Host and Origin checks that
 //! keep a hostile web page (or a DNS-rebound name) from driving the API through a browser.
-//! Sessions live in memory: a restart asks people to log in again.
+//! Sessions live in memory: a restart asks people to log in again. Ending a session is
+//! announced (see [`Sessions::watch_ended`]) so the streams it opened end with it.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -10,6 +11,7 @@ use std::time::{Duration, Instant};
 use axum::http::{header, HeaderMap};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
+use tokio::sync::watch;
 
 /// The session cookie's name.
 pub const COOKIE: &str = "taskyard_session";
@@ -43,10 +45,18 @@ pub struct Sessions {
     sessions: Mutex<HashMap<[u8; 32], Session>>,
     /// Login code hash → (expiry, token hash).
     codes: Mutex<HashMap<Digest32, (Instant, Digest32)>>,
+    /// Bumped whenever a session is ended before its time (logout, or evicted as the oldest).
+    ended: watch::Sender<u64>,
 }
 
 fn digest(text: &str) -> [u8; 32] {
     Sha256::digest(text.as_bytes()).into()
+}
+
+/// The key a session is kept under: the SHA-256 of its cookie value, so holding it (as a stream
+/// does, to learn when its session ends) is no way to act as the session.
+pub fn key(cookie: &str) -> [u8; 32] {
+    digest(cookie)
 }
 
 fn random_hex() -> String {
@@ -65,28 +75,49 @@ impl Sessions {
         let mut sessions = self.sessions.lock().unwrap_or_else(|p| p.into_inner());
         let now = Instant::now();
         sessions.retain(|_, s| s.expires > now);
+        let mut evicted = false;
         if sessions.len() >= MAX_SESSIONS {
             if let Some(oldest) = sessions.iter().min_by_key(|(_, s)| s.expires).map(|(k, _)| *k) {
-                sessions.remove(&oldest);
+                evicted = sessions.remove(&oldest).is_some();
             }
         }
-        sessions.insert(digest(&id), session);
+        sessions.insert(key(&id), session);
+        drop(sessions);
+        if evicted {
+            self.announce_end();
+        }
         id
     }
 
     /// The live session behind a cookie value.
     pub fn get(&self, cookie: &str) -> Option<Session> {
+        self.get_by_key(&key(cookie))
+    }
+
+    /// The live session kept under `key` (see [`key`]).
+    pub fn get_by_key(&self, key: &[u8; 32]) -> Option<Session> {
         let sessions = self.sessions.lock().unwrap_or_else(|p| p.into_inner());
-        sessions
-            .get(&digest(cookie))
-            .filter(|s| s.expires > Instant::now())
-            .cloned()
+        sessions.get(key).filter(|s| s.expires > Instant::now()).cloned()
     }
 
     /// Ends a session.
     pub fn remove(&self, cookie: &str) {
         let mut sessions = self.sessions.lock().unwrap_or_else(|p| p.into_inner());
-        sessions.remove(&digest(cookie));
+        let removed = sessions.remove(&key(cookie)).is_some();
+        drop(sessions);
+        if removed {
+            self.announce_end();
+        }
+    }
+
+    /// Changes whenever a session ends before its time, so whoever holds a stream open for a
+    /// session can look again at once. (Expiry is not announced: its time is known in advance.)
+    pub fn watch_ended(&self) -> watch::Receiver<u64> {
+        self.ended.subscribe()
+    }
+
+    fn announce_end(&self) {
+        self.ended.send_modify(|n| *n = n.wrapping_add(1));
     }
 
     /// A one-time login code acting as the token with hash `token_hash`.
@@ -257,8 +288,27 @@ mod tests {
         assert_eq!(cookie(&h), Some(id.as_str()));
         assert!(csrf_ok(&h, &session));
         assert!(!csrf_ok(&headers(&[(CSRF_HEADER, "nope")]), &session));
+        let mut ended = sessions.watch_ended();
         sessions.remove(&id);
         assert!(sessions.get(&id).is_none());
+        assert!(ended.has_changed().unwrap(), "a logout is announced");
+        ended.mark_unchanged();
+        sessions.remove(&id);
+        assert!(
+            !ended.has_changed().unwrap(),
+            "ending no session announces nothing"
+        );
+
+        // An expired session is gone, though nobody removed it.
+        let id = sessions.create([3; 32]);
+        sessions
+            .sessions
+            .lock()
+            .unwrap()
+            .get_mut(&key(&id))
+            .unwrap()
+            .expires = Instant::now();
+        assert!(sessions.get(&id).is_none() && sessions.get_by_key(&key(&id)).is_none());
 
         let code = sessions.login_code([2; 32]);
         assert_eq!(sessions.redeem(&code), Some([2; 32]));

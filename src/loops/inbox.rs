@@ -48,11 +48,16 @@ enum Fate {
     Waiting,
 }
 
-/// Writes `value` to `path` atomically (temporary file, then rename).
+/// Writes `value` to `path` atomically (temporary file, then rename); a failed write (a full
+/// disk, say) leaves no temporary file behind.
 fn write_atomically(path: &Path, value: &Value) -> std::io::Result<()> {
     let tmp = path.with_extension("json.tmp");
-    std::fs::write(&tmp, serde_json::to_vec_pretty(value).unwrap_or_default())?;
-    std::fs::rename(tmp, path)
+    let written = std::fs::write(&tmp, serde_json::to_vec_pretty(value).unwrap_or_default())
+        .and_then(|()| std::fs::rename(&tmp, path));
+    if written.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    written
 }
 
 /// Moves `file` into `folder`, never overwriting an earlier file of the same name.

@@ -69,9 +69,14 @@ async fn backup(ctx: &LoopContext, keep: usize) -> anyhow::Result<(PathBuf, usiz
     let stamp = chrono::Utc::now().format("%Y%m%dT%H%M%S%.3fZ");
     let target = dir.join(format!("taskyard-{stamp}.db"));
     let partial = dir.join(format!(".taskyard-{stamp}.db.partial"));
-    // Written under a temporary name first, so a crash never leaves a half backup that looks whole.
-    let _ = std::fs::remove_file(&partial);
-    ctx.store.backup_into(&partial).await?;
+    // Written under a temporary name first, so a crash never leaves a half backup that looks
+    // whole. A half backup takes space, which may be what made it fail (a full disk): it is
+    // deleted at once, and any a crash left behind before the next backup starts.
+    prune_files(&dir, ".db.partial", SystemTime::now())?;
+    if let Err(err) = ctx.store.backup_into(&partial).await {
+        let _ = std::fs::remove_file(&partial);
+        return Err(anyhow::Error::new(err).context(format!("cannot write a backup into {}", dir.display())));
+    }
     std::fs::rename(&partial, &target)?;
     let mut backups: Vec<PathBuf> = std::fs::read_dir(&dir)?
         .flatten()

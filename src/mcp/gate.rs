@@ -1,7 +1,8 @@
 //! The HTTP gate in front of rmcp, after the bearer-token check. It keeps every session to the
 //! principal that opened it (a request naming another principal's session is refused with 403),
-//! reserves a slot for each `initialize` within the session limits (429 past them), and cancels
-//! a request whose answer can no longer be delivered.
+//! reserves a slot for each `initialize` within the session limits (429 past them), cancels
+//! a request whose answer can no longer be delivered, and ends a session's stream of server
+//! messages (the `GET`) once the token that opened it is revoked.
 //!
 //! That last part matters for long calls, a waiting `claim_next` above all: in rmcp a request
 //! keeps running when the client drops its POST stream, and a lease claimed then would reach
@@ -28,6 +29,8 @@ use serde_json::{json, Value};
 
 use crate::domain::Principal;
 use crate::error::ApiError;
+use crate::http::credential::Credential;
+use crate::http::AppState;
 
 use super::sessions::{Owner, Registry, Tracked};
 
@@ -40,6 +43,8 @@ pub struct Gate {
     pub registry: Arc<Registry>,
     /// The sessions, to cancel requests in them.
     pub sessions: Arc<Sessions>,
+    /// The server's state, to learn when a stream's token is revoked.
+    pub state: AppState,
 }
 
 /// The gate middleware; see the module documentation.
@@ -49,7 +54,18 @@ pub async fn gate(State(gate): State<Arc<Gate>>, request: Request, next: Next) -
             let response = next.run(request).await;
             cancel_if_dropped(response, gate.sessions.clone(), call)
         }
-        Ok((request, None)) => next.run(request).await,
+        Ok((request, None)) => {
+            let credential = (request.method() == Method::GET)
+                .then(|| request.extensions().get::<Credential>().cloned())
+                .flatten();
+            let response = next.run(request).await;
+            match credential {
+                Some(credential) if response.status().is_success() => response.map(|body| {
+                    Body::from_stream(credential.limit(gate.state.clone(), body.into_data_stream()))
+                }),
+                _ => response,
+            }
+        }
         Err(refused) => refused.into_response(),
     }
 }

@@ -66,7 +66,11 @@ pub fn router(state: &AppState) -> Router<AppState> {
         sessions.clone(),
         config,
     );
-    let gate = Arc::new(Gate { registry, sessions });
+    let gate = Arc::new(Gate {
+        registry,
+        sessions,
+        state: state.clone(),
+    });
     Router::new()
         .route_service("/mcp", service)
         .layer(axum::middleware::from_fn_with_state(gate, gate::gate))

@@ -5,7 +5,8 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use lettre::transport::smtp::authentication::Credentials;
-use lettre::{AsyncFileTransport, AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
+use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
+use tokio::io::AsyncWriteExt;
 
 use crate::config::{NotifyConfig, SmtpTls, Transport};
 
@@ -25,8 +26,8 @@ pub struct SendError {
 pub enum Mailer {
     /// Through an SMTP server, giving up on one message after the duration.
     Smtp(AsyncSmtpTransport<Tokio1Executor>, std::time::Duration),
-    /// Into a folder of `.eml` files.
-    File(AsyncFileTransport<Tokio1Executor>, PathBuf),
+    /// Into this folder, one `.eml` file per message.
+    File(PathBuf),
 }
 
 impl Mailer {
@@ -38,7 +39,7 @@ impl Mailer {
                 let dir = config.file_dir.clone().unwrap_or_else(|| data_dir.join("mail"));
                 std::fs::create_dir_all(&dir)
                     .with_context(|| format!("cannot create the mail folder {}", dir.display()))?;
-                Ok(Mailer::File(AsyncFileTransport::new(&dir), dir))
+                Ok(Mailer::File(dir))
             }
             Transport::Smtp => {
                 let smtp = &config.smtp;
@@ -92,13 +93,35 @@ impl Mailer {
                     }
                 }),
             },
-            Mailer::File(file, dir) => file.send(message).await.map(drop).map_err(|e| SendError {
+            Mailer::File(dir) => write_eml(dir, &message.formatted()).await.map_err(|e| SendError {
                 permanent: false,
                 server_fault: true,
                 message: format!("cannot write to {}: {}", dir.display(), error_chain(&e)),
             }),
         }
     }
+}
+
+/// Writes one message into `dir` as `<random hex>.eml`: under a hidden temporary name first,
+/// renamed once complete, so a reader of the folder never sees half a message, and a failed write
+/// (a full disk, say) leaves nothing behind to be sent twice or to take space.
+async fn write_eml(dir: &std::path::Path, raw: &[u8]) -> std::io::Result<()> {
+    let id = hex::encode(rand::random::<[u8; 16]>());
+    let partial = dir.join(format!(".{id}.eml.partial"));
+    let written = async {
+        let mut file = tokio::fs::File::create(&partial).await?;
+        file.write_all(raw).await?;
+        // The writes are buffered: their error surfaces at a flush, while sync_all would keep it
+        // for a later call and report success.
+        file.flush().await?;
+        file.sync_all().await?;
+        tokio::fs::rename(&partial, dir.join(format!("{id}.eml"))).await
+    }
+    .await;
+    if written.is_err() {
+        let _ = tokio::fs::remove_file(&partial).await;
+    }
+    written
 }
 
 /// An error with its causes, one after another.

@@ -41,11 +41,51 @@ pub enum StartError {
     Store(#[from] StoreError),
 }
 
+/// A run's log file, and the output that could not be written to it.
+struct LogFile {
+    file: tokio::fs::File,
+    run_id: i64,
+    /// Bytes of output dropped since writing last failed (on a full disk, say).
+    lost: u64,
+}
+
+impl LogFile {
+    /// Appends `bytes`. Output that cannot be written is dropped (the process must never block
+    /// on its pipe), reported once in the server's log, and noted in the run's log once writing
+    /// works again.
+    async fn append(&mut self, bytes: &[u8]) {
+        if self.lost > 0 {
+            let note = format!(
+                "\n[taskyard: about {} bytes of output lost: the log could not be written]\n",
+                self.lost
+            );
+            if self.write(note.as_bytes()).await.is_err() {
+                self.lost += bytes.len() as u64;
+                return;
+            }
+            self.lost = 0;
+        }
+        if let Err(err) = self.write(bytes).await {
+            if self.lost == 0 {
+                tracing::warn!(run_id = self.run_id, error = %err,
+                    "cannot write a run's log; its output is dropped until writing works again");
+            }
+            self.lost += bytes.len() as u64;
+        }
+    }
+
+    /// Writes and flushes, so a failure is this write's own (a file's writes are buffered).
+    async fn write(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        self.file.write_all(bytes).await?;
+        self.file.flush().await
+    }
+}
+
 /// Copies a pipe into the run's log until the cap, then keeps draining so the process never
 /// blocks on a full pipe.
 async fn copy_capped(
     mut from: impl AsyncRead + Unpin,
-    log: Arc<Mutex<tokio::fs::File>>,
+    log: Arc<Mutex<LogFile>>,
     written: Arc<AtomicU64>,
     cap: u64,
 ) {
@@ -60,14 +100,12 @@ async fn copy_capped(
         }
         let take = (cap - before).min(n as u64) as usize;
         let mut file = log.lock().await;
-        let _ = file.write_all(&buf[..take]).await;
+        file.append(&buf[..take]).await;
         if take < n {
-            let _ = file
-                .write_all(b"\n[taskyard: log cap reached; further output dropped]\n")
+            file.append(b"\n[taskyard: log cap reached; further output dropped]\n")
                 .await;
         }
     }
-    let _ = log.lock().await.flush().await;
 }
 
 impl Spawner {
@@ -220,7 +258,11 @@ impl Spawner {
         let mut child = cmd
             .spawn()
             .map_err(|e| format!("cannot start {program:?}: {e}"))?;
-        let log = Arc::new(Mutex::new(log));
+        let log = Arc::new(Mutex::new(LogFile {
+            file: log,
+            run_id: run.id,
+            lost: 0,
+        }));
         let written = Arc::new(AtomicU64::new(0));
         let cap = self.config.spawner.log_max_bytes;
         if let Some(out) = child.stdout.take() {
@@ -410,5 +452,37 @@ impl Spawner {
         }
         self.store.run_ended(run, status, exit_code, error).await?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn output_lost_to_a_full_disk_is_noted_once_writing_works_again() {
+        // Every write to /dev/full fails as on a full disk.
+        let full = tokio::fs::OpenOptions::new()
+            .write(true)
+            .open("/dev/full")
+            .await
+            .unwrap();
+        let mut log = LogFile {
+            file: full,
+            run_id: 1,
+            lost: 0,
+        };
+        log.append(b"lost 1\n").await;
+        log.append(b"lost 2\n").await;
+        assert_eq!(log.lost, 14);
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("1.log");
+        log.file = tokio::fs::File::create(&path).await.unwrap();
+        log.append(b"kept\n").await;
+        assert_eq!(log.lost, 0);
+        assert_eq!(
+            std::fs::read_to_string(&path).unwrap(),
+            "\n[taskyard: about 14 bytes of output lost: the log could not be written]\nkept\n"
+        );
     }
 }

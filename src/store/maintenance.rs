@@ -168,6 +168,7 @@ impl Store {
         .fetch_one(&mut *tx)
         .await?;
         tx.commit(self).await?;
+        self.tokens_changed();
         Ok(Principal {
             agent_id: Some(id),
             name: name.to_string(),

@@ -90,6 +90,48 @@ pub enum StoreError {
     Corrupt(String),
 }
 
+impl StoreError {
+    /// True when the database could not be written because its disk (or quota) is full: SQLite's
+    /// `SQLITE_FULL` ("database or disk is full"), or an I/O error saying so.
+    pub fn is_storage_full(&self) -> bool {
+        match self {
+            StoreError::Db(sqlx::Error::Database(db)) => db
+                .code()
+                .and_then(|code| code.parse::<i32>().ok())
+                // The primary result code is the low byte of the extended one.
+                .is_some_and(|code| code & 0xff == SQLITE_FULL),
+            StoreError::Db(sqlx::Error::Io(io)) => is_storage_full(io),
+            StoreError::Sqlite(rusqlite::Error::SqliteFailure(err, _)) => {
+                err.code == rusqlite::ErrorCode::DiskFull
+            }
+            _ => false,
+        }
+    }
+}
+
+/// False for a writer connection still counted inside a transaction when it is handed out (the
+/// pool then closes it and opens a fresh one). A write the disk refused can end a transaction
+/// inside SQLite while sqlx still counts it open, its ROLLBACK failing too; every later
+/// transaction on that connection would become a savepoint inside it that never commits, its
+/// changes acknowledged yet never visible and lost at shutdown. Closing the connection discards
+/// nothing that was committed.
+fn writer_usable(conn: &mut sqlx::SqliteConnection) -> bool {
+    use sqlx::Connection;
+    let stale = conn.is_in_transaction();
+    if stale {
+        tracing::warn!("the database writer was left inside a failed transaction; reopening it");
+    }
+    !stale
+}
+
+/// SQLite's primary result code for a full disk.
+const SQLITE_FULL: i32 = 13;
+
+/// True for an I/O error that means "no space left" (`ENOSPC`) or "quota exceeded" (`EDQUOT`).
+fn is_storage_full(err: &std::io::Error) -> bool {
+    err.kind() == std::io::ErrorKind::StorageFull || err.kind() == std::io::ErrorKind::QuotaExceeded
+}
+
 /// Result of a store operation.
 pub type StoreResult<T> = Result<T, StoreError>;
 
@@ -199,6 +241,8 @@ pub struct Store {
     work_waiters: std::sync::Arc<std::sync::atomic::AtomicUsize>,
     /// Principals by token hash, forgotten whenever an async write commits.
     principals: Arc<agents::PrincipalCache>,
+    /// Bumped whenever an agent's token is replaced or revoked (ends the streams it held open).
+    tokens: watch::Sender<u64>,
     /// Options.
     options: std::sync::Arc<StoreOptions>,
     /// How connections are opened (for one-off connections such as backups).
@@ -226,6 +270,7 @@ impl Store {
             .acquire_timeout(Duration::from_secs(60))
             .idle_timeout(None)
             .max_lifetime(None)
+            .before_acquire(|conn, _| Box::pin(async move { Ok(writer_usable(conn)) }))
             .connect_with(base.clone())
             .await?;
         sqlx::migrate!("migrations/sqlite").run(&writer).await?;
@@ -242,6 +287,7 @@ impl Store {
         let publisher = Publisher { events, work, outbox };
         let gate = Arc::new(Mutex::new(()));
         let batch = writer::Writer::start(path, options.durability, gate.clone(), publisher.clone())?;
+        let (tokens, _) = watch::channel(0);
         Ok(Self {
             writer,
             batch,
@@ -250,6 +296,7 @@ impl Store {
             publisher,
             work_waiters: Default::default(),
             principals: Default::default(),
+            tokens,
             options: std::sync::Arc::new(options),
             connect: base,
         })
@@ -304,6 +351,16 @@ impl Store {
     /// Wakes the notify loop.
     pub fn wake_outbox(&self) {
         self.publisher.outbox.send_modify(|n| *n = n.wrapping_add(1));
+    }
+
+    /// Subscribes to "a token may have stopped working" signals.
+    pub fn watch_tokens(&self) -> watch::Receiver<u64> {
+        self.tokens.subscribe()
+    }
+
+    /// Tells token holders to look again: a token was replaced or revoked.
+    fn tokens_changed(&self) {
+        self.tokens.send_modify(|n| *n = n.wrapping_add(1));
     }
 
     /// Writes `events` in `tx`, commits the change and its events together, then publishes

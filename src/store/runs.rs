@@ -159,6 +159,7 @@ impl Store {
             json!({"run_id": run.id, "status": status, "exit_code": exit_code, "error": error}),
         );
         self.commit(tx, now, vec![event], true).await?;
+        self.tokens_changed();
         Run::try_from(row)
     }
 

@@ -25,10 +25,14 @@ const MAX_BATCH: usize = 256;
 struct Staged {
     events: Vec<Event>,
     woke: bool,
+    /// The database error the operation failed with, if it failed with one.
+    failure: Option<rusqlite::Error>,
     answer: Box<dyn FnOnce(Result<(), StoreError>) + Send>,
 }
 
-type Job = Box<dyn FnOnce(&Connection, Timestamp) -> Staged + Send>;
+/// An operation: run on the writer's connection inside the open transaction, or refused with
+/// the error that kept the transaction from beginning.
+type Job = Box<dyn FnOnce(Result<&Connection, &rusqlite::Error>, Timestamp) -> Staged + Send>;
 
 enum Message {
     Run(Job),
@@ -79,7 +83,10 @@ impl Writer {
         F: FnOnce(&Connection, Timestamp) -> StoreResult<(R, Vec<NewEvent>, bool)> + Send + 'static,
     {
         let (tx, rx) = oneshot::channel();
-        let job: Job = Box::new(move |conn, now| stage(conn, now, op, tx));
+        let job: Job = Box::new(move |conn, now| match conn {
+            Ok(conn) => stage(conn, now, op, tx),
+            Err(err) => refuse(StoreError::Sqlite(copy_error(err)), tx),
+        });
         self.jobs
             .send(Message::Run(job))
             .map_err(|_| StoreError::Closed)?;
@@ -103,36 +110,43 @@ where
 {
     let attempt = (|| {
         conn.execute_batch("SAVEPOINT op")?;
-        let done = op(conn, now).and_then(|(value, events, woke)| {
-            let events = insert_events(conn, now, events)?;
-            Ok((value, events, woke))
-        });
-        match done {
-            Ok(done) => {
-                conn.execute_batch("RELEASE op")?;
-                Ok(done)
-            }
-            Err(err) => {
-                conn.execute_batch("ROLLBACK TO op; RELEASE op")?;
-                Err(err)
+        let done = op(conn, now)
+            .and_then(|(value, events, woke)| Ok((value, insert_events(conn, now, events)?, woke)))
+            .and_then(|done| Ok(conn.execute_batch("RELEASE op").map(|()| done)?));
+        if done.is_err() && !conn.is_autocommit() {
+            // Undo this operation only; if even that fails, the whole transaction goes (the
+            // writer sees it ended and runs the rest again in the next one).
+            if conn.execute_batch("ROLLBACK TO op; RELEASE op").is_err() {
+                let _ = conn.execute_batch("ROLLBACK");
             }
         }
+        done
     })();
     match attempt {
         Ok((value, events, woke)) => Staged {
             events,
             woke,
+            failure: None,
             answer: Box::new(move |committed| {
                 let _ = reply.send(committed.map(|()| value));
             }),
         },
-        Err(err) => Staged {
-            events: Vec::new(),
-            woke: false,
-            answer: Box::new(move |_| {
-                let _ = reply.send(Err(err));
-            }),
+        Err(err) => refuse(err, reply),
+    }
+}
+
+/// An operation that failed (or never ran): it is answered with its own error.
+fn refuse<R: Send + 'static>(err: StoreError, reply: oneshot::Sender<StoreResult<R>>) -> Staged {
+    Staged {
+        events: Vec::new(),
+        woke: false,
+        failure: match &err {
+            StoreError::Sqlite(e) => Some(copy_error(e)),
+            _ => None,
         },
+        answer: Box::new(move |_| {
+            let _ = reply.send(Err(err));
+        }),
     }
 }
 
@@ -144,13 +158,19 @@ fn run(
     publisher: Publisher,
 ) {
     let mut stopped = None;
+    // Operations a transaction lost before running them: they go first into the next one.
+    let mut retry: Vec<Job> = Vec::new();
     while stopped.is_none() {
-        let Some(first) = inbox.blocking_recv() else {
-            break;
+        let first = match retry.is_empty() {
+            true => match inbox.blocking_recv() {
+                Some(first) => Some(first),
+                None => break,
+            },
+            false => None,
         };
         let _gate = gate.blocking_lock();
-        let mut batch = Vec::new();
-        let mut next = Some(first);
+        let mut batch = std::mem::take(&mut retry);
+        let mut next = first.or_else(|| inbox.try_recv().ok());
         while let Some(message) = next.take() {
             match message {
                 Message::Run(job) => batch.push(job),
@@ -168,11 +188,34 @@ fn run(
         }
         let now = Timestamp::now();
         let begun = conn.execute_batch("BEGIN IMMEDIATE");
-        let staged: Vec<Staged> = match &begun {
-            Ok(()) => batch.into_iter().map(|job| job(&conn, now)).collect(),
-            Err(_) => Vec::new(),
+        let mut staged: Vec<Staged> = Vec::with_capacity(batch.len());
+        let mut lost = None;
+        if begun.is_ok() {
+            let mut jobs = batch.into_iter();
+            for job in jobs.by_ref() {
+                let done = job(Ok(&conn), now);
+                // SQLite ends the whole transaction on some errors (a full disk, say): what ran
+                // before is undone, and what has not run yet waits for the next transaction.
+                if conn.is_autocommit() {
+                    lost = Some(done.failure.as_ref().map(copy_error).unwrap_or_else(|| {
+                        rusqlite::Error::SqliteFailure(
+                            rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_ABORT),
+                            Some("the transaction was rolled back".into()),
+                        )
+                    }));
+                    staged.push(done);
+                    retry.extend(jobs);
+                    break;
+                }
+                staged.push(done);
+            }
+        } else if let Err(err) = &begun {
+            staged.extend(batch.into_iter().map(|job| job(Err(err), now)));
+        }
+        let committed = match lost {
+            Some(err) => Err(err),
+            None => begun.and_then(|()| conn.execute_batch("COMMIT")),
         };
-        let committed = begun.and_then(|()| conn.execute_batch("COMMIT"));
         match committed {
             Ok(()) => {
                 for staged in staged {

@@ -1,6 +1,7 @@
-//! The dashboard: its session, CSRF, Host and Origin rules over plain HTTP, and a real headless
-//! Chromium (over WebDriver, through chromedriver) logging in, seeing a task appear live,
-//! cancelling it, and logging no console errors.
+//! The dashboard: its session, CSRF, Host and Origin rules over plain HTTP, streams that end
+//! with the session that opened them, and a real headless Chromium (over WebDriver, through
+//! chromedriver) logging in, seeing a task appear live, cancelling it, and logging no console
+//! errors.
 
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -11,6 +12,8 @@ use reqwest::header::{COOKIE, HOST, LOCATION, ORIGIN, SET_COOKIE};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 
+use crate::events::{read_to_end, read_until_task};
+use crate::spawn::{agent_type, wait_for};
 use crate::support::{Server, ADMIN_TOKEN};
 
 /// A client that does not follow redirects, so login answers can be inspected.
@@ -180,6 +183,65 @@ async fn sessions_need_csrf_and_refuse_other_sites_and_host_names() {
     assert_eq!(out.status(), StatusCode::SEE_OTHER);
     let resp = api(reqwest::Method::GET, "/stats").send().await.unwrap();
     assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logging_out_ends_the_streams_the_session_opened() {
+    // A run that stays alive, so its log can be followed.
+    let scripts = tempfile::tempdir().unwrap();
+    let server = Server::start_with(|c| {
+        c.agent_types.insert(
+            "development-lead".into(),
+            agent_type(scripts.path(), "sleeper", "echo up\nsleep 300", |_| {}),
+        );
+    })
+    .await;
+    let mut events = server.app_store.subscribe();
+    server.task(json!({"title": "t", "priority": "P0"})).await;
+    server.loops.context().spawner.assign().await.unwrap();
+    let run_id = wait_for(&mut events, |e| e.kind == "run.started").await.data["run_id"].clone();
+
+    // Two browsers logged in with the same token; each opens streams with its cookie.
+    let (leaving, _) = login(&server, ADMIN_TOKEN).await;
+    let (staying, _) = login(&server, ADMIN_TOKEN).await;
+    let open = |cookie: &str, path: String| {
+        http()
+            .get(format!("{}/api/v1{path}", server.url))
+            .header(COOKIE, cookie)
+            .send()
+    };
+    let leaving_events = open(&leaving, "/events".into()).await.unwrap();
+    let leaving_log = open(&leaving, format!("/runs/{run_id}/log?follow=true"))
+        .await
+        .unwrap();
+    let staying_events = open(&staying, "/events".into()).await.unwrap();
+    for resp in [&leaving_events, &leaving_log, &staying_events] {
+        assert_eq!(resp.status(), StatusCode::OK, "{}", resp.url());
+    }
+
+    let out = http()
+        .post(format!("{}/logout", server.url))
+        .header(COOKIE, &leaving)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(out.status(), StatusCode::SEE_OTHER);
+    read_to_end(leaving_events, "the logged-out session's event stream").await;
+    read_to_end(leaving_log, "the logged-out session's log follow").await;
+
+    // The other session's stream lives on and delivers what happens after the logout; the run
+    // lives on too, so the follow ended with the session, not with the run.
+    let task = server.task(json!({"title": "after the logout"})).await;
+    assert_eq!(read_until_task(staying_events, &task["id"]).await, "task.created");
+    let (_, run) = server.get(&server.admin, &format!("/runs/{run_id}")).await;
+    assert_eq!(run["status"], "running", "{run}");
+
+    let (status, _) = server
+        .post(&server.admin, &format!("/runs/{run_id}/kill"), json!({}))
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    wait_for(&mut events, |e| e.kind == "run.exited").await;
     server.stop().await;
 }
 

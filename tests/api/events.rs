@@ -1,10 +1,14 @@
-//! The SSE stream delivers committed changes and resumes from Last-Event-ID.
+//! The SSE stream delivers committed changes and resumes from Last-Event-ID; streams opened with
+//! a token end when that token is revoked.
 
 use std::time::Duration;
 
 use futures::StreamExt;
+use reqwest::StatusCode;
 use serde_json::{json, Value};
 
+use crate::mcp::sessions::Session;
+use crate::spawn::{agent_type, wait_for};
 use crate::support::Server;
 
 /// Reads SSE messages until `want` of them arrived; returns (id, kind, data) for each.
@@ -37,6 +41,45 @@ async fn read_events(resp: reqwest::Response, want: usize) -> Vec<(i64, String, 
         }
     }
     out
+}
+
+/// Reads SSE messages until one about task `task_id` arrives; returns its kind.
+pub(crate) async fn read_until_task(resp: reqwest::Response, task_id: &Value) -> String {
+    let mut stream = resp.bytes_stream();
+    let mut buffer = String::new();
+    loop {
+        let chunk = tokio::time::timeout(Duration::from_secs(30), stream.next())
+            .await
+            .expect("an event arrives")
+            .expect("the stream is still open")
+            .unwrap();
+        buffer.push_str(&String::from_utf8_lossy(&chunk));
+        while let Some(end) = buffer.find("\n\n") {
+            let message: String = buffer.drain(..end + 2).collect();
+            let data = message
+                .lines()
+                .find_map(|line| line.strip_prefix("data:"))
+                .and_then(|v| serde_json::from_str::<Value>(v.trim()).ok());
+            if let Some(data) = data.filter(|d| &d["task_id"] == task_id) {
+                return data["kind"].as_str().unwrap_or_default().to_string();
+            }
+        }
+    }
+}
+
+/// Reads a streamed response to its end, which must come within 30 s (the test passes as soon
+/// as it does); returns the body.
+pub(crate) async fn read_to_end(resp: reqwest::Response, what: &str) -> String {
+    let mut stream = resp.bytes_stream();
+    let mut body = Vec::new();
+    tokio::time::timeout(Duration::from_secs(30), async {
+        while let Some(chunk) = stream.next().await {
+            body.extend_from_slice(&chunk.expect("the stream ends cleanly"));
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("{what} is still open after 30 s"));
+    String::from_utf8_lossy(&body).into_owned()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -74,4 +117,83 @@ async fn changes_stream_live_and_resume_after_a_disconnect() {
     assert_eq!(kinds, ["agent.created", "task.claimed"]);
     assert_eq!(events[1].2["data"]["fence"], claim["lease"]["fence"]);
     assert!(events[0].0 > last_seen && events[1].0 > events[0].0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn streams_end_when_the_token_that_opened_them_is_revoked() {
+    // Two spawned runs: each writes its token where the test can read it, then waits. A run's
+    // token is revoked when the run ends.
+    let scripts = tempfile::tempdir().unwrap();
+    let server = Server::start_with(|c| {
+        c.agent_types.insert(
+            "development-lead".into(),
+            agent_type(
+                scripts.path(),
+                "waiter",
+                "echo \"$TASKYARD_TOKEN\" > \"$OUT/token-$TASKYARD_RUN_ID.tmp\"\n\
+                 mv \"$OUT/token-$TASKYARD_RUN_ID.tmp\" \"$OUT/token-$TASKYARD_RUN_ID\"\n\
+                 echo up\nsleep 300",
+                |_| {},
+            ),
+        );
+    })
+    .await;
+    let mut events = server.app_store.subscribe();
+    for title in ["first", "second"] {
+        server.task(json!({"title": title, "priority": "P0"})).await;
+    }
+    server.loops.context().spawner.assign().await.unwrap();
+    let first = wait_for(&mut events, |e| e.kind == "run.started").await.data["run_id"].clone();
+    let second = wait_for(&mut events, |e| e.kind == "run.started").await.data["run_id"].clone();
+    let token_file = scripts.path().join(format!("token-{first}"));
+    tokio::time::timeout(Duration::from_secs(60), async {
+        while !token_file.exists() {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("the run wrote its token");
+    let token = std::fs::read_to_string(&token_file).unwrap().trim().to_string();
+
+    // With the first run's token: the event stream, the second run's log followed, and an MCP
+    // session's stream of server messages.
+    let http = reqwest::Client::new();
+    let open = |path: String| {
+        http.get(format!("{}{path}", server.url))
+            .bearer_auth(&token)
+            .send()
+    };
+    let sse = open("/api/v1/events".into()).await.unwrap();
+    let log = open(format!("/api/v1/runs/{second}/log?follow=true"))
+        .await
+        .unwrap();
+    let session = Session::open(&server, &token).await;
+    let mcp = session.stream_as(&token).send().await.unwrap();
+    for resp in [&sse, &log, &mcp] {
+        assert_eq!(resp.status(), StatusCode::OK, "{}", resp.url());
+    }
+
+    // The first run ends, and its token with it: every stream it opened ends.
+    let (status, _) = server
+        .post(&server.admin, &format!("/runs/{first}/kill"), json!({}))
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    read_to_end(sse, "the event stream").await;
+    read_to_end(log, "the followed log").await;
+    read_to_end(mcp, "the MCP stream").await;
+    let (status, _) = server.get(&token, "/tasks").await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "the token is revoked");
+    // The log's run lives on: its follow ended with the token, not with the run.
+    let (_, run) = server.get(&server.admin, &format!("/runs/{second}")).await;
+    assert_eq!(run["status"], "running", "{run}");
+
+    let (status, _) = server
+        .post(&server.admin, &format!("/runs/{second}/kill"), json!({}))
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    wait_for(&mut events, |e| {
+        e.kind == "run.exited" && e.data["run_id"] == second
+    })
+    .await;
+    server.stop().await;
 }

@@ -8,6 +8,7 @@ mod concurrency;
 mod crash;
 mod dashboard;
 mod deps;
+mod disk;
 mod events;
 mod faults;
 mod fuzz;

@@ -5,7 +5,7 @@
 //! official Python SDK.
 
 mod python;
-mod sessions;
+pub(crate) mod sessions;
 
 use std::time::Duration;
 

@@ -1,0 +1,101 @@
+//! What a request authenticated with — a bearer token or a dashboard session — kept by the
+//! responses that stay open (the event stream, a followed run log, an MCP session's stream) so
+//! they end once it would no longer authenticate: after a logout, when the session expires, or
+//! when the token is revoked. The checks happen when something is announced and every few
+//! seconds, never per streamed item.
+
+use std::time::{Duration, Instant};
+
+use axum::extract::FromRequestParts;
+use axum::http::request::Parts;
+use futures::{Stream, StreamExt};
+
+use crate::error::ApiError;
+
+use super::{auth, AppState};
+
+/// How often an open stream looks again unprompted. Logouts and every token change this server
+/// makes are announced, and a session's expiry is awaited exactly; this bounds how long a change
+/// made behind the server's back (an agent's row edited in the database) goes unnoticed.
+const RECHECK: Duration = Duration::from_secs(5);
+
+/// The credential a request was authenticated with (put in its extensions by
+/// [`auth::authenticate`]).
+#[derive(Debug, Clone)]
+pub enum Credential {
+    /// A bearer token, by its SHA-256.
+    Token([u8; 32]),
+    /// A dashboard session.
+    Session {
+        /// The session's key (see [`super::session::key`]).
+        key: [u8; 32],
+        /// SHA-256 of the token the session acts as.
+        token_hash: [u8; 32],
+        /// When the session ends.
+        expires: Instant,
+    },
+}
+
+impl Credential {
+    /// True while this credential still authenticates. A check that cannot be made counts as
+    /// "no": the client reconnects and is checked afresh.
+    async fn still_valid(&self, state: &AppState) -> bool {
+        let token_hash = match self {
+            Credential::Token(hash) => hash,
+            Credential::Session { key, token_hash, .. } => {
+                if state.sessions.get_by_key(key).is_none() {
+                    return false;
+                }
+                token_hash
+            }
+        };
+        match auth::token_valid(state, token_hash).await {
+            Ok(valid) => valid,
+            Err(err) => {
+                tracing::warn!(error = %err, "cannot confirm an open stream's token; ending the stream");
+                false
+            }
+        }
+    }
+
+    /// Completes once this credential no longer authenticates.
+    pub async fn ended(self, state: AppState) {
+        let mut sessions = state.sessions.watch_ended();
+        let mut tokens = state.store.watch_tokens();
+        loop {
+            // Seen before the check, so a change announced during the check wakes the wait below.
+            sessions.mark_unchanged();
+            tokens.mark_unchanged();
+            if !self.still_valid(&state).await {
+                return;
+            }
+            let mut next = Instant::now() + RECHECK;
+            if let Credential::Session { expires, .. } = &self {
+                next = next.min(*expires);
+            }
+            // Both senders live as long as `state`, so neither channel closes while this waits.
+            tokio::select! {
+                _ = sessions.changed() => {}
+                _ = tokens.changed() => {}
+                _ = tokio::time::sleep_until(next.into()) => {}
+            }
+        }
+    }
+
+    /// `stream`, cut off once this credential no longer authenticates.
+    pub fn limit<S: Stream>(self, state: AppState, stream: S) -> impl Stream<Item = S::Item> {
+        stream.take_until(self.ended(state))
+    }
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for Credential {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, ApiError> {
+        parts
+            .extensions
+            .get::<Credential>()
+            .cloned()
+            .ok_or_else(|| ApiError::Unauthorized("not authenticated".into()))
+    }
+}
