@@ -57,6 +57,9 @@ pub struct Client {
     http: reqwest::Client,
 }
 
+/// How many times one call is sent again after `429 rate_limited` before the error is returned.
+const RATE_LIMIT_RETRIES: u32 = 5;
+
 impl Client {
     /// A client for the server at `base` (e.g. `http://127.0.0.1:7311`).
     pub fn new(base: &str, token: Option<String>) -> Self {
@@ -86,17 +89,34 @@ impl Client {
         } else {
             format!("{}/api/v1{path}", self.base)
         };
-        let mut request = self.http.request(method, &url);
-        if let Some(token) = &self.token {
-            request = request.bearer_auth(token);
-        }
-        if let Some(body) = body {
-            request = request.json(body);
-        }
-        let response = request.send().await.map_err(|source| ClientError::Transport {
-            url: self.base.clone(),
-            source,
-        })?;
+        let mut refusals = 0;
+        let response = loop {
+            let mut request = self.http.request(method.clone(), &url);
+            if let Some(token) = &self.token {
+                request = request.bearer_auth(token);
+            }
+            if let Some(body) = body {
+                request = request.json(body);
+            }
+            let response = request.send().await.map_err(|source| ClientError::Transport {
+                url: self.base.clone(),
+                source,
+            })?;
+            // Over the rate limit nothing was changed: wait as told and send it again.
+            if response.status() == StatusCode::TOO_MANY_REQUESTS && refusals < RATE_LIMIT_RETRIES {
+                refusals += 1;
+                let wait = response
+                    .headers()
+                    .get(reqwest::header::RETRY_AFTER)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.parse::<u64>().ok())
+                    .unwrap_or(1)
+                    .clamp(1, 60);
+                tokio::time::sleep(Duration::from_secs(wait)).await;
+                continue;
+            }
+            break response;
+        };
         let status = response.status();
         let bytes = response.bytes().await.map_err(|source| ClientError::Transport {
             url: self.base.clone(),

@@ -130,7 +130,9 @@ impl Store {
     /// Writes a consistent copy of the database to `target` (which must not exist) with
     /// `VACUUM INTO`, on a connection of its own so writers are not held up.
     pub async fn backup_into(&self, target: &Path) -> StoreResult<()> {
-        let mut conn = self.connect.clone().connect().await?;
+        let mut conn = sqlx::sqlite::SqliteConnectOptions::clone(&self.connect)
+            .connect()
+            .await?;
         sqlx::query("VACUUM INTO ?")
             .bind(target.to_string_lossy().into_owned())
             .execute(&mut conn)

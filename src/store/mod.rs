@@ -246,7 +246,7 @@ pub struct Store {
     /// Options.
     options: std::sync::Arc<StoreOptions>,
     /// How connections are opened (for one-off connections such as backups).
-    connect: SqliteConnectOptions,
+    connect: Arc<SqliteConnectOptions>,
 }
 
 impl Store {
@@ -298,7 +298,7 @@ impl Store {
             principals: Default::default(),
             tokens,
             options: std::sync::Arc::new(options),
-            connect: base,
+            connect: Arc::new(base),
         })
     }
 

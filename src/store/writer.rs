@@ -110,7 +110,13 @@ where
 {
     let attempt = (|| {
         conn.execute_batch("SAVEPOINT op")?;
-        let done = op(conn, now)
+        // A panic in one operation must not take the writer (and every later change) down.
+        let done = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| op(conn, now)))
+            .unwrap_or_else(|_| {
+                Err(StoreError::Corrupt(
+                    "a write operation panicked; it was undone".into(),
+                ))
+            })
             .and_then(|(value, events, woke)| Ok((value, insert_events(conn, now, events)?, woke)))
             .and_then(|done| Ok(conn.execute_batch("RELEASE op").map(|()| done)?));
         if done.is_err() && !conn.is_autocommit() {

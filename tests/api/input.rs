@@ -278,3 +278,26 @@ async fn changes_are_rate_limited_per_token_and_reads_are_not() {
     assert_eq!(status, StatusCode::CREATED, "each token has its own bucket");
     server.stop().await;
 }
+
+#[tokio::test]
+async fn the_client_waits_out_the_rate_limit_and_sends_again() {
+    let server = Server::start_with(|c| {
+        c.server.rate_limit_per_second = 1.0;
+        c.server.rate_limit_burst = 1;
+    })
+    .await;
+    let client = taskyard::client::Client::new(&server.url, Some(server.admin.clone()));
+    // One change per second with no burst to spare: every create after the first is refused
+    // once (429, Retry-After) and then sent again by the client.
+    for i in 0..3 {
+        let created = client
+            .post("/tasks", &json!({"title": format!("t{i}")}))
+            .await
+            .expect("the client retries after 429")
+            .unwrap();
+        assert_eq!(created["title"], format!("t{i}"));
+    }
+    let (_, page) = server.get(&server.admin, "/tasks").await;
+    assert_eq!(page["items"].as_array().unwrap().len(), 3, "each task once");
+    server.stop().await;
+}
