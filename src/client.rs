@@ -59,6 +59,8 @@ pub struct Client {
 
 /// How many times one call is sent again after `429 rate_limited` before the error is returned.
 const RATE_LIMIT_RETRIES: u32 = 5;
+/// Longest Retry-After, in seconds, the client waits out by itself.
+const MAX_RATE_LIMIT_WAIT: u64 = 60;
 
 impl Client {
     /// A client for the server at `base` (e.g. `http://127.0.0.1:7311`).
@@ -103,15 +105,27 @@ impl Client {
                 source,
             })?;
             // Over the rate limit nothing was changed: wait as told and send it again.
-            if response.status() == StatusCode::TOO_MANY_REQUESTS && refusals < RATE_LIMIT_RETRIES {
+            let wait = (response.status() == StatusCode::TOO_MANY_REQUESTS)
+                .then(|| {
+                    response
+                        .headers()
+                        .get(reqwest::header::RETRY_AFTER)
+                        .and_then(|v| v.to_str().ok())
+                        .and_then(|v| v.parse::<u64>().ok())
+                        .unwrap_or(1)
+                        .max(1)
+                })
+                // A long wait is the caller's to decide on: the error says how long.
+                .filter(|&wait| wait <= MAX_RATE_LIMIT_WAIT && refusals < RATE_LIMIT_RETRIES);
+            if let Some(wait) = wait {
                 refusals += 1;
-                let wait = response
-                    .headers()
-                    .get(reqwest::header::RETRY_AFTER)
-                    .and_then(|v| v.to_str().ok())
-                    .and_then(|v| v.parse::<u64>().ok())
-                    .unwrap_or(1)
-                    .clamp(1, 60);
+                tracing::info!(
+                    url,
+                    wait,
+                    "over the server's rate limit; sending again after the wait it asked for"
+                );
+                // Read the refusal so the connection can be reused.
+                let _ = response.bytes().await;
                 tokio::time::sleep(Duration::from_secs(wait)).await;
                 continue;
             }

@@ -154,8 +154,11 @@ async fn explain(state: &AppState, holder: &str, lost: Vec<Lost>) -> Vec<Lost> {
     for mut gone in lost {
         if let Ok(events) = state.store.task_events(gone.task_id, 50).await {
             let mut alone = Leases::new([(gone.task_id, gone.fence)].into_iter().collect());
-            if let Some(why) = events.iter().find_map(|e| alone.judge(holder, e)) {
-                gone.why = why.why;
+            match events.iter().find_map(|e| alone.judge(holder, e)) {
+                Some(why) => gone.why = why.why,
+                // The holder ended it itself (from another session, say): nothing was lost.
+                None if alone.held.is_empty() => continue,
+                None => {}
             }
         }
         out.push(gone);

@@ -239,3 +239,52 @@ fn claim_next_in(
         .optional()?;
     Ok(Attempt::Done(row.map(claimed).transpose()?.map(Box::new)))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::input::CreateTask;
+    use crate::domain::Role;
+    use crate::store::StoreOptions;
+
+    #[tokio::test]
+    async fn a_claim_whose_caller_left_before_it_ran_is_not_made() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("t.db"), StoreOptions::default())
+            .await
+            .unwrap();
+        let admin = Principal::admin();
+        let body: CreateTask = serde_json::from_value(json!({"title": "only one"})).unwrap();
+        let (task, _) = store.create_task(body.parse().unwrap(), &admin).await.unwrap();
+        let agent = Principal {
+            agent_id: None,
+            name: "agent".into(),
+            role: Role::Agent,
+            kind: "script".into(),
+            capabilities: vec![],
+            scope: None,
+        };
+        let lease = Duration::from_secs(60);
+
+        // While an async write holds the gate, the writer cannot run the queued claim; its
+        // caller gives up meanwhile.
+        let held = store.begin_write().await.unwrap();
+        let anything = ClaimFilter::default();
+        let mut gone = Box::pin(store.claim_next(&agent, &anything, lease));
+        assert!(futures::poll!(gone.as_mut()).is_pending());
+        drop(gone);
+        drop(held);
+
+        let claimed = store
+            .claim_next(&agent, &ClaimFilter::default(), lease)
+            .await
+            .unwrap()
+            .expect("the task is still there to claim");
+        assert_eq!(claimed.task.id, task.id);
+        assert_eq!(
+            claimed.lease.fence, 1,
+            "no claim was made for the caller that left"
+        );
+        assert_eq!(claimed.task.attempts, 1, "no attempt was spent on it");
+    }
+}

@@ -25,6 +25,8 @@ const MAX_BATCH: usize = 256;
 struct Staged {
     events: Vec<Event>,
     woke: bool,
+    /// Its changes could not be undone: the transaction must not commit.
+    poisoned: bool,
     /// The database error the operation failed with, if it failed with one.
     failure: Option<rusqlite::Error>,
     answer: Box<dyn FnOnce(Result<(), StoreError>) + Send>,
@@ -93,7 +95,8 @@ impl Writer {
         rx.await.map_err(|_| StoreError::Closed)?
     }
 
-    /// Finishes the queued operations and stops the thread, closing its connection.
+    /// Finishes the operations taken so far and stops the thread, closing its connection; any
+    /// still waiting are refused with [`StoreError::Closed`].
     pub(super) async fn stop(&self) {
         let (tx, rx) = oneshot::channel();
         if self.jobs.send(Message::Stop(tx)).is_ok() {
@@ -108,6 +111,18 @@ where
     R: Send + 'static,
     F: FnOnce(&Connection, Timestamp) -> StoreResult<(R, Vec<NewEvent>, bool)>,
 {
+    // The caller went away (a dropped request, a timeout): nobody could learn of the change, so
+    // it is not made — a claim nobody receives would hold a task and spend an attempt.
+    if reply.is_closed() {
+        return Staged {
+            events: Vec::new(),
+            woke: false,
+            poisoned: false,
+            failure: None,
+            answer: Box::new(|_| {}),
+        };
+    }
+    let mut poisoned = false;
     let attempt = (|| {
         conn.execute_batch("SAVEPOINT op")?;
         // A panic in one operation must not take the writer (and every later change) down.
@@ -122,8 +137,10 @@ where
         if done.is_err() && !conn.is_autocommit() {
             // Undo this operation only; if even that fails, the whole transaction goes (the
             // writer sees it ended and runs the rest again in the next one).
-            if conn.execute_batch("ROLLBACK TO op; RELEASE op").is_err() {
-                let _ = conn.execute_batch("ROLLBACK");
+            if conn.execute_batch("ROLLBACK TO op; RELEASE op").is_err()
+                && conn.execute_batch("ROLLBACK").is_err()
+            {
+                poisoned = true;
             }
         }
         done
@@ -132,26 +149,33 @@ where
         Ok((value, events, woke)) => Staged {
             events,
             woke,
+            poisoned,
             failure: None,
             answer: Box::new(move |committed| {
                 let _ = reply.send(committed.map(|()| value));
             }),
         },
-        Err(err) => refuse(err, reply),
+        Err(err) => Staged {
+            poisoned,
+            ..refuse(err, reply)
+        },
     }
 }
 
-/// An operation that failed (or never ran): it is answered with its own error.
+/// An operation that failed (or never ran). It is answered with its own error when the rest of
+/// its transaction committed; otherwise with the transaction's, since its own may have been
+/// judged against changes that were then undone.
 fn refuse<R: Send + 'static>(err: StoreError, reply: oneshot::Sender<StoreResult<R>>) -> Staged {
     Staged {
         events: Vec::new(),
         woke: false,
+        poisoned: false,
         failure: match &err {
             StoreError::Sqlite(e) => Some(copy_error(e)),
             _ => None,
         },
-        answer: Box::new(move |_| {
-            let _ = reply.send(Err(err));
+        answer: Box::new(move |committed| {
+            let _ = reply.send(Err(committed.err().unwrap_or(err)));
         }),
     }
 }
@@ -202,7 +226,12 @@ fn run(
                 let done = job(Ok(&conn), now);
                 // SQLite ends the whole transaction on some errors (a full disk, say): what ran
                 // before is undone, and what has not run yet waits for the next transaction.
-                if conn.is_autocommit() {
+                if done.poisoned {
+                    // Rolling back failed twice: drop the connection's transaction however
+                    // possible and commit nothing of this batch.
+                    let _ = conn.execute_batch("ROLLBACK");
+                }
+                if done.poisoned || conn.is_autocommit() {
                     lost = Some(done.failure.as_ref().map(copy_error).unwrap_or_else(|| {
                         rusqlite::Error::SqliteFailure(
                             rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_ABORT),
