@@ -1,6 +1,7 @@
-//! Claims and everything done under a lease: progress, complete, fail, release, block, and
-//! the reaping of expired leases. Every operation is one write transaction on the single
-//! writer connection, so a check and the change it guards can never interleave with another.
+//! Claims of a given task and what else is done under a lease: fail, release, block, unblock,
+//! and the reaping of expired leases (claim-next, progress and complete, the hot path, are in
+//! `cycle`). Every operation is one write transaction taken under the write gate, so a check
+//! and the change it guards can never interleave with another.
 
 use std::time::Duration;
 
@@ -8,7 +9,6 @@ use serde_json::json;
 use sqlx::SqliteConnection;
 
 use crate::domain::event::NewEvent;
-
 use crate::domain::{Lease, Principal, Route, Status, Task, Timestamp};
 
 use super::rows::{TaskRow, TASK_COLUMNS};
