@@ -46,4 +46,16 @@ impl NewEvent {
             data,
         }
     }
+
+    /// The event as recorded, with the id and time the store gave it.
+    pub fn recorded(self, id: i64, at: crate::domain::Timestamp) -> Event {
+        Event {
+            id,
+            kind: self.kind.to_string(),
+            task_id: self.task_id,
+            actor: self.actor,
+            data: self.data,
+            at,
+        }
+    }
 }

@@ -51,14 +51,7 @@ pub(super) async fn insert(
         .bind(now.millis())
         .fetch_one(&mut *tx)
         .await?;
-        out.push(Event {
-            id,
-            kind: event.kind.to_string(),
-            task_id: event.task_id,
-            actor: event.actor,
-            data: event.data,
-            at: now,
-        });
+        out.push(event.recorded(id, now));
     }
     Ok(out)
 }

@@ -303,14 +303,7 @@ fn insert_events(conn: &Connection, now: Timestamp, events: Vec<NewEvent>) -> St
             ],
             |row| row.get(0),
         )?;
-        out.push(Event {
-            id,
-            kind: event.kind.to_string(),
-            task_id: event.task_id,
-            actor: event.actor,
-            data: event.data,
-            at: now,
-        });
+        out.push(event.recorded(id, now));
     }
     Ok(out)
 }
