@@ -4,13 +4,12 @@
 //! than its own length.
 
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::time::Duration;
 
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 
-use crate::support::ADMIN_TOKEN;
+use crate::support::{serve_child, ADMIN_TOKEN};
 
 /// Where Debian's `faketime` package puts the preload library.
 const LIBFAKETIME: &str = "/usr/lib/x86_64-linux-gnu/faketime/libfaketimeMT.so.1";
@@ -25,43 +24,22 @@ struct Faked {
 
 impl Faked {
     async fn start(data: &Path, loops: &Path, offset_file: &Path) -> Faked {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_taskyard"))
-            .args(["serve", "--bind", &format!("127.0.0.1:{port}")])
-            .arg("--data-dir")
-            .arg(data)
-            .arg("--loops-dir")
-            .arg(loops)
-            .env("TASKYARD_ADMIN_TOKEN", ADMIN_TOKEN)
-            .env("RUST_LOG", "error")
-            .env("LD_PRELOAD", LIBFAKETIME)
-            .env("FAKETIME_TIMESTAMP_FILE", offset_file)
-            .env("FAKETIME_NO_CACHE", "1")
-            .env("FAKETIME_DONT_FAKE_MONOTONIC", "1")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("the server starts");
-        let url = format!("http://127.0.0.1:{port}");
-        let http = reqwest::Client::new();
-        tokio::time::timeout(Duration::from_secs(60), async {
-            while !http
-                .get(format!("{url}/healthz"))
-                .send()
-                .await
-                .is_ok_and(|r| r.status().is_success())
-            {
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-        })
-        .await
-        .expect("the server answers");
-        Faked { child, url, http }
+        let (child, url) = serve_child(
+            data,
+            loops,
+            &[
+                ("LD_PRELOAD", LIBFAKETIME.as_ref()),
+                ("FAKETIME_TIMESTAMP_FILE", offset_file.as_os_str()),
+                ("FAKETIME_NO_CACHE", "1".as_ref()),
+                ("FAKETIME_DONT_FAKE_MONOTONIC", "1".as_ref()),
+            ],
+        )
+        .await;
+        Faked {
+            child,
+            url,
+            http: reqwest::Client::new(),
+        }
     }
 
     async fn call(

@@ -5,7 +5,6 @@
 
 use std::collections::HashSet;
 use std::path::Path;
-use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -15,44 +14,17 @@ use serde_json::{json, Value};
 use taskyard::domain::Status;
 use taskyard::store::{Store, StoreOptions};
 
-use crate::support::{event_kinds_by_task, ADMIN_TOKEN};
+use crate::support::{event_kinds_by_task, serve_child, ADMIN_TOKEN};
 
 const KILLS: usize = 20;
 const TASKS: usize = 2_000;
 const AGENTS: usize = 6;
 
-/// A `taskyard serve` child on `data`, answering on a fresh port.
+/// A `taskyard serve` child on `data` with no loops, answering on a fresh port.
 async fn serve(data: &Path) -> (tokio::process::Child, String) {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
     let loops = data.join("no-loops");
     std::fs::create_dir_all(&loops).unwrap();
-    let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_taskyard"))
-        .args(["serve", "--bind", &format!("127.0.0.1:{port}")])
-        .arg("--data-dir")
-        .arg(data)
-        .arg("--loops-dir")
-        .arg(&loops)
-        .env("TASKYARD_ADMIN_TOKEN", ADMIN_TOKEN)
-        .env("RUST_LOG", "error")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("the server starts");
-    let url = format!("http://127.0.0.1:{port}");
-    let health = format!("{url}/healthz");
-    tokio::time::timeout(Duration::from_secs(60), async {
-        while !reqwest::get(&health).await.is_ok_and(|r| r.status().is_success()) {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    })
-    .await
-    .expect("the server answers after a restart");
-    (child, url)
+    serve_child(data, &loops, &[]).await
 }
 
 async fn post(

@@ -13,7 +13,7 @@ use reqwest::StatusCode;
 use serde_json::{json, Value};
 
 use crate::events::{read_to_end, read_until_task};
-use crate::spawn::{agent_type, wait_for};
+use crate::spawn::{sleeping_run, wait_for, SleepingRun};
 use crate::support::{Server, ADMIN_TOKEN};
 
 /// A client that does not follow redirects, so login answers can be inspected.
@@ -189,18 +189,13 @@ async fn sessions_need_csrf_and_refuse_other_sites_and_host_names() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn logging_out_ends_the_streams_the_session_opened() {
     // A run that stays alive, so its log can be followed.
-    let scripts = tempfile::tempdir().unwrap();
-    let server = Server::start_with(|c| {
-        c.agent_types.insert(
-            "development-lead".into(),
-            agent_type(scripts.path(), "sleeper", "echo up\nsleep 300", |_| {}),
-        );
-    })
-    .await;
-    let mut events = server.app_store.subscribe();
-    server.task(json!({"title": "t", "priority": "P0"})).await;
-    server.loops.context().spawner.assign().await.unwrap();
-    let run_id = wait_for(&mut events, |e| e.kind == "run.started").await.data["run_id"].clone();
+    let SleepingRun {
+        server,
+        mut events,
+        run_id,
+        scripts: _scripts,
+        ..
+    } = sleeping_run().await;
 
     // Two browsers logged in with the same token; each opens streams with its cookie.
     let (leaving, _) = login(&server, ADMIN_TOKEN).await;
@@ -296,14 +291,7 @@ async fn driver() -> Option<Driver> {
         port,
         _profile: tempfile::tempdir().unwrap(),
     };
-    let status = format!("http://127.0.0.1:{port}/status");
-    tokio::time::timeout(Duration::from_secs(60), async {
-        while !reqwest::get(&status).await.is_ok_and(|r| r.status().is_success()) {
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    })
-    .await
-    .expect("chromedriver answers");
+    crate::support::wait_until_up(&format!("http://127.0.0.1:{port}/status"), "chromedriver").await;
     Some(driver)
 }
 

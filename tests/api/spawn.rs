@@ -67,6 +67,41 @@ pub(crate) async fn wait_for(
     .expect("the awaited event arrived")
 }
 
+/// A server whose development-lead agent echoes `up` and sleeps five minutes, with one P0 task
+/// already being worked by such an agent.
+pub(crate) struct SleepingRun {
+    pub server: Server,
+    /// Every event since just before the task was created.
+    pub events: broadcast::Receiver<Event>,
+    pub task: Value,
+    pub run_id: i64,
+    /// The agent's script: keep it bound while the run should live.
+    pub scripts: tempfile::TempDir,
+}
+
+pub(crate) async fn sleeping_run() -> SleepingRun {
+    let scripts = tempfile::tempdir().unwrap();
+    let server = Server::start_with(|c| {
+        c.agent_types.insert(
+            "development-lead".into(),
+            agent_type(scripts.path(), "sleeper", "echo up\nsleep 300", |_| {}),
+        );
+    })
+    .await;
+    let mut events = server.app_store.subscribe();
+    let task = server.task(json!({"title": "t", "priority": "P0"})).await;
+    server.loops.context().spawner.assign().await.unwrap();
+    let started = wait_for(&mut events, |e| e.kind == "run.started").await;
+    let run_id = started.data["run_id"].as_i64().unwrap();
+    SleepingRun {
+        server,
+        events,
+        task,
+        run_id,
+        scripts,
+    }
+}
+
 pub(crate) fn exited(task: &Value) -> impl Fn(&Event) -> bool + '_ {
     move |e: &Event| e.kind == "run.exited" && Some(e.task_id.unwrap_or(-1)) == task["id"].as_i64()
 }
@@ -510,19 +545,14 @@ sleep 300"#;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn runs_can_be_killed_from_the_api() {
-    let scripts = tempfile::tempdir().unwrap();
-    let server = Server::start_with(|c| {
-        c.agent_types.insert(
-            "development-lead".into(),
-            agent_type(scripts.path(), "sleeper", "echo up\nsleep 300", |_| {}),
-        );
-    })
-    .await;
-    let mut events = server.app_store.subscribe();
-    let task = server.task(json!({"title": "t", "priority": "P0"})).await;
-    server.loops.context().spawner.assign().await.unwrap();
-    let started = wait_for(&mut events, |e| e.kind == "run.started").await;
-    let run_id = started.data["run_id"].as_i64().unwrap();
+    let SleepingRun {
+        server,
+        mut events,
+        task,
+        run_id,
+        scripts: _scripts,
+        ..
+    } = sleeping_run().await;
     // Follow the log while the run lives; the stream ends when the run does.
     let follow = reqwest::Client::new()
         .get(format!("{}/api/v1/runs/{run_id}/log?follow=true", server.url))

@@ -219,3 +219,46 @@ pub async fn event_kinds_by_task(
     }
     kinds
 }
+
+/// Starts `taskyard serve` (the real binary) as a child process on `data`, with the loops in
+/// `loops`, on a free loopback port, `env` added to its environment (errors only are logged);
+/// returns it and its URL once it answers `/healthz`.
+pub async fn serve_child(
+    data: &Path,
+    loops: &Path,
+    env: &[(&str, &std::ffi::OsStr)],
+) -> (tokio::process::Child, String) {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_taskyard"))
+        .args(["serve", "--bind", &format!("127.0.0.1:{port}")])
+        .arg("--data-dir")
+        .arg(data)
+        .arg("--loops-dir")
+        .arg(loops)
+        .env("TASKYARD_ADMIN_TOKEN", ADMIN_TOKEN)
+        .env("RUST_LOG", "error")
+        .envs(env.iter().copied())
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("the server starts");
+    let url = format!("http://127.0.0.1:{port}");
+    wait_until_up(&format!("{url}/healthz"), "the server").await;
+    (child, url)
+}
+
+/// Waits (60 s at most) until a GET of `url` answers with success; `what` names it if not.
+pub async fn wait_until_up(url: &str, what: &str) {
+    tokio::time::timeout(std::time::Duration::from_secs(60), async {
+        while !reqwest::get(url).await.is_ok_and(|r| r.status().is_success()) {
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("{what} never answered {url}"));
+}
