@@ -51,6 +51,35 @@ function statusText(status) {
   return `<span class="status-${esc(status)}">${esc(String(status).replace("_", " "))}</span>`;
 }
 
+// What a routing decision did, as the server words it in `why` (a wait says it itself).
+const ROUTED = { human: "sent to people", spawn: "spawned", pull: "left for agents to pull" };
+
+// An event of a task's timeline as a sentence.
+function eventText(e) {
+  const d = e.data || {};
+  const who = e.actor || "taskyard";
+  const fence = d.fence != null ? ` (fence ${d.fence})` : "";
+  switch (e.kind) {
+    case "task.created": return `${who} created it${d.status ? `: ${String(d.status).replace("_", " ")}` : ""}${d.reason ? ` — ${d.reason}` : ""}`;
+    case "task.updated": return `${who} edited ${(d.fields || []).join(", ")}`;
+    case "task.ready": return `ready: its dependencies are completed`;
+    case "task.claimed": return `claimed by ${d.holder}${fence}, attempt ${d.attempt}`;
+    case "task.progress": return `${who}: ${d.percent != null ? `${d.percent}%` : ""}${d.note ? ` — ${d.note}` : ""}`;
+    case "task.completed": return `completed by ${who}${d.summary ? `: ${d.summary}` : ""}`;
+    case "task.failed": return `${d.final ? "failed for good" : "attempt failed, to be retried"}: ${d.reason}`;
+    case "task.released": return `released by ${who}${d.note ? `: ${d.note}` : ""}`;
+    case "task.lease_expired": return `the lease of ${d.holder}${fence} expired${d.final ? "; no attempts left" : ""}`;
+    case "task.stalled": return `stalled: no progress from ${d.holder} since ${d.last_progress_at}`;
+    case "task.blocked": return `blocked${d.holder ? ` by ${who}` : ""}: ${d.reason}`;
+    case "task.unblocked": return `${who} lifted the block${d.note ? `: ${d.note}` : ""}`;
+    case "task.cancelled": return `cancelled by ${who}${d.via_parent ? ` with its parent #${d.via_parent}` : ""}${d.note ? `: ${d.note}` : ""}`;
+    case "task.routed": return d.decision ? (ROUTED[d.decision] ? `${ROUTED[d.decision]}: ${d.reason}` : d.reason) : d.reason;
+    case "run.started": return `run #${d.run_id} of ${d.agent_type} started (pid ${d.pid})`;
+    case "run.exited": return `run #${d.run_id} ended: ${String(d.status).replace("_", " ")}${d.error ? ` — ${d.error}` : ""}`;
+    default: return `${e.kind} ${who} ${JSON.stringify(d)}`;
+  }
+}
+
 function taskLink(t) {
   return `<a href="#/tasks/${t.id}">#${t.id} ${esc(t.title)}</a>`;
 }
@@ -244,20 +273,20 @@ views.task = {
         ${t.status === "blocked" ? `<button type="button" data-act="unblock">Unblock</button>` : ""}
         ${mine ? `<div><label for="a-summary">summary</label><input id="a-summary" placeholder="what was done"></div>
           <button type="button" class="primary" data-act="complete">Complete</button>` : ""}
+        ${open && ROLE === "admin" ? `<button type="button" data-act="reroute" title="forget the router's decision and route it again">Route afresh</button>` : ""}
         ${open ? `<button type="button" class="danger" data-act="cancel">Cancel task</button>` : ""}
       </div>
       <dl class="fields">${fields.map(([k, v]) => `<dt>${k}</dt><dd>${v}</dd>`).join("")}</dl>
       <h2>Description</h2>${t.description ? `<pre>${esc(t.description)}</pre>` : `<p class="muted">None.</p>`}
       <h2>Acceptance criteria</h2>${t.acceptance_criteria.length ? `<ul>${t.acceptance_criteria.map((c) => `<li>${esc(c)}</li>`).join("")}</ul>` : `<p class="muted">None.</p>`}
       <h2>Why</h2><ul>${why.reasons.map((r) => `<li>${esc(r)}</li>`).join("")}</ul>
-      ${why.decisions.length ? `<ul class="muted">${why.decisions.map((d) => `<li>${esc(d.decision ?? "")}: ${esc(d.reason ?? JSON.stringify(d))}</li>`).join("")}</ul>` : ""}
+      ${why.decisions.length ? `<h3>Decisions</h3><ul class="timeline">${why.decisions.map((d) => `<li>${when(d.at)} ${esc(d.text)}</li>`).join("")}</ul>` : ""}
       <h2>Dependencies</h2>${list(why.dependencies)}
       <h2>Dependents</h2>${list(why.dependents)}
       <h2>Subtasks</h2>${list(subtasks.items)}
       <h2>Progress notes</h2>${notes.length ? `<ul class="timeline">${notes.map((e) => `<li>${when(e.at)} ${esc(e.actor)}: ${esc(e.data.percent ?? "")}${e.data.percent != null ? "% — " : ""}${esc(e.data.note)}</li>`).join("")}</ul>` : `<p class="muted">None.</p>`}
       <h2>Result</h2>${result ? `<p>${esc(result.summary)}</p>${result.deliverables.length ? `<ul>${result.deliverables.map((d) => `<li>${esc(d.kind)}: ${esc(d.ref)}${d.note ? ` — ${esc(d.note)}` : ""}</li>`).join("")}</ul>` : ""}` : `<p class="muted">Not completed.</p>`}
-      <h2>Timeline</h2><ul class="timeline">${t.events.slice().reverse().map((e) => `<li>${when(e.at)} <b>${esc(e.kind)}</b> ${esc(e.actor ?? "")}
-        <span class="muted">${esc(JSON.stringify(e.data))}</span></li>`).join("")}</ul>`;
+      <h2>Timeline</h2><ul class="timeline">${t.events.slice().reverse().map((e) => `<li>${when(e.at)} ${esc(eventText(e))}</li>`).join("")}</ul>`;
     data.querySelector("#actions").addEventListener("click", (e) => {
       const button = e.target.closest("button[data-act]");
       if (!button) return;
@@ -267,6 +296,7 @@ views.task = {
         if (what === "claim") await api("POST", `/tasks/${id}/claim`, { lease_seconds: PERSON_LEASE });
         if (what === "unblock") await api("POST", `/tasks/${id}/unblock`, {});
         if (what === "cancel") await api("POST", `/tasks/${id}/cancel`, {});
+        if (what === "reroute") await api("POST", `/tasks/${id}/reroute`, {});
         if (what === "complete") {
           await api("POST", `/tasks/${id}/complete`, { fence: t.lease.fence, summary: document.getElementById("a-summary").value || "done" });
         }
@@ -330,10 +360,10 @@ views.runs = {
   async refresh() {
     const data = this.data;
     const runs = await api("GET", "/runs?limit=200");
-    data.innerHTML = table(["Run", "Task", "Agent type", "Status", "PID", "CPU", "Memory", "Started", "Ended", "Exit"], runs.items.map((r) => [
+    data.innerHTML = table(["Run", "Task", "Agent type", "Status", "PID", "CPU", "Memory", "Started", "Ended", "Exit", "Error"], runs.items.map((r) => [
       `<a href="#/runs/${r.id}">#${r.id}</a>`, `<a href="#/tasks/${r.task_id}">#${r.task_id}</a>`, esc(r.agent_type), esc(r.status),
       esc(r.pid ?? "—"), r.cpu_percent == null ? "—" : `${r.cpu_percent.toFixed(0)}%`, mib(r.memory_bytes), when(r.started_at),
-      when(r.ended_at), esc(r.exit_code ?? "—"),
+      when(r.ended_at), esc(r.exit_code ?? "—"), r.error ? `<span class="run-error">${esc(r.error)}</span>` : "—",
     ]), "No runs yet.");
   },
 };

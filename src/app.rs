@@ -62,7 +62,16 @@ impl App {
                  taskyard was stopped); they now end one lease length from now"
             );
         }
-        let loop_defs = crate::loops::load_definitions(&config.server.loops_dir)?;
+        for warning in config.warnings() {
+            tracing::warn!("{warning}");
+        }
+        if !config.spawner_on() {
+            tracing::info!(
+                "no agent type has a command: the spawner is off, and P0/P1 work is pulled by agents"
+            );
+        }
+        let loop_defs =
+            crate::loops::load_definitions(&config.server.loops_dir, config.server.builtin_loops)?;
         let listener = TcpListener::bind(config.server.bind)
             .await
             .with_context(|| format!("cannot listen on {}", config.server.bind))?;

@@ -26,20 +26,56 @@ pub enum ClientError {
     /// The server answered with an error.
     #[error("{} ({}{})", .0.detail, .0.code, .0.field.as_ref().map(|f| format!(", field {f}")).unwrap_or_default())]
     Api(ApiProblem),
-    /// The server could not be reached or the connection broke.
-    #[error("cannot reach the taskyard server at {url}: {source}")]
+    /// The server could not be reached.
+    #[error("cannot reach taskyard at {url}: is `taskyard serve` running? ({source})")]
+    Unreachable {
+        /// The server URL.
+        url: String,
+        /// The cause.
+        source: reqwest::Error,
+    },
+    /// The connection broke or timed out during the call.
+    #[error("the call to taskyard at {url} failed: {}", error_chain(.source))]
     Transport {
         /// The server URL.
         url: String,
         /// The cause.
         source: reqwest::Error,
     },
+    /// There is no token to send.
+    #[error(
+        "no token: pass --token, set TASKYARD_TOKEN, or run from the folder that holds \
+         .taskyard/admin.token (or pass --data-dir)"
+    )]
+    NoToken,
     /// The answer was not what the API promises.
     #[error("unexpected answer from the server: {0}")]
     Decode(String),
 }
 
+/// An error with its causes, one after another (reqwest's own message alone says little).
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
 impl ClientError {
+    /// The error for a request that did not get an answer.
+    fn transport(url: &str, source: reqwest::Error) -> Self {
+        let url = url.to_string();
+        if source.is_connect() {
+            ClientError::Unreachable { url, source }
+        } else {
+            ClientError::Transport { url, source }
+        }
+    }
+
     /// The problem code, if the server answered with one.
     pub fn code(&self) -> Option<&str> {
         match self {
@@ -91,6 +127,9 @@ impl Client {
         } else {
             format!("{}/api/v1{path}", self.base)
         };
+        if self.token.is_none() && !path.starts_with("/healthz") {
+            return Err(ClientError::NoToken);
+        }
         let mut refusals = 0;
         let response = loop {
             let mut request = self.http.request(method.clone(), &url);
@@ -100,10 +139,10 @@ impl Client {
             if let Some(body) = body {
                 request = request.json(body);
             }
-            let response = request.send().await.map_err(|source| ClientError::Transport {
-                url: self.base.clone(),
-                source,
-            })?;
+            let response = request
+                .send()
+                .await
+                .map_err(|source| ClientError::transport(&self.base, source))?;
             // Over the rate limit nothing was changed: wait as told and send it again.
             let wait = (response.status() == StatusCode::TOO_MANY_REQUESTS)
                 .then(|| {
@@ -132,10 +171,10 @@ impl Client {
             break response;
         };
         let status = response.status();
-        let bytes = response.bytes().await.map_err(|source| ClientError::Transport {
-            url: self.base.clone(),
-            source,
-        })?;
+        let bytes = response
+            .bytes()
+            .await
+            .map_err(|source| ClientError::transport(&self.base, source))?;
         if status == StatusCode::NO_CONTENT {
             return Ok(None);
         }
@@ -159,13 +198,14 @@ impl Client {
             .http
             .get(format!("{}{path}", self.base))
             .timeout(Duration::from_secs(24 * 3600));
-        if let Some(token) = &self.token {
-            request = request.bearer_auth(token);
+        match &self.token {
+            Some(token) => request = request.bearer_auth(token),
+            None => return Err(ClientError::NoToken),
         }
-        let response = request.send().await.map_err(|source| ClientError::Transport {
-            url: self.base.clone(),
-            source,
-        })?;
+        let response = request
+            .send()
+            .await
+            .map_err(|source| ClientError::transport(&self.base, source))?;
         if !response.status().is_success() {
             let bytes = response.bytes().await.unwrap_or_default();
             return Err(match serde_json::from_slice::<ApiProblem>(&bytes) {

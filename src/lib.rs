@@ -14,6 +14,7 @@
 //! - [`notify`]: emails to people (outbox, SMTP or files, signed take/decline links, digest).
 //! - [`bench`]: `taskyard bench`, the load generator and its scenarios.
 //! - [`cli`]: the command line (`serve` and the client subcommands).
+//! - [`stdout`]: command output that ends quietly when its reader has gone.
 
 pub mod app;
 pub mod bench;
@@ -27,6 +28,7 @@ pub mod loops;
 pub mod mcp;
 pub mod notify;
 pub mod spawn;
+pub mod stdout;
 pub mod store;
 
 pub use app::App;

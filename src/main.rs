@@ -18,13 +18,13 @@ fn main() -> ExitCode {
         }
     };
     match cli.command {
-        Command::Serve => runtime.block_on(serve(&cli.global)),
-        command => runtime.block_on(cli::run_client(&cli.global, command)),
+        Command::Serve(args) => runtime.block_on(serve(&args)),
+        command => runtime.block_on(cli::run_client(command)),
     }
 }
 
-async fn serve(global: &cli::Global) -> ExitCode {
-    let config = match Config::load(&global.overrides()) {
+async fn serve(args: &cli::ServerArgs) -> ExitCode {
+    let config = match Config::load(&args.overrides()) {
         Ok((config, _)) => config,
         Err(err) => {
             eprintln!("error: {err}");
@@ -49,8 +49,10 @@ async fn serve(global: &cli::Global) -> ExitCode {
 fn init_tracing(format: LogFormat) {
     let filter = EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| EnvFilter::new("info,tokio_cron_scheduler=warn"));
+    // Colours only for a person watching: not in a file, a pipe or a service's journal.
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr);
     match format {
         LogFormat::Human => builder.init(),

@@ -11,6 +11,7 @@ use std::time::Duration;
 use serde_json::{json, Value};
 
 use crate::client::Client;
+use crate::stdout::say;
 
 pub use stats::{summarise, Summary};
 
@@ -57,6 +58,12 @@ pub struct BenchArgs {
     /// Use a running server instead of starting one (needs an admin --token).
     #[arg(long = "target")]
     pub target: Option<String>,
+    /// The admin token of the --target server.
+    #[arg(long, env = "TASKYARD_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// Print the report as JSON.
+    #[arg(long)]
+    pub json: bool,
 }
 
 const SPAWN_CONFIG: &str =
@@ -89,7 +96,8 @@ fn rss_mib(server: &mut BenchServer) -> Option<f64> {
 }
 
 /// Runs the chosen scenarios; prints a report (JSON with `json`).
-pub async fn run(args: &BenchArgs, token: Option<String>, json_out: bool) -> anyhow::Result<Value> {
+pub async fn run(args: &BenchArgs) -> anyhow::Result<Value> {
+    let (token, json_out) = (args.token.clone(), args.json);
     let want = |s: Scenario| args.scenario == s || args.scenario == Scenario::All;
     let mut server = match &args.target {
         Some(url) => BenchServer::existing(
@@ -102,7 +110,7 @@ pub async fn run(args: &BenchArgs, token: Option<String>, json_out: bool) -> any
     let mut report = json!({"durability": args.durability, "machine_cores": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0)});
     let say = |text: String| {
         if !json_out {
-            println!("{text}");
+            say!("{text}");
         }
     };
 
@@ -140,6 +148,14 @@ pub async fn run(args: &BenchArgs, token: Option<String>, json_out: bool) -> any
 
     if want(Scenario::Scale) {
         let small = 10_000.min(args.large);
+        if args.large > 100_000 {
+            eprintln!(
+                "note: the scale scenario seeds {} tasks through the API into the bench server \
+                 (minutes, and about {} MiB of database); pass --large to seed fewer",
+                args.large,
+                args.large / 1_000
+            );
+        }
         let clients = scenarios::agents(&server, "b", args.agents).await?;
         scenarios::seed(&admin, small, "bench-b", 4).await?;
         let at_small = scenarios::cycles(&clients, "bench-b", 5_000).await;

@@ -40,7 +40,10 @@ impl BenchServer {
         let config_path = dir.path().join("taskyard.toml");
         std::fs::write(
             &config_path,
-            format!("[server]\nbind = \"127.0.0.1:{port}\"\ndurability = \"{durability}\"\n{config}"),
+            // Only the assignment loop, so that no other loop's work lands in the measurements.
+            format!(
+                "[server]\nbind = \"127.0.0.1:{port}\"\ndurability = \"{durability}\"\nbuiltin_loops = false\n{config}"
+            ),
         )?;
         let loops = dir.path().join("loops");
         std::fs::create_dir_all(&loops)?;

@@ -3,8 +3,8 @@
 use clap::Subcommand;
 use serde_json::{json, Value};
 
-use super::output;
-use super::{CliResult, Global, EXIT_OK};
+use super::output::{self, say};
+use super::{CliResult, ClientArgs, EXIT_OK};
 
 /// Agent subcommands.
 #[derive(Debug, Subcommand)]
@@ -23,12 +23,16 @@ pub enum AgentCommand {
         #[arg(long)]
         role: Option<String>,
     },
-    /// List agents.
-    List,
+    /// List agents (the agents of spawned runs that are over only with --all; `runs list` lists runs).
+    List {
+        /// Include the agents of finished spawned runs.
+        #[arg(long)]
+        all: bool,
+    },
 }
 
 /// Runs an agent subcommand.
-pub async fn run(global: &Global, cmd: AgentCommand) -> CliResult {
+pub async fn run(global: &ClientArgs, cmd: AgentCommand) -> CliResult {
     let client = global.client();
     match cmd {
         AgentCommand::Add {
@@ -49,21 +53,22 @@ pub async fn run(global: &Global, cmd: AgentCommand) -> CliResult {
                 output::json(&created);
             } else {
                 let agent = &created["agent"];
-                println!(
+                say!(
                     "agent {} ({}, {}) created",
                     agent["name"].as_str().unwrap_or(""),
                     agent["kind"].as_str().unwrap_or(""),
                     agent["role"].as_str().unwrap_or("")
                 );
-                println!("token: {}", created["token"].as_str().unwrap_or(""));
-                println!("(shown only now; only its hash is stored)");
+                say!("token: {}", created["token"].as_str().unwrap_or(""));
+                say!("(shown only now; only its hash is stored)");
             }
         }
-        AgentCommand::List => {
-            let page = client.get("/agents").await?;
+        AgentCommand::List { all } => {
+            let page = client.get(&format!("/agents?all={all}")).await?;
             if global.json {
                 output::json(&page);
             } else {
+                output::none_if_empty(&page, "agents");
                 for agent in page["items"].as_array().into_iter().flatten() {
                     let caps: Vec<&str> = agent["capabilities"]
                         .as_array()
@@ -71,7 +76,7 @@ pub async fn run(global: &Global, cmd: AgentCommand) -> CliResult {
                         .flatten()
                         .filter_map(Value::as_str)
                         .collect();
-                    println!(
+                    say!(
                         "{:<24} {:<12} {:<7} {:<8} last seen {}  [{}]",
                         agent["name"].as_str().unwrap_or(""),
                         agent["kind"].as_str().unwrap_or(""),

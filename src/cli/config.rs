@@ -1,12 +1,13 @@
 //! `taskyard config show|check`: the effective configuration, and validating it.
 
+use super::output::say;
 use std::process::ExitCode;
 
 use clap::Subcommand;
 
 use crate::config::Config;
 
-use super::Global;
+use super::ServerArgs;
 
 /// Config subcommands.
 #[derive(Debug, Subcommand)]
@@ -18,7 +19,7 @@ pub enum ConfigCommand {
 }
 
 /// Runs a config subcommand (locally; no server needed).
-pub fn run(global: &Global, cmd: ConfigCommand) -> ExitCode {
+pub fn run(global: &ServerArgs, cmd: ConfigCommand) -> ExitCode {
     let (config, file) = match Config::load(&global.overrides()) {
         Ok(loaded) => loaded,
         Err(err) => {
@@ -31,16 +32,48 @@ pub fn run(global: &Global, cmd: ConfigCommand) -> ExitCode {
         .unwrap_or_else(|| "none (defaults)".into());
     match cmd {
         ConfigCommand::Show => {
-            println!("# config file: {source}");
-            print!("{}", config.to_redacted_toml());
+            say!("# config file: {source}");
+            say!("{}", config.to_redacted_toml().trim_end());
         }
-        ConfigCommand::Check => match crate::loops::load_definitions(&config.server.loops_dir) {
-            Ok(loops) => println!("config ok (file: {source}); {} loops ok", loops.len()),
-            Err(err) => {
-                eprintln!("error: {err}");
-                return ExitCode::FAILURE;
+        ConfigCommand::Check => {
+            let loops =
+                match crate::loops::load_definitions(&config.server.loops_dir, config.server.builtin_loops) {
+                    Ok(loops) => loops,
+                    Err(err) => {
+                        eprintln!("error: {err}");
+                        return ExitCode::FAILURE;
+                    }
+                };
+            say!("config ok (file: {source})");
+            if config.spawner_on() {
+                let types: Vec<&str> = config
+                    .agent_types
+                    .iter()
+                    .filter(|(_, t)| !t.command.is_empty())
+                    .map(|(name, _)| name.as_str())
+                    .collect();
+                say!("spawner: on (agent types with a command: {})", types.join(", "));
+            } else {
+                say!("spawner: off (no agent type has a command): P0/P1 work is pulled by agents");
             }
-        },
+            say!(
+                "loops ({}; changes take effect when the server restarts):",
+                loops.len()
+            );
+            for def in &loops {
+                say!(
+                    "  {:<20} {:<18} {:<14} {:<8} {}",
+                    def.name,
+                    def.kind,
+                    def.schedule.to_string(),
+                    if def.enabled { "enabled" } else { "disabled" },
+                    def.source
+                );
+            }
+            for warning in config.warnings() {
+                eprintln!("warning: {warning}");
+            }
+        }
     }
     ExitCode::SUCCESS
 }

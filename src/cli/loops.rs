@@ -3,8 +3,8 @@
 use clap::Subcommand;
 use serde_json::{json, Value};
 
-use super::output;
-use super::{CliResult, Global, EXIT_ERROR, EXIT_OK};
+use super::output::{self, say};
+use super::{CliResult, ClientArgs, EXIT_ERROR, EXIT_OK};
 
 /// Loop subcommands.
 #[derive(Debug, Subcommand)]
@@ -31,7 +31,7 @@ fn run_line(run: &Value) -> String {
 }
 
 /// Runs a loops subcommand.
-pub async fn run(global: &Global, cmd: LoopsCommand) -> CliResult {
+pub async fn run(global: &ClientArgs, cmd: LoopsCommand) -> CliResult {
     let client = global.client();
     match cmd {
         LoopsCommand::List => {
@@ -39,8 +39,9 @@ pub async fn run(global: &Global, cmd: LoopsCommand) -> CliResult {
             if global.json {
                 output::json(&page);
             } else {
+                output::none_if_empty(&page, "loops");
                 for l in page["items"].as_array().into_iter().flatten() {
-                    println!(
+                    say!(
                         "{:<20} {:<18} {:<16} {:<8} next {}  last: {}",
                         l["name"].as_str().unwrap_or(""),
                         l["kind"].as_str().unwrap_or(""),
@@ -65,7 +66,7 @@ pub async fn run(global: &Global, cmd: LoopsCommand) -> CliResult {
             if global.json {
                 output::json(&run);
             } else {
-                println!("{name}: {}", run_line(&run));
+                say!("{name}: {}", run_line(&run));
             }
             Ok(if run["ok"] == json!(true) {
                 EXIT_OK

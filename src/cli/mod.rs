@@ -5,7 +5,7 @@ mod agent;
 mod config;
 mod loops;
 mod notifications;
-mod output;
+pub(crate) mod output;
 mod runs;
 mod task;
 
@@ -31,47 +31,33 @@ pub const EXIT_LEASE_LOST: u8 = 4;
 #[derive(Debug, Parser)]
 #[command(name = "taskyard", version, about, propagate_version = true)]
 pub struct Cli {
-    #[command(flatten)]
-    pub global: Global,
     #[command(subcommand)]
     pub command: Command,
 }
 
-/// Options every subcommand takes.
+/// Where the server keeps and reads its things (`serve` and `config`).
 #[derive(Debug, Clone, clap::Args)]
-pub struct Global {
-    /// Server URL for client commands.
-    #[arg(
-        long,
-        global = true,
-        env = "TASKYARD_URL",
-        default_value = "http://127.0.0.1:7311"
-    )]
-    pub url: String,
-    /// Bearer token for client commands (default: <data-dir>/admin.token).
-    #[arg(long, global = true, env = "TASKYARD_TOKEN", hide_env_values = true)]
-    pub token: Option<String>,
-    /// Print JSON instead of text.
-    #[arg(long, global = true)]
-    pub json: bool,
-    /// Data folder (database, logs, admin token). Default ./.taskyard
-    #[arg(long, global = true, env = "TASKYARD_DATA_DIR")]
-    pub data_dir: Option<PathBuf>,
+#[command(next_help_heading = "Server")]
+pub struct ServerArgs {
     /// Config file. Default ./taskyard.toml when present.
     #[arg(long, global = true, env = "TASKYARD_CONFIG")]
     pub config: Option<PathBuf>,
-    /// Loop definitions folder. Default ./loops (built-in defaults when absent)
+    /// Data folder (database, logs, admin token). Default ./.taskyard
+    #[arg(long, global = true, env = "TASKYARD_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Loop definitions folder (each file adds a loop or replaces the built-in one of its name).
+    /// Default ./loops
     #[arg(long, global = true, env = "TASKYARD_LOOPS_DIR")]
     pub loops_dir: Option<PathBuf>,
-    /// Address to listen on (serve). Default 127.0.0.1:7311
+    /// Address to listen on. Default 127.0.0.1:7311
     #[arg(long, global = true, env = "TASKYARD_BIND")]
     pub bind: Option<SocketAddr>,
-    /// Log format (serve).
+    /// Log format.
     #[arg(long, global = true, env = "TASKYARD_LOG_FORMAT", value_enum)]
     pub log_format: Option<LogFormat>,
 }
 
-impl Global {
+impl ServerArgs {
     /// The config overrides these flags and variables make.
     pub fn overrides(&self) -> Overrides {
         Overrides {
@@ -83,7 +69,32 @@ impl Global {
             admin_token: std::env::var("TASKYARD_ADMIN_TOKEN").ok(),
         }
     }
+}
 
+/// How a client command reaches the server and prints its answer.
+#[derive(Debug, Clone, clap::Args)]
+#[command(next_help_heading = "Connection")]
+pub struct ClientArgs {
+    /// Server URL.
+    #[arg(
+        long,
+        global = true,
+        env = "TASKYARD_URL",
+        default_value = "http://127.0.0.1:7311"
+    )]
+    pub url: String,
+    /// Bearer token (default: <data-dir>/admin.token).
+    #[arg(long, global = true, env = "TASKYARD_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// Print JSON instead of text.
+    #[arg(long, global = true)]
+    pub json: bool,
+    /// Data folder whose admin.token is used when no token is given. Default ./.taskyard
+    #[arg(long, global = true, env = "TASKYARD_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+}
+
+impl ClientArgs {
     /// A client for the configured server, with the given token or the local admin token.
     pub fn client(&self) -> Client {
         let token = self.token.clone().or_else(|| {
@@ -101,41 +112,65 @@ impl Global {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the server.
-    Serve,
+    Serve(ServerArgs),
     /// Work with tasks.
-    #[command(subcommand)]
-    Task(task::TaskCommand),
+    Task {
+        #[command(flatten)]
+        client: ClientArgs,
+        #[command(subcommand)]
+        command: task::TaskCommand,
+    },
     /// Register and list agents.
-    #[command(subcommand)]
-    Agent(agent::AgentCommand),
+    Agent {
+        #[command(flatten)]
+        client: ClientArgs,
+        #[command(subcommand)]
+        command: agent::AgentCommand,
+    },
     /// Spawned agent processes: list, show, log, kill.
-    #[command(subcommand)]
-    Runs(runs::RunsCommand),
+    Runs {
+        #[command(flatten)]
+        client: ClientArgs,
+        #[command(subcommand)]
+        command: runs::RunsCommand,
+    },
     /// List loops or run one now.
-    #[command(subcommand)]
-    Loops(loops::LoopsCommand),
+    Loops {
+        #[command(flatten)]
+        client: ClientArgs,
+        #[command(subcommand)]
+        command: loops::LoopsCommand,
+    },
     /// The outbox of emails to people.
-    #[command(subcommand)]
-    Notifications(notifications::NotificationsCommand),
+    Notifications {
+        #[command(flatten)]
+        client: ClientArgs,
+        #[command(subcommand)]
+        command: notifications::NotificationsCommand,
+    },
     /// Measure throughput and latency against a fresh server (or --target URL).
     Bench(crate::bench::BenchArgs),
     /// Show or check the configuration (and the loop definitions).
-    #[command(subcommand)]
-    Config(config::ConfigCommand),
+    Config {
+        #[command(flatten)]
+        server: ServerArgs,
+        #[command(subcommand)]
+        command: config::ConfigCommand,
+    },
 }
 
 /// Runs a client subcommand and turns its outcome into an exit code.
-pub async fn run_client(global: &Global, command: Command) -> ExitCode {
+pub async fn run_client(command: Command) -> ExitCode {
     let result = match command {
-        Command::Task(cmd) => task::run(global, cmd).await,
-        Command::Agent(cmd) => agent::run(global, cmd).await,
-        Command::Loops(cmd) => loops::run(global, cmd).await,
-        Command::Runs(cmd) => runs::run(global, cmd).await,
-        Command::Notifications(cmd) => notifications::run(global, cmd).await,
+        Command::Task { client, command } => task::run(&client, command).await,
+        Command::Agent { client, command } => agent::run(&client, command).await,
+        Command::Loops { client, command } => loops::run(&client, command).await,
+        Command::Runs { client, command } => runs::run(&client, command).await,
+        Command::Notifications { client, command } => notifications::run(&client, command).await,
         Command::Bench(args) => {
-            return match crate::bench::run(&args, global.token.clone(), global.json).await {
+            return match crate::bench::run(&args).await {
                 Ok(report) => {
-                    if global.json {
+                    if args.json {
                         output::json(&report);
                     }
                     ExitCode::SUCCESS
@@ -146,8 +181,8 @@ pub async fn run_client(global: &Global, command: Command) -> ExitCode {
                 }
             };
         }
-        Command::Config(cmd) => return config::run(global, cmd),
-        Command::Serve => unreachable!("serve is not a client command"),
+        Command::Config { server, command } => return config::run(&server, command),
+        Command::Serve(_) => unreachable!("serve is not a client command"),
     };
     match result {
         Ok(code) => ExitCode::from(code),

@@ -3,8 +3,8 @@
 use clap::Subcommand;
 use serde_json::Value;
 
-use super::output;
-use super::{CliResult, Global, EXIT_OK};
+use super::output::{self, say};
+use super::{CliResult, ClientArgs, EXIT_OK};
 
 /// Notification subcommands.
 #[derive(Debug, Subcommand)]
@@ -48,7 +48,7 @@ fn line(n: &Value) -> String {
 }
 
 /// Runs a notifications subcommand.
-pub async fn run(global: &Global, cmd: NotificationsCommand) -> CliResult {
+pub async fn run(global: &ClientArgs, cmd: NotificationsCommand) -> CliResult {
     let client = global.client();
     match cmd {
         NotificationsCommand::List { status, task, limit } => {
@@ -57,8 +57,9 @@ pub async fn run(global: &Global, cmd: NotificationsCommand) -> CliResult {
             if global.json {
                 output::json(&page);
             } else {
+                output::none_if_empty(&page, "notifications");
                 for n in page["items"].as_array().into_iter().flatten() {
-                    println!("{}", line(n));
+                    say!("{}", line(n));
                 }
             }
         }

@@ -2,6 +2,8 @@
 
 use serde_json::Value;
 
+pub(crate) use crate::stdout::say;
+
 /// The path of a list request: `base?limit=…`, with `status` and `task_id` when given.
 pub fn list_path(base: &str, limit: i64, status: Option<&str>, task: Option<i64>) -> String {
     let mut path = format!("{base}?limit={limit}");
@@ -14,9 +16,17 @@ pub fn list_path(base: &str, limit: i64, status: Option<&str>, task: Option<i64>
     path
 }
 
+/// Says "no THINGS" when a list answer holds no items, so an empty answer is not mistaken for
+/// a command that did nothing.
+pub fn none_if_empty(page: &Value, things: &str) {
+    if page["items"].as_array().is_none_or(|items| items.is_empty()) {
+        say!("no {things}");
+    }
+}
+
 /// Prints `value` as pretty JSON.
 pub fn json(value: &Value) {
-    println!("{}", serde_json::to_string_pretty(value).unwrap_or_default());
+    say!("{}", serde_json::to_string_pretty(value).unwrap_or_default());
 }
 
 fn s<'a>(v: &'a Value, key: &str) -> &'a str {
@@ -48,7 +58,7 @@ pub fn task_line(task: &Value) -> String {
 
 /// A task in full, for `task show`.
 pub fn task_detail(task: &Value) {
-    println!("{}", task_line(task));
+    say!("{}", task_line(task));
     let list = |key: &str| {
         task.get(key)
             .and_then(Value::as_array)
@@ -60,23 +70,23 @@ pub fn task_detail(task: &Value) {
             })
             .unwrap_or_default()
     };
-    println!("  project:      {}", s(task, "project"));
-    println!(
+    say!("  project:      {}", s(task, "project"));
+    say!(
         "  kind:         {}   route: {}",
         s(task, "kind"),
         s(task, "route")
     );
-    println!("  capabilities: {}", list("capabilities"));
-    println!("  depends on:   {}", list("depends_on"));
+    say!("  capabilities: {}", list("capabilities"));
+    say!("  depends on:   {}", list("depends_on"));
     if let Some(parent) = task.get("parent_id").filter(|p| !p.is_null()) {
-        println!("  parent:       #{parent}");
+        say!("  parent:       #{parent}");
     }
-    println!("  attempts:     {}/{}", task["attempts"], task["max_attempts"]);
+    say!("  attempts:     {}/{}", task["attempts"], task["max_attempts"]);
     if let Some(reason) = task.get("status_reason").and_then(Value::as_str) {
-        println!("  reason:       {reason}");
+        say!("  reason:       {reason}");
     }
     if let Some(lease) = task.get("lease").filter(|l| !l.is_null()) {
-        println!(
+        say!(
             "  lease:        {} fence {} until {}",
             s(lease, "holder"),
             lease["fence"],
@@ -84,22 +94,22 @@ pub fn task_detail(task: &Value) {
         );
     }
     let progress = &task["progress"];
-    println!("  progress:     {}% {}", progress["percent"], s(progress, "note"));
+    say!("  progress:     {}% {}", progress["percent"], s(progress, "note"));
     if let Some(result) = task.get("result").filter(|r| !r.is_null()) {
-        println!("  result:       {}", s(result, "summary"));
+        say!("  result:       {}", s(result, "summary"));
     }
     let description = s(task, "description");
     if !description.is_empty() {
-        println!("\n{description}");
+        say!("\n{description}");
     }
     if let Some(criteria) = task
         .get("acceptance_criteria")
         .and_then(Value::as_array)
         .filter(|c| !c.is_empty())
     {
-        println!("\nAcceptance criteria:");
+        say!("\nAcceptance criteria:");
         for c in criteria {
-            println!("  - {}", c.as_str().unwrap_or(""));
+            say!("  - {}", c.as_str().unwrap_or(""));
         }
     }
     if let Some(events) = task
@@ -107,9 +117,9 @@ pub fn task_detail(task: &Value) {
         .and_then(Value::as_array)
         .filter(|e| !e.is_empty())
     {
-        println!("\nEvents:");
+        say!("\nEvents:");
         for e in events {
-            println!(
+            say!(
                 "  {}  {:<20} {}",
                 s(e, "at"),
                 s(e, "kind"),

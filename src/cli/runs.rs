@@ -4,8 +4,8 @@ use clap::Subcommand;
 use futures::StreamExt;
 use serde_json::{json, Value};
 
-use super::output;
-use super::{CliResult, Global, EXIT_ERROR, EXIT_OK};
+use super::output::{self, say};
+use super::{CliResult, ClientArgs, EXIT_ERROR, EXIT_OK};
 use crate::client::ClientError;
 
 /// Run subcommands.
@@ -67,7 +67,7 @@ fn run_line(r: &Value) -> String {
 }
 
 /// Runs a runs subcommand.
-pub async fn run(global: &Global, cmd: RunsCommand) -> CliResult {
+pub async fn run(global: &ClientArgs, cmd: RunsCommand) -> CliResult {
     let client = global.client();
     match cmd {
         RunsCommand::List { status, task, limit } => {
@@ -76,8 +76,9 @@ pub async fn run(global: &Global, cmd: RunsCommand) -> CliResult {
             if global.json {
                 output::json(&page);
             } else {
+                output::none_if_empty(&page, "runs");
                 for r in page["items"].as_array().into_iter().flatten() {
-                    println!("{}", run_line(r));
+                    say!("{}", run_line(r));
                 }
             }
         }
@@ -86,7 +87,7 @@ pub async fn run(global: &Global, cmd: RunsCommand) -> CliResult {
             if global.json {
                 output::json(&r);
             } else {
-                println!("{}", run_line(&r));
+                say!("{}", run_line(&r));
             }
         }
         RunsCommand::Log { id, tail, follow } => {
@@ -111,7 +112,7 @@ pub async fn run(global: &Global, cmd: RunsCommand) -> CliResult {
             if global.json {
                 output::json(&r);
             } else {
-                println!("stopping run #{id}");
+                say!("stopping run #{id}");
             }
             return Ok(if r.is_null() { EXIT_ERROR } else { EXIT_OK });
         }

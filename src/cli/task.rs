@@ -5,8 +5,8 @@
 use clap::Subcommand;
 use serde_json::{json, Map, Value};
 
-use super::output;
-use super::{CliResult, Global, EXIT_NO_WORK, EXIT_OK};
+use super::output::{self, say};
+use super::{CliResult, ClientArgs, EXIT_NO_WORK, EXIT_OK};
 
 /// Task subcommands.
 #[derive(Debug, Subcommand)]
@@ -15,39 +15,14 @@ pub enum TaskCommand {
     Add {
         /// One-line title.
         title: String,
-        /// Markdown description.
-        #[arg(long, short)]
-        description: Option<String>,
-        /// P0..P3 (or high, critical, …).
-        #[arg(long, short)]
-        priority: Option<String>,
-        /// implementation, bug, test, docs, research, architecture, strategic, …
-        #[arg(long, short)]
-        kind: Option<String>,
-        /// Required capability (repeatable).
-        #[arg(long = "capability", short = 'c')]
-        capabilities: Vec<String>,
-        /// Acceptance criterion (repeatable).
-        #[arg(long = "criterion")]
-        criteria: Vec<String>,
-        /// Id or key of a task that must complete first (repeatable).
-        #[arg(long = "depends-on")]
-        depends_on: Vec<String>,
+        #[command(flatten)]
+        fields: TaskFields,
         /// The task this one was split from.
         #[arg(long)]
         parent: Option<i64>,
-        /// auto, agent, human or spawn.
-        #[arg(long)]
-        route: Option<String>,
         /// Unique key (makes the create idempotent).
         #[arg(long)]
         key: Option<String>,
-        /// Project.
-        #[arg(long)]
-        project: Option<String>,
-        /// Claims allowed.
-        #[arg(long)]
-        max_attempts: Option<i64>,
     },
     /// List tasks, newest first.
     List {
@@ -175,6 +150,23 @@ pub enum TaskCommand {
         #[arg(long, short)]
         note: Option<String>,
     },
+    /// Edit a task that is not in progress (admin); an edited task is routed afresh. A list
+    /// option replaces the whole list.
+    Edit {
+        /// Task id or key.
+        id: String,
+        /// New title.
+        #[arg(long)]
+        title: Option<String>,
+        #[command(flatten)]
+        fields: TaskFields,
+    },
+    /// Route a task afresh (admin): after agent types were added, work that went to people can
+    /// go to agents.
+    Reroute {
+        /// Task id or key.
+        id: String,
+    },
     /// Cancel a task and its unfinished subtasks.
     Cancel {
         /// Task id or key.
@@ -183,6 +175,64 @@ pub enum TaskCommand {
         #[arg(long, short)]
         note: Option<String>,
     },
+}
+
+/// The fields `task add` and `task edit` set.
+#[derive(Debug, clap::Args)]
+pub struct TaskFields {
+    /// Markdown description.
+    #[arg(long, short)]
+    description: Option<String>,
+    /// P0..P3 (or high, critical, …).
+    #[arg(long, short)]
+    priority: Option<String>,
+    /// implementation, bug, test, docs, research, architecture, strategic, …
+    #[arg(long, short)]
+    kind: Option<String>,
+    /// Required capability (repeatable).
+    #[arg(long = "capability", short = 'c')]
+    capabilities: Vec<String>,
+    /// Acceptance criterion (repeatable).
+    #[arg(long = "criterion")]
+    criteria: Vec<String>,
+    /// Id or key of a task that must complete first (repeatable).
+    #[arg(long = "depends-on")]
+    depends_on: Vec<String>,
+    /// auto, agent (pull only, never spawned), human or spawn.
+    #[arg(long)]
+    route: Option<String>,
+    /// Project.
+    #[arg(long)]
+    project: Option<String>,
+    /// Claims allowed.
+    #[arg(long)]
+    max_attempts: Option<i64>,
+}
+
+impl TaskFields {
+    /// The request body members for the fields given.
+    fn body(self) -> Map<String, Value> {
+        let mut body = Map::new();
+        put(&mut body, "description", self.description.map(Value::from));
+        put(&mut body, "priority", self.priority.map(Value::from));
+        put(&mut body, "kind", self.kind.map(Value::from));
+        let list = |items: Vec<Value>| (!items.is_empty()).then_some(Value::Array(items));
+        put(
+            &mut body,
+            "capabilities",
+            list(self.capabilities.into_iter().map(Value::from).collect()),
+        );
+        put(
+            &mut body,
+            "acceptance_criteria",
+            list(self.criteria.into_iter().map(Value::from).collect()),
+        );
+        put(&mut body, "depends_on", list(task_refs(&self.depends_on)));
+        put(&mut body, "route", self.route.map(Value::from));
+        put(&mut body, "project", self.project.map(Value::from));
+        put(&mut body, "max_attempts", self.max_attempts.map(Value::from));
+        body
+    }
 }
 
 /// Which lease a call acts under.
@@ -212,20 +262,20 @@ fn deliverable(text: &str) -> Value {
     }
 }
 
-fn print_task(global: &Global, task: &Value) {
+fn print_task(global: &ClientArgs, task: &Value) {
     if global.json {
         output::json(task);
     } else {
-        println!("{}", output::task_line(task));
+        say!("{}", output::task_line(task));
     }
 }
 
-fn print_claim(global: &Global, claim: &Value) {
+fn print_claim(global: &ClientArgs, claim: &Value) {
     if global.json {
         output::json(claim);
     } else {
-        println!("{}", output::task_line(&claim["task"]));
-        println!(
+        say!("{}", output::task_line(&claim["task"]));
+        say!(
             "fence={} expires_at={}",
             claim["lease"]["fence"],
             claim["lease"]["expires_at"].as_str().unwrap_or("")
@@ -234,48 +284,19 @@ fn print_claim(global: &Global, claim: &Value) {
 }
 
 /// Runs a task subcommand.
-pub async fn run(global: &Global, cmd: TaskCommand) -> CliResult {
+pub async fn run(global: &ClientArgs, cmd: TaskCommand) -> CliResult {
     let client = global.client();
     match cmd {
         TaskCommand::Add {
             title,
-            description,
-            priority,
-            kind,
-            capabilities,
-            criteria,
-            depends_on,
+            fields,
             parent,
-            route,
             key,
-            project,
-            max_attempts,
         } => {
-            let mut body = Map::new();
+            let mut body = fields.body();
             body.insert("title".into(), json!(title));
-            put(&mut body, "description", description.map(Value::from));
-            put(&mut body, "priority", priority.map(Value::from));
-            put(&mut body, "kind", kind.map(Value::from));
-            put(
-                &mut body,
-                "capabilities",
-                (!capabilities.is_empty()).then(|| json!(capabilities)),
-            );
-            put(
-                &mut body,
-                "acceptance_criteria",
-                (!criteria.is_empty()).then(|| json!(criteria)),
-            );
-            let deps: Vec<Value> = depends_on
-                .iter()
-                .map(|d| d.parse::<i64>().map(Value::from).unwrap_or_else(|_| json!(d)))
-                .collect();
-            put(&mut body, "depends_on", (!deps.is_empty()).then(|| json!(deps)));
             put(&mut body, "parent_id", parent.map(Value::from));
-            put(&mut body, "route", route.map(Value::from));
             put(&mut body, "key", key.map(Value::from));
-            put(&mut body, "project", project.map(Value::from));
-            put(&mut body, "max_attempts", max_attempts.map(Value::from));
             let task = client
                 .post("/tasks", &Value::Object(body))
                 .await?
@@ -313,11 +334,12 @@ pub async fn run(global: &Global, cmd: TaskCommand) -> CliResult {
             if global.json {
                 output::json(&page);
             } else {
+                output::none_if_empty(&page, "tasks");
                 for task in page["items"].as_array().into_iter().flatten() {
-                    println!("{}", output::task_line(task));
+                    say!("{}", output::task_line(task));
                 }
                 if let Some(next) = page["next_cursor"].as_str() {
-                    println!("(more: --cursor {next})");
+                    say!("(more: --cursor {next})");
                 }
             }
         }
@@ -334,7 +356,7 @@ pub async fn run(global: &Global, cmd: TaskCommand) -> CliResult {
             if global.json {
                 output::json(&why);
             } else {
-                println!(
+                say!(
                     "#{} {} — {}",
                     why["task_id"],
                     why["status"].as_str().unwrap_or(""),
@@ -345,7 +367,18 @@ pub async fn run(global: &Global, cmd: TaskCommand) -> CliResult {
                     }
                 );
                 for reason in why["reasons"].as_array().into_iter().flatten() {
-                    println!("  - {}", reason.as_str().unwrap_or(""));
+                    say!("  - {}", reason.as_str().unwrap_or(""));
+                }
+                let decisions = why["decisions"].as_array().filter(|d| !d.is_empty());
+                if let Some(decisions) = decisions {
+                    say!("decisions:");
+                    for d in decisions {
+                        say!(
+                            "  {}  {}",
+                            d["at"].as_str().unwrap_or(""),
+                            d["text"].as_str().unwrap_or("")
+                        );
+                    }
                 }
             }
         }
@@ -380,7 +413,7 @@ pub async fn run(global: &Global, cmd: TaskCommand) -> CliResult {
                 Some(claim) => print_claim(global, &claim),
                 None => {
                     if global.json {
-                        println!("null");
+                        say!("null");
                     } else {
                         eprintln!("no work available");
                     }
@@ -437,6 +470,26 @@ pub async fn run(global: &Global, cmd: TaskCommand) -> CliResult {
                 .unwrap_or_default();
             print_task(global, &task);
         }
+        TaskCommand::Edit { id, title, fields } => {
+            let mut body = fields.body();
+            put(&mut body, "title", title.map(Value::from));
+            let task = client
+                .call(
+                    reqwest::Method::PATCH,
+                    &format!("/tasks/{id}"),
+                    Some(&Value::Object(body)),
+                )
+                .await?
+                .unwrap_or_default();
+            print_task(global, &task);
+        }
+        TaskCommand::Reroute { id } => {
+            let task = client
+                .post(&format!("/tasks/{id}/reroute"), &json!({}))
+                .await?
+                .unwrap_or_default();
+            print_task(global, &task);
+        }
         TaskCommand::Cancel { id, note } => {
             let task = client
                 .post(
@@ -454,7 +507,7 @@ pub async fn run(global: &Global, cmd: TaskCommand) -> CliResult {
 /// Calls `POST /tasks/{id}/{action}` under the lease and prints the task.
 async fn under_lease(
     client: &crate::client::Client,
-    global: &Global,
+    global: &ClientArgs,
     lease: &LeaseArgs,
     action: &str,
     mut body: Map<String, Value>,
@@ -467,6 +520,13 @@ async fn under_lease(
         .unwrap_or_default();
     print_task(global, &task);
     Ok(EXIT_OK)
+}
+
+/// Ids as numbers, keys as strings.
+fn task_refs(refs: &[String]) -> Vec<Value> {
+    refs.iter()
+        .map(|d| d.parse::<i64>().map(Value::from).unwrap_or_else(|_| json!(d)))
+        .collect()
 }
 
 /// Drops null members of an object, so optional flags left out are not sent.

@@ -15,6 +15,7 @@ use crate::domain::Priority;
 use crate::store::Durability;
 
 mod notify;
+mod warnings;
 
 pub use notify::{HumanConfig, NotifyConfig, SmtpConfig, SmtpTls, Transport};
 
@@ -80,8 +81,12 @@ pub struct ServerConfig {
     pub bind: SocketAddr,
     /// Data folder: database, run logs, admin token.
     pub data_dir: PathBuf,
-    /// Loop definitions, one TOML file per loop (the built-in defaults when the folder is absent).
+    /// Loop definitions, one TOML file per loop; each adds a loop or replaces the built-in loop
+    /// of its name.
     pub loops_dir: PathBuf,
+    /// Run the built-in loops (each unless a file of its name in `loops_dir` replaces it);
+    /// `false` runs only the loops of `loops_dir`.
+    pub builtin_loops: bool,
     /// The URL people and agents reach this server at (for links); default `http://<bind>`.
     pub public_url: Option<String>,
     /// Log format.
@@ -113,6 +118,7 @@ impl Default for ServerConfig {
             bind: SocketAddr::from(([127, 0, 0, 1], 7311)),
             data_dir: PathBuf::from(".taskyard"),
             loops_dir: PathBuf::from("loops"),
+            builtin_loops: true,
             public_url: None,
             log_format: LogFormat::Human,
             max_body_bytes: 1024 * 1024,
@@ -251,7 +257,7 @@ pub enum ConfigError {
         source: std::io::Error,
     },
     /// The file is not valid TOML or has a wrong field.
-    #[error("invalid config file {path}: {message}")]
+    #[error("invalid config file {path}:\n{message}")]
     Parse {
         /// The file.
         path: PathBuf,
@@ -305,9 +311,10 @@ impl Config {
             path: path.to_path_buf(),
             source,
         })?;
+        // The parser's own rendering: the line and column, then the snippet on lines of their own.
         toml::from_str(&text).map_err(|e| ConfigError::Parse {
             path: path.to_path_buf(),
-            message: e.to_string().trim().replace('\n', " "),
+            message: e.to_string().trim_end().to_string(),
         })
     }
 

@@ -2,6 +2,7 @@
 //! Nothing here does I/O; the store and the HTTP layer build on these types.
 
 pub mod agent;
+pub mod claim;
 pub mod event;
 pub mod input;
 pub mod notification;
@@ -10,6 +11,7 @@ pub mod task;
 pub mod time;
 
 pub use agent::{Agent, Principal, Role};
+pub use claim::{Refusal, Routed};
 pub use event::Event;
 pub use notification::{LinkAction, NewNotification, Notification, NotificationStatus, Reason};
 pub use run::{Run, RunStatus};

@@ -350,17 +350,6 @@ pub struct Task {
     pub stalled_since: Option<Timestamp>,
 }
 
-impl Task {
-    /// True when an agent could claim it right now.
-    pub fn is_claimable(&self, now: Timestamp) -> bool {
-        match self.status {
-            Status::Available => self.not_before.is_none_or(|t| t <= now),
-            Status::InProgress => self.lease.as_ref().is_some_and(|l| l.expires_at <= now),
-            _ => false,
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

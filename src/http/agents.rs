@@ -3,8 +3,8 @@
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
-use serde::Serialize;
-use utoipa::ToSchema;
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
@@ -13,7 +13,7 @@ use crate::domain::{Agent, Principal, Role};
 use crate::error::{ApiResult, Problem};
 
 use super::auth::{hash_token, new_token, require};
-use super::extract::Json;
+use super::extract::{Json, Query};
 use super::AppState;
 
 /// The routes of this file.
@@ -58,13 +58,26 @@ pub async fn create_agent(
     Ok((StatusCode::CREATED, axum::Json(AgentCreated { agent, token })))
 }
 
-/// List agents with their liveness.
-#[utoipa::path(get, path = "/agents", tag = "agents",
-    responses((status = 200, body = AgentPage)),
+/// Which agents to list.
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct AgentQuery {
+    /// Include the agents of spawned runs that are over (default false: `GET /runs` lists runs).
+    all: Option<bool>,
+}
+
+/// List agents with their liveness (the agents of finished spawned runs only with `all=true`).
+#[utoipa::path(get, path = "/agents", tag = "agents", params(AgentQuery),
+    responses((status = 200, body = AgentPage), (status = 422, body = Problem)),
     security(("bearer" = [])))]
-pub async fn list_agents(State(state): State<AppState>, _who: Principal) -> ApiResult<axum::Json<AgentPage>> {
+pub async fn list_agents(
+    State(state): State<AppState>,
+    _who: Principal,
+    Query(query): Query<AgentQuery>,
+) -> ApiResult<axum::Json<AgentPage>> {
     Ok(axum::Json(AgentPage {
-        items: state.store.list_agents().await?,
+        items: state.store.list_agents(query.all.unwrap_or(false)).await?,
         next_cursor: None,
     }))
 }

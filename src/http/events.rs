@@ -38,6 +38,57 @@ pub fn router() -> OpenApiRouter<AppState> {
 pub struct EventsQuery {
     /// Replay events after this id (like `Last-Event-ID`); `0` replays everything kept.
     after: Option<i64>,
+    /// Only these kinds, comma-separated: exact (`task.completed`) or a family (`task.*`).
+    kinds: Option<String>,
+}
+
+/// Which event kinds a stream carries.
+#[derive(Debug, Clone, Default)]
+struct Kinds(Vec<String>);
+
+/// Most kind patterns in one filter.
+const MAX_KIND_PATTERNS: usize = 32;
+
+impl Kinds {
+    /// Parses `task.*,run.exited`; every kind when absent or empty.
+    fn parse(text: Option<&str>) -> Result<Kinds, InputError> {
+        let mut patterns = Vec::new();
+        for pattern in text
+            .unwrap_or("")
+            .split(',')
+            .map(str::trim)
+            .filter(|p| !p.is_empty())
+        {
+            let name = pattern.strip_suffix(".*").unwrap_or(pattern);
+            let valid = pattern == "*"
+                || (!name.is_empty()
+                    && name.split('.').all(|part| {
+                        !part.is_empty() && part.bytes().all(|b| b.is_ascii_lowercase() || b == b'_')
+                    }));
+            if !valid {
+                return Err(InputError::new(
+                    "kinds",
+                    format!("{pattern:?} is not an event kind like task.completed or a family like task.*"),
+                ));
+            }
+            patterns.push(pattern.to_string());
+        }
+        if patterns.len() > MAX_KIND_PATTERNS {
+            return Err(InputError::new(
+                "kinds",
+                format!("at most {MAX_KIND_PATTERNS} kinds or families"),
+            ));
+        }
+        Ok(Kinds(patterns))
+    }
+
+    fn wants(&self, kind: &str) -> bool {
+        self.0.is_empty()
+            || self.0.iter().any(|p| match p.strip_suffix('*') {
+                Some(family) => kind.starts_with(family),
+                None => p == kind,
+            })
+    }
 }
 
 /// Stream every change as it commits (`text/event-stream`); each message's `id` is the
@@ -69,8 +120,15 @@ pub async fn events(
     // A cursor beyond the newest event (say, from before the database was replaced) would
     // silence the stream; it starts from the newest instead.
     let after = header.or(query.after).map_or(newest, |id| id.clamp(0, newest));
+    let kinds = Kinds::parse(query.kinds.as_deref())?;
     let (tx, rx) = mpsc::channel::<Event>(256);
-    tokio::spawn(pump(state.store.clone(), live, after, tx, state.shutdown.clone()));
+    tokio::spawn(pump(
+        state.store.clone(),
+        live,
+        after,
+        Sender { tx, kinds },
+        state.shutdown.clone(),
+    ));
     let stream = ReceiverStream::new(rx).map(|event| {
         Ok(SseEvent::default()
             .id(event.id.to_string())
@@ -83,12 +141,28 @@ pub async fn events(
     Ok(Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
 }
 
+/// The subscriber's end: the events of the kinds it asked for.
+struct Sender {
+    tx: mpsc::Sender<Event>,
+    kinds: Kinds,
+}
+
+impl Sender {
+    /// Passes `event` on if it is of a wanted kind; `Err` once the subscriber is gone.
+    async fn send(&self, event: Event) -> Result<(), ()> {
+        if !self.kinds.wants(&event.kind) {
+            return Ok(());
+        }
+        self.tx.send(event).await.map_err(|_| ())
+    }
+}
+
 /// Feeds one subscriber: the backlog from the database, then live events in id order.
 async fn pump(
     store: Store,
     mut live: broadcast::Receiver<Event>,
     mut cursor: i64,
-    tx: mpsc::Sender<Event>,
+    tx: Sender,
     mut shutdown: tokio::sync::watch::Receiver<bool>,
 ) {
     if refill(&store, &mut cursor, &tx).await.is_err() {
@@ -97,14 +171,14 @@ async fn pump(
     loop {
         let next = tokio::select! {
             next = live.recv() => next,
-            _ = tx.closed() => return,
+            _ = tx.tx.closed() => return,
             _ = shutdown.changed() => return,
         };
         let ok = match next {
             Ok(event) if event.id <= cursor => Ok(()),
             Ok(event) if event.id == cursor + 1 => {
                 cursor = event.id;
-                tx.send(event).await.map_err(|_| ())
+                tx.send(event).await
             }
             // Out of order or fallen behind: the database has everything, in order.
             Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => refill(&store, &mut cursor, &tx).await,
@@ -117,7 +191,7 @@ async fn pump(
 }
 
 /// Sends every stored event after `cursor`, advancing it.
-async fn refill(store: &Store, cursor: &mut i64, tx: &mpsc::Sender<Event>) -> Result<(), ()> {
+async fn refill(store: &Store, cursor: &mut i64, tx: &Sender) -> Result<(), ()> {
     loop {
         let batch = match store.events_after(*cursor, 500).await {
             Ok(batch) => batch,
@@ -129,10 +203,28 @@ async fn refill(store: &Store, cursor: &mut i64, tx: &mpsc::Sender<Event>) -> Re
         let done = batch.len() < 500;
         for event in batch {
             *cursor = event.id;
-            tx.send(event).await.map_err(|_| ())?;
+            tx.send(event).await?;
         }
         if done {
             return Ok(());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kinds_filter_by_name_and_family() {
+        let all = Kinds::parse(None).unwrap();
+        assert!(all.wants("loop.ran"));
+        let tasks = Kinds::parse(Some("task.*, run.exited")).unwrap();
+        assert!(tasks.wants("task.completed") && tasks.wants("run.exited"));
+        assert!(!tasks.wants("loop.ran") && !tasks.wants("run.started") && !tasks.wants("tasks.x"));
+        assert!(Kinds::parse(Some("*")).unwrap().wants("loop.ran"));
+        for bad in ["task.", "TASK.*", "task*", ".x", "a..b", "a b"] {
+            assert!(Kinds::parse(Some(bad)).is_err(), "{bad}");
         }
     }
 }

@@ -27,6 +27,7 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(get_task, patch_task))
         .routes(routes!(why))
         .routes(routes!(cancel))
+        .routes(routes!(reroute))
 }
 
 /// A task with its recent events.
@@ -238,6 +239,23 @@ pub async fn cancel(
     Ok(axum::Json(state.store.cancel_task(id, &who, note).await?))
 }
 
+/// Route a task afresh (admin): the router forgets its decision and the next assignment pass,
+/// which runs at once, decides again (after agent types were added, say).
+#[utoipa::path(post, path = "/tasks/{id}/reroute", tag = "tasks",
+    params(("id" = String, Path, description = "task id or key")),
+    responses((status = 200, body = Task), (status = 403, body = Problem),
+              (status = 409, body = Problem, description = "the task is final")),
+    security(("bearer" = [])))]
+pub async fn reroute(
+    State(state): State<AppState>,
+    who: Principal,
+    Path(id): Path<String>,
+) -> ApiResult<axum::Json<Task>> {
+    require(&who, Role::Admin)?;
+    let id = state.task_id(&id).await?;
+    Ok(axum::Json(state.store.reroute(id, &who).await?))
+}
+
 // The work itself, shared by the REST handlers above and the MCP tools.
 
 /// Creates a task for `who`; returns it and whether it is new (false: its key existed).
@@ -260,7 +278,14 @@ pub async fn detail(state: &AppState, id: &str) -> ApiResult<TaskDetail> {
     Ok(TaskDetail { task, events })
 }
 
-/// Why a task (by id or key) is or is not claimable.
+/// Why a task (by id or key) is or is not claimable: the registry's answer, with what the
+/// spawner would do with it now put first.
 pub async fn explain(state: &AppState, id: &str) -> ApiResult<Why> {
-    Ok(state.store.why(&TaskRef::parse(id)).await?)
+    let task = state.store.task(&TaskRef::parse(id)).await?;
+    let mut why = state.store.why(&task).await?;
+    let spawner = &state.loops.context().spawner;
+    if let Some(line) = spawner.explain(&task, why.routing.as_ref()).await? {
+        why.reasons.insert(0, line);
+    }
+    Ok(why)
 }

@@ -1,6 +1,7 @@
 //! Loop definitions: one TOML file per loop (`kind`, `schedule`, `enabled`, and the kind's
 //! settings), the file name being the loop's name. The repository's `loops/` folder holds the
-//! defaults, which are compiled in for when no loops folder exists.
+//! defaults, which are compiled in; a file in the loops folder adds a loop or, under a built-in
+//! loop's name, replaces it (`enabled = false` turns it off).
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -120,10 +121,17 @@ pub fn builtin_definitions() -> Result<Vec<LoopDef>, LoopDefError> {
         .collect()
 }
 
-/// The loops of `dir` (every `*.toml` in it), or the built-in defaults when `dir` does not exist.
-pub fn load_definitions(dir: &Path) -> Result<Vec<LoopDef>, LoopDefError> {
+/// The effective loops: the built-in defaults (when `builtin`), each replaced by the file of the
+/// same name in `dir`, then the other loops of `dir` (every `*.toml` in it), by name. A missing
+/// `dir` adds nothing.
+pub fn load_definitions(dir: &Path, builtin: bool) -> Result<Vec<LoopDef>, LoopDefError> {
+    let mut defs = if builtin {
+        builtin_definitions()?
+    } else {
+        Vec::new()
+    };
     if !dir.exists() {
-        return builtin_definitions();
+        return Ok(defs);
     }
     let unreadable = |file: &Path, e: std::io::Error| LoopDefError {
         file: file.display().to_string(),
@@ -136,17 +144,19 @@ pub fn load_definitions(dir: &Path) -> Result<Vec<LoopDef>, LoopDefError> {
         .filter(|p| p.extension().is_some_and(|e| e == "toml"))
         .collect();
     files.sort();
-    files
-        .iter()
-        .map(|file| {
-            let text = std::fs::read_to_string(file).map_err(|e| unreadable(file, e))?;
-            let name = file
-                .file_stem()
-                .map(|s| s.to_string_lossy().into_owned())
-                .unwrap_or_default();
-            parse(&name, &text, &file.display().to_string())
-        })
-        .collect()
+    for file in &files {
+        let text = std::fs::read_to_string(file).map_err(|e| unreadable(file, e))?;
+        let name = file
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let def = parse(&name, &text, &file.display().to_string())?;
+        match defs.iter_mut().find(|d| d.name == def.name) {
+            Some(builtin) => *builtin = def,
+            None => defs.push(def),
+        }
+    }
+    Ok(defs)
 }
 
 /// Parses one loop file.
@@ -166,7 +176,9 @@ pub fn parse(name: &str, text: &str, source: &str) -> Result<LoopDef, LoopDefErr
             format!("{name:?}: a loop's file name may hold letters, digits, '-' and '_' only"),
         ));
     }
-    let mut table: toml::Table = toml::from_str(text).map_err(|e| fail("file", e.message().to_string()))?;
+    // The parser's own rendering, with the line, the column and the snippet on lines of their own.
+    let mut table: toml::Table =
+        toml::from_str(text).map_err(|e| fail("file", e.to_string().trim_end().to_string()))?;
     let mut take_str = |key: &str| -> Result<Option<String>, LoopDefError> {
         match table.remove(key) {
             None => Ok(None),
@@ -192,6 +204,8 @@ pub fn parse(name: &str, text: &str, source: &str) -> Result<LoopDef, LoopDefErr
     let imp = build(name, &kind, &table).map_err(|e| {
         if e.starts_with("unknown kind") {
             fail("kind", e)
+        } else if let Some(key) = unknown_key(&e) {
+            fail(key, unknown_key_message(key, &kind, &e))
         } else {
             fail("settings", e)
         }
@@ -204,6 +218,51 @@ pub fn parse(name: &str, text: &str, source: &str) -> Result<LoopDef, LoopDefErr
         source: source.to_string(),
         imp,
     })
+}
+
+/// The key a serde "unknown field `x`, expected …" message names.
+fn unknown_key(message: &str) -> Option<&str> {
+    message.strip_prefix("unknown field `")?.split('`').next()
+}
+
+/// "unknown setting" with what the kind does take, and the likely intended key.
+fn unknown_key_message(key: &str, kind: &str, serde_message: &str) -> String {
+    let expected: Vec<&str> = match serde_message.split_once("expected ") {
+        Some((_, list)) => list
+            .split(['`', ','])
+            .map(str::trim)
+            .filter(|w| !w.is_empty() && *w != "one of" && *w != "or")
+            .collect(),
+        None => Vec::new(),
+    };
+    let mut known = vec!["kind", "schedule", "enabled"];
+    known.extend(expected.iter().copied());
+    let takes = if expected.is_empty() {
+        format!("a {kind} loop takes no settings of its own")
+    } else {
+        format!("a {kind} loop takes {}", expected.join(", "))
+    };
+    match known.iter().find(|k| close(key, k)) {
+        Some(k) => format!("unknown setting (did you mean `{k}`?); {takes}"),
+        None => format!("unknown setting; {takes} (besides kind, schedule and enabled)"),
+    }
+}
+
+/// True when `a` is at most two single-character edits away from `b`.
+fn close(a: &str, b: &str) -> bool {
+    let (a, b): (Vec<char>, Vec<char>) = (a.chars().collect(), b.chars().collect());
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.iter().enumerate() {
+        let mut prev = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let cost = usize::from(ca != cb);
+            let next = (row[j + 1] + 1).min(row[j] + 1).min(prev + cost);
+            prev = row[j + 1];
+            row[j + 1] = next;
+        }
+    }
+    row[b.len()] <= 2
 }
 
 #[cfg(test)]
@@ -222,6 +281,32 @@ mod tests {
         assert!(Schedule::parse("0 3 * * *").is_err(), "5 fields");
         assert!(Schedule::parse("0 0 99 * * *").is_err());
         assert!(Schedule::parse("hourly").is_err());
+    }
+
+    #[test]
+    fn files_add_loops_and_replace_builtin_ones_by_name() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("lease-reaper.toml"),
+            "kind = \"lease-reaper\"\nschedule = \"every 1m\"\nenabled = false\n",
+        )
+        .unwrap();
+        std::fs::write(
+            dir.path().join("nightly.toml"),
+            "kind = \"command\"\nschedule = \"every 1h\"\ncommand = [\"true\"]\n",
+        )
+        .unwrap();
+        let defs = load_definitions(dir.path(), true).unwrap();
+        assert_eq!(defs.len(), BUILTIN.len() + 1, "every built-in loop stays");
+        let reaper = defs.iter().find(|d| d.name == "lease-reaper").unwrap();
+        assert!(!reaper.enabled && reaper.source.ends_with("lease-reaper.toml"));
+        let notify = defs.iter().find(|d| d.name == "notify").unwrap();
+        assert_eq!(notify.source, "built-in:notify");
+        assert!(defs.iter().any(|d| d.name == "nightly"));
+        let only = load_definitions(dir.path(), false).unwrap();
+        assert_eq!(only.len(), 2, "without the built-in loops, only the folder's");
+        let none = load_definitions(&dir.path().join("absent"), true).unwrap();
+        assert_eq!(none.len(), BUILTIN.len());
     }
 
     #[test]
@@ -253,7 +338,22 @@ mod tests {
             "f",
         )
         .unwrap_err();
-        assert!(err.to_string().contains("ofline_after"), "{err}");
+        assert_eq!(err.field, "ofline_after");
+        assert!(err.message.contains("did you mean `offline_after`"), "{err}");
+        let err = parse(
+            "x",
+            "kind = \"lease-reaper\"\nschedule = \"every 1s\"\nenabeld = true\n",
+            "f",
+        )
+        .unwrap_err();
+        assert_eq!(err.field, "enabeld");
+        assert!(err.message.contains("did you mean `enabled`"), "{err}");
+        assert!(err.message.contains("takes no settings"), "{err}");
+        let err = parse("x", "kind = \"lease-reaper\"\nschedule = = 1\n", "f").unwrap_err();
+        assert!(
+            err.message.contains("line 2") && err.message.contains('\n'),
+            "{err}"
+        );
         let err = parse(
             "x",
             "kind = \"lease-reaper\"\nschedule = \"every 1s\"\nenabled = \"yes\"\n",

@@ -1,6 +1,7 @@
 //! `system-status`: samples host CPU, memory and the data folder's disk with sysinfo, keeps a
 //! short time series for the dashboard, and decides whether the host is overloaded (the spawner
-//! starts no agents then).
+//! starts no agents then). CPU is judged by its average over the last minute, so a moment's
+//! burst on an ordinary busy machine does not hold spawns back.
 
 use std::collections::VecDeque;
 use std::path::Path;
@@ -21,8 +22,10 @@ use super::{settings, Loop, LoopContext, Outcome};
 pub struct HostSample {
     /// When it was taken.
     pub at: Timestamp,
-    /// CPU use over all cores, 0–100.
+    /// CPU use over all cores since the previous sample, 0–100.
     pub cpu_percent: f32,
+    /// CPU use averaged over the samples of the last minute (the overload judgement uses it).
+    pub cpu_percent_1m: f32,
     /// 1-minute load average.
     pub load_1m: f64,
     /// Memory in use, bytes.
@@ -66,6 +69,18 @@ impl HostMonitor {
         }
     }
 
+    /// The average CPU use of the samples taken since `since`, together with `now_cpu`.
+    fn cpu_average(&self, since: Timestamp, now_cpu: f32) -> f32 {
+        let samples = self.samples.lock().unwrap_or_else(|p| p.into_inner());
+        let recent: Vec<f32> = samples
+            .iter()
+            .filter(|s| s.at >= since)
+            .map(|s| s.cpu_percent)
+            .chain(std::iter::once(now_cpu))
+            .collect();
+        recent.iter().sum::<f32>() / recent.len() as f32
+    }
+
     fn push(&self, sample: HostSample, keep: usize) {
         let mut samples = self.samples.lock().unwrap_or_else(|p| p.into_inner());
         samples.push_back(sample);
@@ -87,6 +102,9 @@ struct SystemStatus {
     #[serde(default = "keep")]
     keep_samples: usize,
 }
+
+/// How far back the CPU average looks.
+const CPU_WINDOW_MS: i64 = 60_000;
 
 fn ninety() -> f32 {
     90.0
@@ -145,10 +163,15 @@ impl SystemStatus {
         system.refresh_memory();
         let (disk_free, disk_total) = disk_of(data_dir).unwrap_or((0, 0));
         let cpu = system.global_cpu_usage();
+        let now = Timestamp::now();
+        let cpu_1m = monitor.cpu_average(now.plus_millis(-CPU_WINDOW_MS), cpu);
         let (used, total) = (system.used_memory(), system.total_memory());
         let mut reasons = Vec::new();
-        if cpu > self.cpu_percent {
-            reasons.push(format!("CPU at {cpu:.0}% (limit {}%)", self.cpu_percent));
+        if cpu_1m > self.cpu_percent {
+            reasons.push(format!(
+                "CPU {cpu_1m:.0}% > {}% averaged over the last minute",
+                self.cpu_percent
+            ));
         }
         let memory_percent = if total > 0 {
             used as f32 * 100.0 / total as f32
@@ -156,23 +179,21 @@ impl SystemStatus {
             0.0
         };
         if memory_percent > self.memory_percent {
-            reasons.push(format!(
-                "memory at {memory_percent:.0}% (limit {}%)",
-                self.memory_percent
-            ));
+            reasons.push(format!("memory {memory_percent:.0}% > {}%", self.memory_percent));
         }
         if disk_total > 0 {
             let free_percent = disk_free as f32 * 100.0 / disk_total as f32;
             if free_percent < self.disk_free_percent {
                 reasons.push(format!(
-                    "disk {free_percent:.1}% free (minimum {}%)",
+                    "disk {free_percent:.1}% free < {}%",
                     self.disk_free_percent
                 ));
             }
         }
         Ok(HostSample {
-            at: Timestamp::now(),
+            at: now,
             cpu_percent: cpu,
+            cpu_percent_1m: cpu_1m,
             load_1m: System::load_average().map(|l| l.one).unwrap_or(0.0),
             memory_used_bytes: used,
             memory_total_bytes: total,
@@ -198,16 +219,59 @@ impl Loop for SystemStatus {
             })
             .await??;
             let summary = if sample.overloaded {
-                format!("overloaded: {}", sample.reasons.join("; "))
+                format!(
+                    "overloaded, so no agent process is started: {}",
+                    sample.reasons.join("; ")
+                )
             } else {
                 format!(
-                    "cpu {:.0}%, memory {} MiB used, disk {} MiB free",
+                    "cpu {:.0}% (last minute {:.0}%), memory {} MiB used, disk {} MiB free",
                     sample.cpu_percent,
+                    sample.cpu_percent_1m,
                     sample.memory_used_bytes >> 20,
                     sample.disk_free_bytes >> 20
                 )
             };
             Ok(Outcome::new(summary, json!(sample)))
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample(at: i64, cpu: f32) -> HostSample {
+        HostSample {
+            at: Timestamp(at),
+            cpu_percent: cpu,
+            cpu_percent_1m: cpu,
+            load_1m: 0.0,
+            memory_used_bytes: 0,
+            memory_total_bytes: 0,
+            disk_free_bytes: 0,
+            disk_total_bytes: 0,
+            overloaded: false,
+            reasons: vec![],
+        }
+    }
+
+    #[test]
+    fn a_moments_burst_is_averaged_over_the_last_minute() {
+        let monitor = HostMonitor::default();
+        // An old burst is out of the window; a new one is diluted by the calm samples around it.
+        for (at, cpu) in [
+            (0, 100.0),
+            (70_000, 10.0),
+            (80_000, 99.0),
+            (90_000, 10.0),
+            (100_000, 10.0),
+        ] {
+            monitor.push(sample(at, cpu), 360);
+        }
+        let average = monitor.cpu_average(Timestamp(110_000 - CPU_WINDOW_MS), 10.0);
+        assert!((average - 27.8).abs() < 0.1, "{average}");
+        let busy = monitor.cpu_average(Timestamp(110_000 - 5_000), 99.0);
+        assert_eq!(busy, 99.0, "only the newest sample in a short window");
     }
 }

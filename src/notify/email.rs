@@ -1,7 +1,8 @@
 //! Rendering emails: a subject with priority, kind, id and title; a text part and an HTML part
 //! with the task, why it came to a person, a dashboard link and the take and decline links.
 
-use lettre::message::{Mailbox, MultiPart};
+use lettre::message::header::{ContentTransferEncoding, ContentType};
+use lettre::message::{Mailbox, MultiPart, SinglePart};
 use lettre::Message;
 
 use crate::domain::{Reason, Task, Timestamp};
@@ -197,18 +198,58 @@ fn wrap_html(inner: &str) -> String {
 }
 
 /// Builds the message with both parts.
-pub fn message(from: &str, to: &str, subject: &str, body: &Body) -> Result<Message, String> {
+///
+/// With `eight_bit` the text part is written as 8-bit UTF-8, line for line, so the links in a
+/// saved `.eml` file can be copied as they stand; otherwise lettre chooses (quoted-printable
+/// for long lines or non-ASCII text), which any mail server accepts.
+pub fn message(from: &str, to: &str, subject: &str, body: &Body, eight_bit: bool) -> Result<Message, String> {
     let from: Mailbox = from.parse().map_err(|e| format!("notify.from {from:?}: {e}"))?;
     let to: Mailbox = to.parse().map_err(|e| format!("recipient {to:?}: {e}"))?;
+    let text = if eight_bit {
+        SinglePart::builder()
+            .header(ContentType::TEXT_PLAIN)
+            .header(ContentTransferEncoding::EightBit)
+            .body(lettre::message::Body::dangerous_pre_encoded(
+                eight_bit_lines(&body.text).into_bytes(),
+                ContentTransferEncoding::EightBit,
+            ))
+    } else {
+        SinglePart::plain(body.text.clone())
+    };
     Message::builder()
         .from(from)
         .to(to)
         .subject(subject)
-        .multipart(MultiPart::alternative_plain_html(
-            body.text.clone(),
-            body.html.clone(),
-        ))
+        .multipart(
+            MultiPart::alternative()
+                .singlepart(text)
+                .singlepart(SinglePart::html(body.html.clone())),
+        )
         .map_err(|e| format!("cannot build the email: {e}"))
+}
+
+/// Longest line of an 8-bit body, in bytes without the line break (RFC 5322 allows 998).
+const MAX_8BIT_LINE: usize = 990;
+
+/// `text` as an 8-bit MIME body: CRLF line breaks, no NUL, and lines folded (at a character
+/// boundary) when longer than the standard allows.
+fn eight_bit_lines(text: &str) -> String {
+    let mut out = String::with_capacity(text.len() + text.len() / 32);
+    for line in text.replace('\0', "").lines() {
+        let mut rest = line;
+        while rest.len() > MAX_8BIT_LINE {
+            let mut cut = MAX_8BIT_LINE;
+            while !rest.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            out.push_str(&rest[..cut]);
+            out.push_str("\r\n");
+            rest = &rest[cut..];
+        }
+        out.push_str(rest);
+        out.push_str("\r\n");
+    }
+    out
 }
 
 /// Escapes text for HTML.
@@ -264,12 +305,46 @@ mod tests {
         assert!(body.html.contains("href=\"http://h/act/1/take?e=1&amp;s=ab\""));
         assert!(body.text.contains("http://h/act/1/take?e=1&s=ab"));
         assert!(body.text.contains("http://h/#/tasks/42"));
-        let message = message(
-            "t <t@example.com>",
-            "a@example.com",
-            &subject(&task, Reason::Routed),
-            &body,
+        for eight_bit in [false, true] {
+            let message = message(
+                "t <t@example.com>",
+                "a@example.com",
+                &subject(&task, Reason::Routed),
+                &body,
+                eight_bit,
+            );
+            assert!(message.is_ok());
+        }
+    }
+
+    #[test]
+    fn an_eight_bit_text_part_keeps_links_whole_and_lines_legal() {
+        let link = format!(
+            "https://taskyard.example.com/act/12/take?e=1767225600&s={}",
+            "ab".repeat(32)
         );
-        assert!(message.is_ok());
+        let long = "é".repeat(800);
+        let body = Body {
+            text: format!("Take it: {link}\nCafé · naïve\n{long}\n"),
+            html: "<p>x</p>".into(),
+        };
+        let raw = message("t <t@example.com>", "a@example.com", "s", &body, true)
+            .unwrap()
+            .formatted();
+        let raw = String::from_utf8(raw).unwrap();
+        assert!(raw.contains("Content-Transfer-Encoding: 8bit"), "{raw}");
+        assert!(
+            raw.contains(&format!("Take it: {link}\r\n")),
+            "the link stands on one line"
+        );
+        assert!(raw.contains("Café · naïve\r\n"), "UTF-8 as it is");
+        assert!(
+            raw.split("\r\n").all(|line| line.len() <= 998),
+            "no line too long"
+        );
+        assert!(
+            raw.contains(&"é".repeat(400)),
+            "a long line is folded, not encoded"
+        );
     }
 }

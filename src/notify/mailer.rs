@@ -67,6 +67,11 @@ impl Mailer {
         }
     }
 
+    /// True for the file transport: its `.eml` files are read as they are, not by a mail client.
+    pub fn writes_files(&self) -> bool {
+        matches!(self, Mailer::File(_))
+    }
+
     /// Sends `message`.
     pub async fn send(&self, message: Message) -> Result<(), SendError> {
         match self {

@@ -254,14 +254,18 @@ impl Notifier {
                 })
             }
         };
-        let message =
-            email::message(&self.config.notify.from, &n.to, &n.subject, &body).map_err(|message| {
-                mailer::SendError {
-                    permanent: true,
-                    server_fault: false,
-                    message,
-                }
-            })?;
+        let message = email::message(
+            &self.config.notify.from,
+            &n.to,
+            &n.subject,
+            &body,
+            self.mailer.writes_files(),
+        )
+        .map_err(|message| mailer::SendError {
+            permanent: true,
+            server_fault: false,
+            message,
+        })?;
         self.mailer.send(message).await
     }
 

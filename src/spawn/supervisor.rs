@@ -14,7 +14,7 @@ use tokio::sync::{broadcast, watch, Mutex};
 
 use crate::config::AgentTypeConfig;
 use crate::domain::input::ProgressSpec;
-use crate::domain::{Event, Principal, Role, Run, RunStatus, Status, Task};
+use crate::domain::{Event, Principal, Routed, Run, RunStatus, Status, Task};
 use crate::http::auth::{hash_token, new_token};
 use crate::store::{Claimed, StoreError};
 
@@ -109,52 +109,36 @@ async fn copy_capped(
 }
 
 impl Spawner {
-    /// Claims `task` for a new run of `agent_type` and starts its process.
+    /// Claims `task` for a new run of `agent_type` (the router's `reason`) and starts its
+    /// process. A run is recorded only once its claim succeeded.
     pub(super) async fn start(
         self: &Arc<Self>,
         task: &Task,
         agent_type: &str,
+        reason: &str,
         cfg: &AgentTypeConfig,
     ) -> Result<Run, StartError> {
-        let run = self.store.create_run(task.id, agent_type).await?;
         let token = new_token();
-        let who = match self
-            .store
-            .rotate_agent_token(
-                &run.holder,
-                "spawned",
-                Role::Agent,
-                &hex::encode(hash_token(&token)),
-                Some(task.id),
-            )
-            .await
-        {
-            Ok(who) => who,
-            Err(err) => {
-                let _ = self
-                    .store
-                    .run_ended(&run, RunStatus::Failed, None, Some(format!("no token: {err}")))
-                    .await;
-                return Err(err.into());
-            }
-        };
         // Subscribe before claiming, so a cancellation right after the claim is seen.
         let events = self.store.subscribe();
         let lease = Duration::from_secs(self.config.server.lease_seconds);
-        let claim = match self.store.claim_task(task.id, &who, lease).await {
-            Ok(claim) => claim,
-            Err(err) => {
-                self.store
-                    .run_ended(
-                        &run,
-                        RunStatus::Failed,
-                        None,
-                        Some(format!("could not claim: {err}")),
-                    )
-                    .await?;
-                return Err(StartError::Claim(err));
-            }
-        };
+        let (run, claim, who) = self
+            .store
+            .start_run(
+                task.id,
+                agent_type,
+                &hex::encode(hash_token(&token)),
+                lease,
+                reason,
+            )
+            .await
+            .map_err(|err| match err {
+                StoreError::AlreadyClaimed { .. }
+                | StoreError::NotReady(_)
+                | StoreError::Forbidden(_)
+                | StoreError::NotFound(_) => StartError::Claim(err),
+                other => StartError::Store(other),
+            })?;
         match self.launch(&run, &claim, &token, cfg).await {
             Ok(child) => {
                 let pid = child.id().map(i64::from).unwrap_or_default();
@@ -441,11 +425,12 @@ impl Spawner {
                 self.store
                     .record_routing(
                         task_id,
-                        "human",
+                        Routed::Human,
                         &format!(
                             "spawned agents used all {} attempts; last: {reason}",
                             after.max_attempts
                         ),
+                        false,
                     )
                     .await?;
             }

@@ -57,12 +57,16 @@ impl Store {
         Ok(agent)
     }
 
-    /// All agents, by name.
-    pub async fn list_agents(&self) -> StoreResult<Vec<Agent>> {
-        let rows: Vec<AgentRow> =
-            sqlx::query_as(&format!("SELECT {AGENT_COLUMNS} FROM agents ORDER BY name"))
-                .fetch_all(&self.reader)
-                .await?;
+    /// Agents, by name. The agents of spawned runs that are over (their token died with the run)
+    /// are left out unless `finished_runs`.
+    pub async fn list_agents(&self, finished_runs: bool) -> StoreResult<Vec<Agent>> {
+        let rows: Vec<AgentRow> = sqlx::query_as(&format!(
+            "SELECT {AGENT_COLUMNS} FROM agents \
+             WHERE ?1 OR NOT (kind = 'spawned' AND token_hash LIKE 'revoked:%') ORDER BY name"
+        ))
+        .bind(finished_runs)
+        .fetch_all(&self.reader)
+        .await?;
         rows.into_iter().map(Agent::try_from).collect()
     }
 

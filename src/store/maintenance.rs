@@ -5,7 +5,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use serde_json::json;
-use sqlx::{ConnectOptions, Connection};
+use sqlx::{ConnectOptions, Connection, SqliteConnection};
 
 use crate::domain::event::NewEvent;
 use crate::domain::{Principal, Role, Status, Timestamp};
@@ -154,30 +154,45 @@ impl Store {
     ) -> StoreResult<Principal> {
         let now = Timestamp::now();
         let mut tx = self.begin_write().await?;
-        let id: i64 = sqlx::query_scalar(
-            "INSERT INTO agents (name, kind, capabilities, role, token_hash, status, created_at, scope_task_id) \
-             VALUES (?1, ?2, '[]', ?3, ?4, 'online', ?5, ?6) \
-             ON CONFLICT (name) DO UPDATE SET token_hash = excluded.token_hash, role = excluded.role, \
-                 scope_task_id = excluded.scope_task_id \
-             RETURNING id",
-        )
-        .bind(name)
-        .bind(kind)
-        .bind(role.as_str())
-        .bind(token_hash)
-        .bind(now.millis())
-        .bind(scope)
-        .fetch_one(&mut *tx)
-        .await?;
+        let who = upsert_token(&mut tx, name, kind, role, token_hash, scope, now).await?;
         tx.commit(self).await?;
         self.tokens_changed();
-        Ok(Principal {
-            agent_id: Some(id),
-            name: name.to_string(),
-            role,
-            kind: kind.to_string(),
-            capabilities: Vec::new(),
-            scope,
-        })
+        Ok(who)
     }
+}
+
+/// Creates the agent `name` or gives it a new token hash, role and scope, inside the caller's
+/// transaction; returns it as a principal.
+pub(super) async fn upsert_token(
+    tx: &mut SqliteConnection,
+    name: &str,
+    kind: &str,
+    role: Role,
+    token_hash: &str,
+    scope: Option<i64>,
+    now: Timestamp,
+) -> StoreResult<Principal> {
+    let id: i64 = sqlx::query_scalar(
+        "INSERT INTO agents (name, kind, capabilities, role, token_hash, status, created_at, scope_task_id) \
+         VALUES (?1, ?2, '[]', ?3, ?4, 'online', ?5, ?6) \
+         ON CONFLICT (name) DO UPDATE SET token_hash = excluded.token_hash, role = excluded.role, \
+             scope_task_id = excluded.scope_task_id \
+         RETURNING id",
+    )
+    .bind(name)
+    .bind(kind)
+    .bind(role.as_str())
+    .bind(token_hash)
+    .bind(now.millis())
+    .bind(scope)
+    .fetch_one(&mut *tx)
+    .await?;
+    Ok(Principal {
+        agent_id: Some(id),
+        name: name.to_string(),
+        role,
+        kind: kind.to_string(),
+        capabilities: Vec::new(),
+        scope,
+    })
 }

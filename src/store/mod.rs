@@ -17,6 +17,7 @@ mod rows;
 mod runs;
 mod stats;
 mod tasks;
+mod why;
 mod writer;
 
 use std::path::Path;
@@ -36,7 +37,8 @@ pub use loop_runs::{LoopRun, NewLoopRun};
 pub use notifications::{NotificationFilter, NotificationPage, Outgoing};
 pub use runs::LiveRun;
 pub use stats::{MinuteCount, Stats};
-pub use tasks::{TaskFilter, TaskPage, Why};
+pub use tasks::{TaskFilter, TaskPage};
+pub use why::{Decision, DependencyState, Routing, Why};
 
 /// How hard a commit tries to reach the disk.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]

@@ -1,12 +1,16 @@
 //! Spawned runs and routing decisions: the rows the spawner keeps, each change with its event.
 
 use std::collections::HashMap;
+use std::time::Duration;
 
 use serde_json::json;
+use sqlx::SqliteConnection;
 
 use crate::domain::event::NewEvent;
-use crate::domain::{Run, RunStatus, Task, Timestamp};
+use crate::domain::{Principal, Role, Routed, Run, RunStatus, Task, Timestamp};
 
+use super::leases::Claimed;
+use super::maintenance::upsert_token;
 use super::rows::{TaskRow, TASK_COLUMNS};
 use super::{Store, StoreError, StoreResult};
 
@@ -61,15 +65,24 @@ pub struct LiveRun {
 }
 
 impl Store {
-    /// Records a new run of `agent_type` for `task_id` (status `starting`); its lease holder
-    /// name is `run-<id>`.
-    pub async fn create_run(&self, task_id: i64, agent_type: &str) -> StoreResult<Run> {
+    /// Claims task `task_id` for a new run of `agent_type`, all in one transaction: the run
+    /// (status `starting`, lease holder `run-<id>`), the run's agent with a token hashing to
+    /// `token_hash` and scoped to the task, the claim, and the routing decision `reason`. When
+    /// the claim is refused (another agent was first, say) nothing at all is recorded.
+    pub async fn start_run(
+        &self,
+        task_id: i64,
+        agent_type: &str,
+        token_hash: &str,
+        lease: Duration,
+        reason: &str,
+    ) -> StoreResult<(Run, Claimed, Principal)> {
         let now = Timestamp::now();
         let mut tx = self.begin_write().await?;
-        let id: i64 = sqlx::query_scalar(
+        let row: RunRow = sqlx::query_as(&format!(
             "INSERT INTO runs (task_id, agent_type, status, holder, started_at) \
-             VALUES (?1, ?2, 'starting', '', ?3) RETURNING id",
-        )
+             VALUES (?1, ?2, 'starting', '', ?3) RETURNING {RUN_COLUMNS}"
+        ))
         .bind(task_id)
         .bind(agent_type)
         .bind(now.millis())
@@ -78,11 +91,26 @@ impl Store {
         let row: RunRow = sqlx::query_as(&format!(
             "UPDATE runs SET holder = 'run-' || id WHERE id = ? RETURNING {RUN_COLUMNS}"
         ))
-        .bind(id)
+        .bind(row.id)
         .fetch_one(&mut *tx)
         .await?;
-        tx.commit(self).await?;
-        Run::try_from(row)
+        let run = Run::try_from(row)?;
+        let who = upsert_token(
+            &mut tx,
+            &run.holder,
+            "spawned",
+            Role::Agent,
+            token_hash,
+            Some(task_id),
+            now,
+        )
+        .await?;
+        let (claim, mut events, woke) = self.claim_in(&mut tx, task_id, &who, lease, now).await?;
+        let reason = format!("{reason}: run #{} of {agent_type}", run.id);
+        events.extend(set_routing(&mut tx, task_id, Routed::Spawn, &reason, false).await?);
+        self.commit(tx, now, events, woke).await?;
+        self.tokens_changed();
+        Ok((run, claim, who))
     }
 
     /// The process started: record it with a `run.started` event.
@@ -147,8 +175,8 @@ impl Store {
         .bind(now.millis())
         .fetch_one(&mut *tx)
         .await?;
-        // The run's token dies with it (a hash no token can have).
-        sqlx::query("UPDATE agents SET token_hash = 'revoked:' || name WHERE name = ?")
+        // The run's token dies with it (a hash no token can have), and its agent goes offline.
+        sqlx::query("UPDATE agents SET token_hash = 'revoked:' || name, status = 'offline' WHERE name = ?")
             .bind(&run.holder)
             .execute(&mut *tx)
             .await?;
@@ -239,43 +267,62 @@ impl Store {
     }
 
     /// Records a routing decision; a `task.routed` event is written only when the decision or
-    /// its reason changed, so a task waiting for capacity does not fill the log.
-    pub async fn record_routing(&self, task_id: i64, routed_to: &str, reason: &str) -> StoreResult<bool> {
-        self.route(task_id, routed_to, reason, false).await
-    }
-
-    /// Records that a task meant to be spawned went to people instead (no command, or its
-    /// agent could not start).
-    pub async fn record_spawn_fallback(&self, task_id: i64, reason: &str) -> StoreResult<bool> {
-        self.route(task_id, "human", reason, true).await
-    }
-
-    async fn route(&self, task_id: i64, routed_to: &str, reason: &str, fallback: bool) -> StoreResult<bool> {
+    /// its reason changed, so a task waiting for capacity does not fill the log. `fallback`
+    /// marks work meant for an agent process that went to people instead (no command, or its
+    /// agent could not start). Returns whether anything changed.
+    pub async fn record_routing(
+        &self,
+        task_id: i64,
+        decision: Routed,
+        reason: &str,
+        fallback: bool,
+    ) -> StoreResult<bool> {
         let now = Timestamp::now();
         let mut tx = self.begin_write().await?;
-        let changed = sqlx::query(
-            "UPDATE tasks SET routed_to = ?2, routed_reason = ?3 WHERE id = ?1 \
-             AND (routed_to IS NOT ?2 OR routed_reason IS NOT ?3)",
-        )
-        .bind(task_id)
-        .bind(routed_to)
-        .bind(reason)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected()
-            > 0;
-        let events = if changed {
-            vec![NewEvent::task(
-                "task.routed",
-                task_id,
-                "router",
-                json!({"decision": routed_to, "reason": reason, "fallback": fallback}),
-            )]
-        } else {
-            Vec::new()
-        };
+        let events = set_routing(&mut tx, task_id, decision, reason, fallback).await?;
+        let changed = !events.is_empty();
         self.commit(tx, now, events, false).await?;
         Ok(changed)
+    }
+
+    /// Forgets the router's decision on a task, so the next assignment pass (woken at once)
+    /// routes it afresh: after agent types were added, say, work that fell to people can go to
+    /// agents again. Refused for final tasks.
+    pub async fn reroute(&self, task_id: i64, actor: &Principal) -> StoreResult<Task> {
+        let now = Timestamp::now();
+        let mut tx = self.begin_write().await?;
+        let task = super::tasks::fetch_existing(&mut tx, task_id).await?;
+        if task.status.is_final() {
+            return Err(StoreError::Conflict(format!(
+                "task #{task_id} is {}; a final task is not routed again",
+                task.status
+            )));
+        }
+        let previous: Option<String> = sqlx::query_scalar("SELECT routed_to FROM tasks WHERE id = ?")
+            .bind(task_id)
+            .fetch_one(&mut *tx)
+            .await?;
+        sqlx::query("UPDATE tasks SET routed_to = NULL, routed_reason = NULL, updated_at = ?2 WHERE id = ?1")
+            .bind(task_id)
+            .bind(now.millis())
+            .execute(&mut *tx)
+            .await?;
+        let event = NewEvent::task(
+            "task.routed",
+            task_id,
+            &actor.name,
+            json!({"decision": null, "previous": previous,
+                   "reason": format!("to be routed afresh, as {} asked", actor.name)}),
+        );
+        let task = super::tasks::fetch_existing(&mut tx, task_id).await?;
+        self.commit(
+            tx,
+            now,
+            vec![event],
+            task.status == crate::domain::Status::Available,
+        )
+        .await?;
+        Ok(task)
     }
 
     /// True when `task_id` is `scope` or one of its subtasks (at any depth).
@@ -291,4 +338,36 @@ impl Store {
         .await?;
         Ok(found.is_some())
     }
+}
+
+/// Sets a task's routing decision inside the caller's transaction; returns its `task.routed`
+/// event, or nothing when neither the decision nor its reason changed.
+async fn set_routing(
+    tx: &mut SqliteConnection,
+    task_id: i64,
+    decision: Routed,
+    reason: &str,
+    fallback: bool,
+) -> StoreResult<Vec<NewEvent>> {
+    let changed = sqlx::query(
+        "UPDATE tasks SET routed_to = ?2, routed_reason = ?3 WHERE id = ?1 \
+         AND (routed_to IS NOT ?2 OR routed_reason IS NOT ?3)",
+    )
+    .bind(task_id)
+    .bind(decision.as_str())
+    .bind(reason)
+    .execute(&mut *tx)
+    .await?
+    .rows_affected()
+        > 0;
+    Ok(if changed {
+        vec![NewEvent::task(
+            "task.routed",
+            task_id,
+            "router",
+            json!({"decision": decision.as_str(), "reason": reason, "fallback": fallback}),
+        )]
+    } else {
+        Vec::new()
+    })
 }

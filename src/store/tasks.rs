@@ -9,7 +9,7 @@ use utoipa::ToSchema;
 
 use crate::domain::event::NewEvent;
 use crate::domain::input::{TaskPatch, TaskSpec};
-use crate::domain::{InputError, Lease, Principal, Priority, Route, Status, Task, TaskRef, Timestamp};
+use crate::domain::{InputError, Principal, Priority, Route, Status, Task, TaskRef, Timestamp};
 
 use super::rows::{to_json, TaskRow, TASK_COLUMNS};
 use super::{deps, Store, StoreError, StoreResult};
@@ -46,45 +46,6 @@ pub struct TaskPage {
     pub items: Vec<Task>,
     /// Pass as `cursor` for the next page; null on the last page.
     pub next_cursor: Option<String>,
-}
-
-/// A dependency as `why` shows it.
-#[derive(Debug, Clone, Serialize, ToSchema)]
-pub struct DependencyState {
-    /// Its id.
-    pub id: i64,
-    /// Its title.
-    pub title: String,
-    /// Its status.
-    pub status: Status,
-}
-
-/// Why a task is or is not claimable right now.
-#[derive(Debug, Clone, Serialize, ToSchema)]
-pub struct Why {
-    /// The task.
-    pub task_id: i64,
-    /// Its status.
-    pub status: Status,
-    /// Could an agent claim it right now?
-    pub claimable: bool,
-    /// Plain-language reasons, most important first.
-    pub reasons: Vec<String>,
-    /// Its dependencies and their states.
-    pub dependencies: Vec<DependencyState>,
-    /// The tasks that depend on it, and their states.
-    pub dependents: Vec<DependencyState>,
-    /// The current lease, if any.
-    pub lease: Option<Lease>,
-    /// Claims used and allowed.
-    pub attempts: i64,
-    /// Claims allowed.
-    pub max_attempts: i64,
-    /// Capabilities a claimer needs.
-    pub capabilities: Vec<String>,
-    /// Routing and other decisions recorded for it, newest last.
-    #[schema(value_type = Vec<Object>)]
-    pub decisions: Vec<serde_json::Value>,
 }
 
 pub(super) async fn fetch(tx: &mut SqliteConnection, id: i64) -> StoreResult<Option<Task>> {
@@ -127,6 +88,8 @@ impl Store {
         let mut tx = self.begin_write().await?;
         let mut keys: HashMap<String, i64> = HashMap::new();
         let mut slots: Vec<(i64, bool)> = Vec::with_capacity(specs.len());
+        // New tasks already complete as inserted, by id.
+        let mut inserted: HashMap<i64, Task> = HashMap::new();
         for (i, spec) in specs.iter().enumerate() {
             if let Some(key) = &spec.key {
                 if keys.contains_key(key) {
@@ -186,11 +149,18 @@ impl Store {
                     .into());
                 }
             }
-            let id: i64 = sqlx::query_scalar(
+            // A task without dependencies is available at once and complete as inserted; one with
+            // dependencies is settled below, once every task of the batch has an id.
+            let status = if spec.depends_on.is_empty() {
+                Status::Available
+            } else {
+                Status::Pending
+            };
+            let row: TaskRow = sqlx::query_as(&format!(
                 "INSERT INTO tasks (key, project, title, description, priority, kind, capabilities, \
                  acceptance_criteria, parent_id, route, status, max_attempts, created_by, created_at, updated_at, depth) \
-                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'pending', ?, ?, ?, ?, ?) RETURNING id",
-            )
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING {TASK_COLUMNS}"
+            ))
             .bind(&spec.key)
             .bind(&spec.project)
             .bind(&spec.title)
@@ -201,6 +171,7 @@ impl Store {
             .bind(to_json(&spec.acceptance_criteria))
             .bind(spec.parent_id)
             .bind(spec.route.as_str())
+            .bind(status.as_str())
             .bind(spec.max_attempts)
             .bind(&creator.name)
             .bind(now.millis())
@@ -208,8 +179,12 @@ impl Store {
             .bind(depth)
             .fetch_one(&mut *tx)
             .await?;
+            let id = row.id;
             if let Some(key) = &spec.key {
                 keys.insert(key.clone(), id);
+            }
+            if status == Status::Available {
+                inserted.insert(id, Task::try_from(row)?);
             }
             slots.push((id, true));
         }
@@ -247,14 +222,19 @@ impl Store {
                 continue;
             }
             let ids = &edges[id];
-            deps::set(&mut tx, *id, ids).await?;
-            let (status, reason) = deps::initial_status(&mut tx, ids).await?;
-            sqlx::query("UPDATE tasks SET status = ?, status_reason = ? WHERE id = ?")
-                .bind(status.as_str())
-                .bind(&reason)
-                .bind(id)
-                .execute(&mut *tx)
-                .await?;
+            let (status, reason) = if ids.is_empty() {
+                (Status::Available, None)
+            } else {
+                deps::set(&mut tx, *id, ids).await?;
+                let (status, reason) = deps::initial_status(&mut tx, ids).await?;
+                sqlx::query("UPDATE tasks SET status = ?, status_reason = ? WHERE id = ?")
+                    .bind(status.as_str())
+                    .bind(&reason)
+                    .bind(id)
+                    .execute(&mut *tx)
+                    .await?;
+                (status, reason)
+            };
             woke |= status == Status::Available;
             events.push(NewEvent::task(
                 "task.created",
@@ -265,7 +245,11 @@ impl Store {
         }
         let mut out = Vec::with_capacity(slots.len());
         for (id, new) in &slots {
-            out.push((fetch_existing(&mut tx, *id).await?, *new));
+            let task = match inserted.remove(id) {
+                Some(task) => task,
+                None => fetch_existing(&mut tx, *id).await?,
+            };
+            out.push((task, *new));
         }
         // Event data carries the title and priority so live views need no extra fetch.
         for (event, (task, _)) in events.iter_mut().zip(out.iter().filter(|(_, new)| *new)) {
@@ -501,119 +485,5 @@ impl Store {
         let updated = fetch_existing(&mut tx, id).await?;
         self.commit(tx, now, events, false).await?;
         Ok(updated)
-    }
-
-    /// Tasks linked to `id` by `sql` (one bound id; selects id, title, status).
-    async fn linked(&self, sql: &str, id: i64) -> StoreResult<Vec<DependencyState>> {
-        let rows: Vec<(i64, String, String)> = sqlx::query_as(sql).bind(id).fetch_all(&self.reader).await?;
-        rows.into_iter()
-            .map(|(id, title, status)| {
-                Ok(DependencyState {
-                    id,
-                    title,
-                    status: status.parse().map_err(StoreError::Corrupt)?,
-                })
-            })
-            .collect()
-    }
-
-    /// Explains whether a task is claimable and why.
-    pub async fn why(&self, r: &TaskRef) -> StoreResult<Why> {
-        let task = self.task(r).await?;
-        let now = Timestamp::now();
-        let dependencies = self
-            .linked(
-                "SELECT t.id, t.title, t.status FROM task_deps d JOIN tasks t ON t.id = d.depends_on_id \
-                 WHERE d.task_id = ? ORDER BY t.id",
-                task.id,
-            )
-            .await?;
-        let dependents = self
-            .linked(
-                "SELECT t.id, t.title, t.status FROM task_deps d JOIN tasks t ON t.id = d.task_id \
-                 WHERE d.depends_on_id = ? ORDER BY t.id LIMIT 500",
-                task.id,
-            )
-            .await?;
-        let mut reasons = Vec::new();
-        match task.status {
-            Status::Pending => {
-                let waiting: Vec<String> = dependencies
-                    .iter()
-                    .filter(|d| d.status != Status::Completed)
-                    .map(|d| format!("#{} ({})", d.id, d.status))
-                    .collect();
-                reasons.push(format!(
-                    "waiting for dependencies to complete: {}",
-                    waiting.join(", ")
-                ));
-            }
-            Status::Available => match task.not_before {
-                Some(t) if t > now => reasons.push(format!(
-                    "backing off after a failed attempt; claimable from {}",
-                    t.to_rfc3339()
-                )),
-                _ => reasons.push("ready: any agent with the required capabilities can claim it".into()),
-            },
-            Status::InProgress => {
-                if let (Some(since), Some(at)) = (task.stalled_since, task.progress.updated_at) {
-                    reasons.push(format!(
-                        "stalled since {}: no progress reported since {}",
-                        since.to_rfc3339(),
-                        at.to_rfc3339()
-                    ));
-                }
-                if let Some(lease) = &task.lease {
-                    if lease.expires_at <= now {
-                        reasons.push(format!(
-                            "the lease of {} expired at {}; a claim takes it over",
-                            lease.holder,
-                            lease.expires_at.to_rfc3339()
-                        ));
-                    } else {
-                        reasons.push(format!(
-                            "held by {} (fence {}) until {}",
-                            lease.holder,
-                            lease.fence,
-                            lease.expires_at.to_rfc3339()
-                        ));
-                    }
-                }
-            }
-            Status::Blocked => reasons.push(format!(
-                "blocked: {}",
-                task.status_reason.as_deref().unwrap_or("needs a person")
-            )),
-            final_status => reasons.push(format!("{final_status}: a final status, never claimable again")),
-        }
-        if !task.capabilities.is_empty() {
-            reasons.push(format!(
-                "a claimer needs the capabilities {}",
-                task.capabilities.join(", ")
-            ));
-        }
-        if task.route == Route::Human || self.options.human_kinds.contains(&task.kind) {
-            reasons.push("meant for a person: claim-next never hands it to an agent".into());
-        }
-        let decisions: Vec<serde_json::Value> = self
-            .task_events(task.id, 200)
-            .await?
-            .into_iter()
-            .filter(|e| e.kind == "task.routed" || e.kind == "task.stalled")
-            .map(|e| json!({"kind": e.kind, "at": e.at, "data": e.data}))
-            .collect();
-        Ok(Why {
-            task_id: task.id,
-            status: task.status,
-            claimable: task.is_claimable(now),
-            reasons,
-            dependencies,
-            dependents,
-            lease: task.lease,
-            attempts: task.attempts,
-            max_attempts: task.max_attempts,
-            capabilities: task.capabilities,
-            decisions,
-        })
     }
 }

@@ -354,7 +354,21 @@ async fn a_browser_logs_in_sees_a_new_task_live_and_cancels_it() {
     let Some(driver) = driver().await else {
         return;
     };
-    let server = Server::start().await;
+    let scripts = tempfile::tempdir().unwrap();
+    let server = Server::start_with(|c| {
+        c.agent_types.insert(
+            "development-lead".into(),
+            crate::spawn::agent_type(scripts.path(), "quitter", "exit 3", |_| {}),
+        );
+    })
+    .await;
+    // A run that fails, for the runs view's error column and the task's timeline.
+    let mut events = server.app_store.subscribe();
+    let urgent = server
+        .task(json!({"title": "Fails at once", "priority": "P0", "max_attempts": 1}))
+        .await;
+    server.loops.context().spawner.assign().await.unwrap();
+    crate::spawn::wait_for(&mut events, crate::spawn::exited(&urgent)).await;
     let client = browser(&driver).await;
 
     client.goto(&format!("{}/", server.url)).await.unwrap();
@@ -413,7 +427,34 @@ async fn a_browser_logs_in_sees_a_new_task_live_and_cancels_it() {
         if view == "#/" {
             find(&client, "svg.chart").await;
         }
+        if view == "#/runs" {
+            let error = find(&client, "#data .run-error").await.text().await.unwrap();
+            assert!(error.contains("exited with code 3"), "{error}");
+        }
     }
+    // The failed task's page tells its story in sentences, decisions and timeline alike.
+    client
+        .execute(
+            &format!("location.hash = '#/tasks/{}'; return 1;", urgent["id"]),
+            vec![],
+        )
+        .await
+        .unwrap();
+    let timeline = find(&client, "ul.timeline").await;
+    let page = find(&client, "#data").await.text().await.unwrap();
+    assert!(
+        page.contains("spawned: P0 work is spawned: run #1 of development-lead"),
+        "{page}"
+    );
+    assert!(
+        page.contains("run #1 ended: failed — exited with code 3"),
+        "{page}"
+    );
+    assert!(
+        !timeline.text().await.unwrap().contains("{\""),
+        "no raw JSON: {page}"
+    );
+
     let flash = find(&client, "#flash").await.text().await.unwrap();
     assert_eq!(flash, "", "the page showed an error");
     let log = client.issue_cmd(BrowserLog).await.unwrap();

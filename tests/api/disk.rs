@@ -137,7 +137,7 @@ fn large_mail() -> lettre::Message {
         html: format!("<pre>{text}</pre>"),
         text,
     };
-    message("taskyard@example.com", "ada@example.com", "Large", &body).unwrap()
+    message("taskyard@example.com", "ada@example.com", "Large", &body, true).unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

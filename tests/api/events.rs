@@ -120,6 +120,55 @@ async fn changes_stream_live_and_resume_after_a_disconnect() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_carries_only_the_kinds_asked_for_live_and_replayed() {
+    let server = Server::start().await;
+    let http = reqwest::Client::new();
+    let open = |query: &str| {
+        http.get(format!("{}/api/v1/events?{query}", server.url))
+            .bearer_auth(&server.admin)
+            .send()
+    };
+    let live = open("kinds=task.*,run.exited").await.unwrap();
+    assert_eq!(live.status(), StatusCode::OK);
+    // Noise first (an agent and a loop run), then task news.
+    let agent = server.agent("a", &[]).await;
+    server
+        .loops
+        .context()
+        .store
+        .record_loop_run(taskyard::store::NewLoopRun {
+            loop_name: "noise".into(),
+            kind: "lease-reaper".into(),
+            started_at: taskyard::domain::Timestamp::now(),
+            ok: true,
+            summary: "nothing".into(),
+            details: json!({}),
+        })
+        .await
+        .unwrap();
+    let task = server.task(json!({"title": "watched"})).await;
+    server
+        .post(&agent, &format!("/tasks/{}/claim", task["id"]), json!({}))
+        .await;
+    let events = read_events(live, 2).await;
+    let kinds: Vec<&str> = events.iter().map(|e| e.1.as_str()).collect();
+    assert_eq!(
+        kinds,
+        ["task.created", "task.claimed"],
+        "no agent.created, no loop.ran"
+    );
+
+    // The history replayed after a cursor is filtered the same way.
+    let replay = open("after=0&kinds=task.claimed").await.unwrap();
+    let events = read_events(replay, 1).await;
+    assert_eq!(events[0].1, "task.claimed");
+    let (status, problem) = server.get(&server.admin, "/events?kinds=task.").await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(problem["field"], "kinds");
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn streams_end_when_the_token_that_opened_them_is_revoked() {
     // Two spawned runs: each writes its token where the test can read it, then waits. A run's
     // token is revoked when the run ends.

@@ -3,6 +3,7 @@
 
 mod auth;
 mod cli;
+mod cli_messages;
 mod clock;
 mod concurrency;
 mod crash;
@@ -19,6 +20,9 @@ mod mcp;
 mod notify;
 mod props;
 mod restart;
+mod routing;
 mod smtp;
 mod spawn;
 mod support;
+mod walkthrough;
+mod why_props;

@@ -381,6 +381,16 @@ async fn blocked_and_failed_work_reaches_people_as_files_and_in_the_daily_digest
     assert!(subject.contains("is blocked on a decision"), "{subject}");
     assert!(text.contains("drop the legacy column or keep it?"), "{text}");
     let (take, _) = links(text);
+    // The link survives copying it out of the .eml file as it stands (no quoted-printable
+    // `=3D` or line folding in the text part).
+    let raw: Vec<String> = std::fs::read_dir(&mail)
+        .unwrap()
+        .filter_map(|e| std::fs::read_to_string(e.unwrap().path()).ok())
+        .collect();
+    assert!(
+        raw.iter().any(|eml| eml.lines().any(|line| line.contains(&take))),
+        "{take} is not whole in the file: {raw:?}"
+    );
     let (status, body) = page(reqwest::Method::POST, &take).await;
     assert_eq!(status, StatusCode::OK, "{body}");
     let (_, t) = server

@@ -39,7 +39,7 @@ pub(crate) fn agent_type(
 }
 
 /// A config whose loops folder holds only the assignment loop (woken by new work).
-fn with_assignment(data_dir: &Path) -> Config {
+pub(crate) fn with_assignment(data_dir: &Path) -> Config {
     let config = test_config(data_dir);
     std::fs::write(
         config.server.loops_dir.join("assignment.toml"),
@@ -106,7 +106,7 @@ pub(crate) fn exited(task: &Value) -> impl Fn(&Event) -> bool + '_ {
     move |e: &Event| e.kind == "run.exited" && Some(e.task_id.unwrap_or(-1)) == task["id"].as_i64()
 }
 
-const COMPLETES: &str = r#"echo "agent for task $1 starting"
+pub(crate) const COMPLETES: &str = r#"echo "agent for task $1 starting"
 "$TASKYARD_BIN" task progress --percent 50 --note "halfway" || exit 7
 "$TASKYARD_BIN" task complete --summary "done by run $TASKYARD_RUN_ID" || exit 8"#;
 
@@ -175,6 +175,25 @@ async fn a_p0_backend_task_is_done_by_a_spawned_backend_specialist() {
     let token = std::fs::read_to_string(scripts.path().join("token")).unwrap();
     let (status, _) = server.get(token.trim(), "/tasks").await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
+    // Its agent is not listed as an agent any more (runs are listed under runs), unless asked.
+    let holder = run["holder"].as_str().unwrap();
+    let (_, agents) = server.get(&server.admin, "/agents").await;
+    assert!(
+        !agents["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|a| a["name"] == holder),
+        "{agents}"
+    );
+    let (_, agents) = server.get(&server.admin, "/agents?all=true").await;
+    let listed = agents["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["name"] == holder)
+        .unwrap_or_else(|| panic!("{agents}"));
+    assert_eq!(listed["status"], "offline", "a finished run is not online");
     server.stop().await;
 }
 

@@ -25,9 +25,11 @@ pub struct Server {
 pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789";
 
 /// A config for tests: port 0, the given data folder, no retry backoff unless changed, and no
-/// scheduled loops (an empty loops folder), so nothing changes behind a test's back.
+/// scheduled loops (no built-in ones, an empty loops folder), so nothing changes behind a
+/// test's back.
 pub fn test_config(data_dir: &Path) -> Config {
     let mut config = Config::default();
+    config.server.builtin_loops = false;
     config.server.loops_dir = data_dir.join("no-loops");
     std::fs::create_dir_all(&config.server.loops_dir).unwrap();
     config.server.bind = "127.0.0.1:0".parse().unwrap();
@@ -137,6 +139,10 @@ impl Server {
         self.call(Some(token), Method::POST, path, Some(body)).await
     }
 
+    pub async fn patch(&self, token: &str, path: &str, body: Value) -> (StatusCode, Value) {
+        self.call(Some(token), Method::PATCH, path, Some(body)).await
+    }
+
     pub async fn get(&self, token: &str, path: &str) -> (StatusCode, Value) {
         self.call(Some(token), Method::GET, path, None).await
     }
@@ -220,9 +226,9 @@ pub async fn event_kinds_by_task(
     kinds
 }
 
-/// Starts `taskyard serve` (the real binary) as a child process on `data`, with the loops in
-/// `loops`, on a free loopback port, `env` added to its environment (errors only are logged);
-/// returns it and its URL once it answers `/healthz`.
+/// Starts `taskyard serve` (the real binary) as a child process on `data`, with only the loops
+/// in `loops` (no built-in ones), on a free loopback port, `env` added to its environment
+/// (errors only are logged); returns it and its URL once it answers `/healthz`.
 pub async fn serve_child(
     data: &Path,
     loops: &Path,
@@ -233,8 +239,13 @@ pub async fn serve_child(
         .local_addr()
         .unwrap()
         .port();
+    // Read once at startup: it may go when the server is up.
+    let config = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(config.path(), "[server]\nbuiltin_loops = false\n").unwrap();
     let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_taskyard"))
         .args(["serve", "--bind", &format!("127.0.0.1:{port}")])
+        .arg("--config")
+        .arg(config.path())
         .arg("--data-dir")
         .arg(data)
         .arg("--loops-dir")
@@ -261,4 +272,15 @@ pub async fn wait_until_up(url: &str, what: &str) {
     })
     .await
     .unwrap_or_else(|_| panic!("{what} never answered {url}"));
+}
+
+/// Reports a test that cannot run here (a program it needs is missing): prints SKIPPED and
+/// returns true, except under `CI=true`, where nothing may be skipped and the test fails.
+pub fn skipped(message: &str) -> bool {
+    if std::env::var("CI").is_ok_and(|v| v == "true") {
+        panic!("{message}, and CI=true");
+    }
+    println!("SKIPPED: {message}");
+    eprintln!("SKIPPED: {message}");
+    true
 }

@@ -272,7 +272,10 @@ impl PatchTask {
             max_attempts: max_attempts(self.max_attempts)?,
         };
         if patch == TaskPatch::default() {
-            return Err(reject("body", "names no field to change"));
+            return Err(reject(
+                "body",
+                "names no field to change (to route the task afresh, POST /api/v1/tasks/{id}/reroute)",
+            ));
         }
         Ok(patch)
     }
