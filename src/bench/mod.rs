@@ -150,10 +150,9 @@ pub async fn run(args: &BenchArgs) -> anyhow::Result<Value> {
         let small = 10_000.min(args.large);
         if args.large > 100_000 {
             eprintln!(
-                "note: the scale scenario seeds {} tasks through the API into the bench server \
-                 (minutes, and about {} MiB of database); pass --large to seed fewer",
-                args.large,
-                args.large / 1_000
+                "note: the scale scenario seeds {} tasks through the API into the bench server, \
+                 which takes minutes for a million; pass --large to seed fewer",
+                args.large
             );
         }
         let clients = scenarios::agents(&server, "b", args.agents).await?;

@@ -287,3 +287,43 @@ async fn the_log_has_no_colours_when_nobody_watches_it() {
     assert!(log.contains("taskyard is listening"), "{log}");
     assert!(!log.contains('\u{1b}'), "no ANSI escapes in a piped log: {log:?}");
 }
+
+#[tokio::test]
+async fn the_scale_scenario_warns_before_seeding_a_large_registry() {
+    use tokio::io::AsyncBufReadExt;
+    // Against a running server, so that stopping the bench leaves no server of its own behind.
+    let server = Server::start().await;
+    let mut bench = tokio::process::Command::new(env!("CARGO_BIN_EXE_taskyard"))
+        .args([
+            "bench",
+            "--scenario",
+            "scale",
+            "--large",
+            "1000000",
+            "--target",
+            &server.url,
+        ])
+        .args(["--token", &server.admin])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = tokio::io::BufReader::new(bench.stderr.take().unwrap()).lines();
+    let note = tokio::time::timeout(std::time::Duration::from_secs(60), async {
+        while let Some(line) = lines.next_line().await.unwrap() {
+            if line.starts_with("note:") {
+                return line;
+            }
+        }
+        panic!("the bench ended without a note");
+    })
+    .await
+    .expect("the note comes before any seeding");
+    assert!(
+        note.contains("1000000 tasks") && note.contains("--large"),
+        "{note}"
+    );
+    bench.kill().await.unwrap();
+    server.stop().await;
+}
