@@ -24,6 +24,23 @@ pub const ADMIN_TOKEN_FILE: &str = "admin.token";
 /// The database's file inside the data folder.
 pub const DATABASE_FILE: &str = "taskyard.db";
 
+/// Opens the registry the config names, migrated and ready: the embedded SQLite file in the
+/// data folder. (The one place a backend is chosen.)
+pub async fn open_store(config: &Config) -> anyhow::Result<Store> {
+    let options = StoreOptions {
+        durability: config.server.durability,
+        readers: 4,
+        retry_backoff: Duration::from_secs(config.server.retry_backoff_seconds),
+        human_kinds: config.routing.human_kinds.clone(),
+        max_depth: config.spawner.max_depth,
+        max_fanout: config.spawner.max_fanout,
+    };
+    let data_dir = &config.server.data_dir;
+    crate::store::sqlite::open(&data_dir.join(DATABASE_FILE), options)
+        .await
+        .with_context(|| format!("cannot open the database in {}", data_dir.display()))
+}
+
 /// A server that is bound and ready to run.
 pub struct App {
     listener: TcpListener,
@@ -41,19 +58,7 @@ impl App {
             Some(token) => token.clone(),
             None => admin_token_from_file(&data_dir)?,
         };
-        let store = Store::open(
-            &data_dir.join(DATABASE_FILE),
-            StoreOptions {
-                durability: config.server.durability,
-                readers: 4,
-                retry_backoff: Duration::from_secs(config.server.retry_backoff_seconds),
-                human_kinds: config.routing.human_kinds.clone(),
-                max_depth: config.spawner.max_depth,
-                max_fanout: config.spawner.max_fanout,
-            },
-        )
-        .await
-        .with_context(|| format!("cannot open the database in {}", data_dir.display()))?;
+        let store = open_store(&config).await?;
         let shortened = store.bound_leases().await?;
         if shortened > 0 {
             tracing::warn!(

@@ -7,7 +7,7 @@ use serde::Serialize;
 use utoipa::ToSchema;
 
 use crate::domain::input::JsonError;
-use crate::domain::InputError;
+use crate::domain::{InputError, Refused};
 use crate::store::StoreError;
 
 /// An error answered to an HTTP caller.
@@ -63,6 +63,9 @@ pub enum ApiError {
     /// The disk under the data folder is full: nothing was changed (507); the cause is logged.
     #[error("the server's storage is full, so nothing was changed; try again once space is freed")]
     StorageFull(#[source] StoreError),
+    /// The database cannot be reached right now: nothing was changed (503); the cause is logged.
+    #[error("the database is unavailable right now, so nothing was changed; try again shortly")]
+    Unavailable(#[source] StoreError),
     /// Unexpected failure (500); the cause is logged, not shown.
     #[error(transparent)]
     Internal(#[from] anyhow::Error),
@@ -82,7 +85,7 @@ pub struct Problem {
     pub detail: String,
     /// Stable machine-readable code: `invalid_input`, `not_found`, `unauthorized`, `forbidden`,
     /// `already_claimed`, `not_ready`, `lease_lost`, `conflict`, `payload_too_large`,
-    /// `rate_limited`, `storage_full`, `internal`.
+    /// `rate_limited`, `storage_full`, `unavailable`, `internal`.
     pub code: &'static str,
     /// The offending field, for `invalid_input`.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -110,6 +113,7 @@ impl ApiError {
             ApiError::TooManyChanges { .. } => (StatusCode::TOO_MANY_REQUESTS, "rate_limited"),
             ApiError::RateLimited(_) => (StatusCode::TOO_MANY_REQUESTS, "rate_limited"),
             ApiError::StorageFull(_) => (StatusCode::INSUFFICIENT_STORAGE, "storage_full"),
+            ApiError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
             ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
         }
     }
@@ -121,6 +125,9 @@ impl ApiError {
             ApiError::Internal(err) => tracing::error!(error = format!("{err:#}"), "request failed"),
             ApiError::StorageFull(err) => {
                 tracing::error!(error = %err, "a change was refused: the data folder's disk is full")
+            }
+            ApiError::Unavailable(err) => {
+                tracing::warn!(error = %err, "a request was refused: the database is unavailable")
             }
             _ => {}
         }
@@ -160,17 +167,26 @@ impl From<JsonError> for ApiError {
     }
 }
 
+impl From<Refused> for ApiError {
+    fn from(refused: Refused) -> Self {
+        match refused {
+            Refused::NotFound(what) => ApiError::NotFound(format!("{what} not found")),
+            Refused::AlreadyClaimed { holder } => ApiError::AlreadyClaimed { holder },
+            Refused::NotReady(m) => ApiError::NotReady(m),
+            Refused::LeaseLost(m) => ApiError::LeaseLost(m),
+            Refused::Forbidden(m) => ApiError::Forbidden(m),
+            Refused::Conflict(m) => ApiError::Conflict(m),
+            Refused::Invalid(e) => ApiError::Invalid(e),
+        }
+    }
+}
+
 impl From<StoreError> for ApiError {
     fn from(err: StoreError) -> Self {
         match err {
-            StoreError::NotFound(what) => ApiError::NotFound(format!("{what} not found")),
-            StoreError::AlreadyClaimed { holder } => ApiError::AlreadyClaimed { holder },
-            StoreError::NotReady(m) => ApiError::NotReady(m),
-            StoreError::LeaseLost(m) => ApiError::LeaseLost(m),
-            StoreError::Forbidden(m) => ApiError::Forbidden(m),
-            StoreError::Conflict(m) => ApiError::Conflict(m),
-            StoreError::Invalid(e) => ApiError::Invalid(e),
-            full if full.is_storage_full() => ApiError::StorageFull(full),
+            StoreError::Refused(refused) => refused.into(),
+            full @ StoreError::StorageFull(_) => ApiError::StorageFull(full),
+            down @ StoreError::Unavailable(_) => ApiError::Unavailable(down),
             other => ApiError::Internal(anyhow::Error::new(other)),
         }
     }

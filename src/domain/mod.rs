@@ -2,10 +2,14 @@
 //! Nothing here does I/O; the store and the HTTP layer build on these types.
 
 pub mod agent;
+pub mod cancel;
 pub mod claim;
 pub mod event;
 pub mod input;
+pub mod lifecycle;
 pub mod notification;
+pub mod plan;
+mod refused;
 pub mod run;
 pub mod task;
 pub mod time;
@@ -13,7 +17,9 @@ pub mod time;
 pub use agent::{Agent, Principal, Role};
 pub use claim::{Refusal, Routed};
 pub use event::Event;
+pub use event::{Because, BlockedBy, Change, NewEvent};
 pub use notification::{LinkAction, NewNotification, Notification, NotificationStatus, Reason};
+pub use refused::Refused;
 pub use run::{Run, RunStatus};
 pub use task::{Lease, Priority, Progress, Route, Status, Task, TaskRef, TaskResult};
 pub use time::Timestamp;

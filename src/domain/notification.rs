@@ -9,7 +9,7 @@ use super::Timestamp;
 pub const TRIGGER_EVENTS: [&str; 4] = ["task.routed", "task.failed", "task.blocked", "task.stalled"];
 
 /// Why a person is told.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, ToSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, serde::Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Reason {
     /// The router sent the task to people (its route or kind).

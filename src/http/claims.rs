@@ -211,7 +211,7 @@ pub async fn claim_next_unless(
     };
     let deadline = Instant::now() + Duration::from_secs(spec.wait_seconds);
     // Subscribe before the first attempt so that work created in between is not missed.
-    let mut work = state.store.watch_work();
+    let mut work = state.store.bus().watch_work();
     let mut shutdown = state.shutdown.clone();
     loop {
         // A lease claimed once shutdown has started, or after the caller gave up, would reach
@@ -234,7 +234,7 @@ pub async fn claim_next_unless(
             until = until.min(Instant::now() + Duration::from_millis(ms + 5));
         }
         tokio::select! {
-            _ = state.store.wait_for_work(&mut work) => {}
+            _ = state.store.bus().wait_for_work(&mut work) => {}
             _ = tokio::time::sleep_until(until) => {}
             _ = shutdown.changed() => {}
             _ = give_up.cancelled() => {}

@@ -61,7 +61,7 @@ impl Credential {
     /// Completes once this credential no longer authenticates.
     pub async fn ended(self, state: AppState) {
         let mut sessions = state.sessions.watch_ended();
-        let mut tokens = state.store.watch_tokens();
+        let mut tokens = state.store.bus().watch_tokens();
         loop {
             // Seen before the check, so a change announced during the check wakes the wait below.
             sessions.mark_unchanged();

@@ -115,7 +115,7 @@ pub async fn events(
         })
         .transpose()?;
     // Subscribe before reading the starting point, so nothing falls between the two.
-    let live = state.store.subscribe();
+    let live = state.store.bus().subscribe();
     let newest = state.store.last_event_id().await?;
     // A cursor beyond the newest event (say, from before the database was replaced) would
     // silence the stream; it starts from the newest instead.
@@ -132,7 +132,7 @@ pub async fn events(
     let stream = ReceiverStream::new(rx).map(|event| {
         Ok(SseEvent::default()
             .id(event.id.to_string())
-            .event(event.kind.clone())
+            .event(event.change.kind())
             .json_data(&event)
             .unwrap_or_else(|_| SseEvent::default().comment("unserialisable event")))
     });
@@ -150,7 +150,7 @@ struct Sender {
 impl Sender {
     /// Passes `event` on if it is of a wanted kind; `Err` once the subscriber is gone.
     async fn send(&self, event: Event) -> Result<(), ()> {
-        if !self.kinds.wants(&event.kind) {
+        if !self.kinds.wants(&event.change.kind()) {
             return Ok(());
         }
         self.tx.send(event).await.map_err(|_| ())

@@ -15,7 +15,7 @@ pub fn router() -> Router<AppState> {
 }
 
 async fn healthz(State(state): State<AppState>) -> ApiResult<axum::Json<Value>> {
-    state.store.ping().await?;
+    state.store.health().await?;
     Ok(axum::Json(
         json!({"status": "ok", "version": env!("CARGO_PKG_VERSION")}),
     ))

@@ -9,7 +9,7 @@ use axum::routing::get;
 use axum::Router;
 use serde::Deserialize;
 
-use crate::domain::{LinkAction, Notification, Task, TaskRef, Timestamp};
+use crate::domain::{LinkAction, Notification, Refused, Task, TaskRef, Timestamp};
 use crate::notify::email::{dashboard_link, escape};
 use crate::store::StoreError;
 
@@ -80,13 +80,13 @@ async fn check(
         let n = state.store.notification(id).await?;
         let task_id = n
             .task_id
-            .ok_or_else(|| StoreError::NotFound(format!("the task of notification #{id}")))?;
+            .ok_or_else(|| StoreError::not_found(format!("the task of notification #{id}")))?;
         let task = state.store.task(&TaskRef::Id(task_id)).await?;
         Ok::<_, StoreError>((n, task))
     };
     match found.await {
         Ok((n, task)) => Ok((action, n, task)),
-        Err(StoreError::NotFound(what)) => Err(refused(
+        Err(StoreError::Refused(Refused::NotFound(what))) => Err(refused(
             StatusCode::NOT_FOUND,
             &format!("{what} no longer exists."),
         )),

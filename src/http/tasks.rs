@@ -282,7 +282,9 @@ pub async fn detail(state: &AppState, id: &str) -> ApiResult<TaskDetail> {
 /// spawner would do with it now put first.
 pub async fn explain(state: &AppState, id: &str) -> ApiResult<Why> {
     let task = state.store.task(&TaskRef::parse(id)).await?;
-    let mut why = state.store.why(&task).await?;
+    let facts = state.store.why_facts(&task).await?;
+    let human_kinds = &state.store.options().human_kinds;
+    let mut why = crate::store::why::explain(&task, facts, human_kinds, crate::domain::Timestamp::now());
     let spawner = &state.loops.context().spawner;
     if let Some(line) = spawner.explain(&task, why.routing.as_ref()).await? {
         why.reasons.insert(0, line);

@@ -156,7 +156,8 @@ impl CommandLoop {
         };
         let (task, created) = match ctx.store.create_task(spec.clone(), who).await {
             Ok(done) => done,
-            Err(crate::store::StoreError::Db(e)) => return Err(e.into()),
+            // The database failing fails the run; a refused line is the program's mistake.
+            Err(e) if !e.is_refusal() => return Err(e.into()),
             Err(e) => {
                 tally.invalid.push(format!("line {line_no}: {e}"));
                 return Ok(());
@@ -173,7 +174,7 @@ impl CommandLoop {
         }
         match ctx.store.patch_task(task.id, patch, who).await {
             Ok(_) => tally.updated += 1,
-            Err(crate::store::StoreError::Db(e)) => return Err(e.into()),
+            Err(e) if !e.is_refusal() => return Err(e.into()),
             // Claimed between the two steps, say: the task keeps its current fields.
             Err(e) => tally.invalid.push(format!("line {line_no}: {e}")),
         }

@@ -18,7 +18,6 @@ use sha2::Digest;
 use crate::domain::input::{parse_json, CreateTask, JsonError};
 use crate::domain::{Principal, Role};
 use crate::error::ApiError;
-use crate::store::StoreError;
 
 use super::{settings, Loop, LoopContext, Outcome, Span};
 
@@ -118,7 +117,8 @@ impl Inbox {
                         Err(e) => problem(ApiError::Invalid(e)),
                         Ok(spec) => match ctx.store.create_task(spec, &inbox_principal()).await {
                             Ok((task, created)) => json!({"ok": true, "created": created, "task": task}),
-                            Err(StoreError::Db(e)) => return Err(e.into()),
+                            // The database failing leaves the file for the next run.
+                            Err(e) if !e.is_refusal() => return Err(e.into()),
                             Err(other) => problem(ApiError::from(other)),
                         },
                     }

@@ -130,9 +130,9 @@ impl Loops {
         }
         for entry in self.entries.iter().filter(|e| e.def.enabled) {
             let signal = if entry.def.imp.woken_by_work() {
-                self.ctx.store.watch_work()
+                self.ctx.store.bus().watch_work()
             } else if entry.def.imp.woken_by_outbox() {
-                self.ctx.store.watch_outbox()
+                self.ctx.store.bus().watch_outbox()
             } else {
                 continue;
             };

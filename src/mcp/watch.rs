@@ -28,12 +28,12 @@ use std::sync::Arc;
 
 use rmcp::model::{LoggingLevel, LoggingMessageNotificationParam};
 use rmcp::service::{Peer, RoleServer};
-use serde_json::{json, Value};
+use serde_json::json;
 use tokio::sync::broadcast::error::RecvError;
 use tokio::sync::mpsc;
 use tokio::task::AbortHandle;
 
-use crate::domain::Event;
+use crate::domain::{Change, Event};
 use crate::http::AppState;
 
 /// The running watcher of one session; dropping it stops the watcher.
@@ -92,7 +92,7 @@ async fn run(
     let Some(at_start) = held_now(&state, &holder).await else {
         return;
     };
-    let mut events = state.store.subscribe();
+    let mut events = state.store.bus().subscribe();
     let mut leases = Leases::new(at_start);
     let Some(now) = held_now(&state, &holder).await else {
         return;
@@ -228,43 +228,48 @@ impl Leases {
     fn judge(&mut self, holder: &str, event: &Event) -> Option<Lost> {
         let task_id = event.task_id?;
         let held = *self.held.get(&task_id)?;
-        let fence = event.data.get("fence").and_then(Value::as_i64);
+        let fence = event.change.fence();
         let by_holder = event.actor.as_deref() == Some(holder);
         let actor = event.actor.as_deref().unwrap_or("the server");
-        match event.kind.as_str() {
-            "task.claimed" => {
-                let fence = fence?;
-                if fence <= held {
+        let verb = match &event.change {
+            Change::TaskClaimed {
+                holder: claimer,
+                fence,
+                ..
+            } => {
+                if *fence <= held {
                     return None;
                 }
-                let why = match event.data.get("holder").and_then(Value::as_str) {
-                    Some(claimer) if claimer == holder => {
-                        format!("it was claimed again under your name (fence {fence}), elsewhere")
-                    }
-                    Some(claimer) => format!("{claimer} claimed it"),
-                    None => "another agent claimed it".into(),
+                let why = if claimer == holder {
+                    format!("it was claimed again under your name (fence {fence}), elsewhere")
+                } else {
+                    format!("{claimer} claimed it")
                 };
-                self.lose(task_id, held, why)
+                return self.lose(task_id, held, why);
             }
-            "task.lease_expired" => self.lose(task_id, fence?, "your lease expired".into()),
-            "task.completed" | "task.failed" | "task.released" | "task.blocked" => {
-                let fence = fence?;
-                if by_holder {
-                    self.forget(task_id, fence);
-                    return None;
-                }
-                let verb = event.kind.trim_start_matches("task.");
-                self.lose(task_id, fence, format!("{actor} {verb} it"))
+            Change::TaskLeaseExpired { fence, .. } => {
+                return self.lose(task_id, *fence, "your lease expired".into())
             }
             // A cancel carries no fence; it ends whatever lease the task has, and no newer one
             // can follow, so the lease watched is the one that ended.
-            "task.cancelled" if by_holder => {
+            Change::TaskCancelled { .. } if by_holder => {
                 self.forget(task_id, held);
-                None
+                return None;
             }
-            "task.cancelled" => self.lose(task_id, held, format!("{actor} cancelled it")),
-            _ => None,
+            Change::TaskCancelled { .. } => return self.lose(task_id, held, format!("{actor} cancelled it")),
+            Change::TaskCompleted { .. } => "completed",
+            Change::TaskFailed { .. } => "failed",
+            Change::TaskReleased { .. } => "released",
+            Change::TaskBlocked { .. } => "blocked",
+            _ => return None,
+        };
+        // Completed, failed, released or blocked under a fence (a block by a dependency has none).
+        let fence = fence?;
+        if by_holder {
+            self.forget(task_id, fence);
+            return None;
         }
+        self.lose(task_id, fence, format!("{actor} {verb} it"))
     }
 
     /// Compares the leases watched with `now`, what the database says is held: those no longer
@@ -307,15 +312,19 @@ mod tests {
     use super::*;
     use crate::domain::Timestamp;
 
-    fn event(kind: &str, task_id: i64, actor: Option<&str>, data: Value) -> Event {
+    fn event(kind: &str, task_id: i64, actor: Option<&str>, data: serde_json::Value) -> Event {
         Event {
             id: 1,
-            kind: kind.into(),
             task_id: Some(task_id),
             actor: actor.map(str::to_string),
-            data,
             at: Timestamp::now(),
+            change: Change::from_parts(kind, data),
         }
+    }
+
+    /// A claim's data, as recorded.
+    fn claim(holder: &str, fence: i64) -> serde_json::Value {
+        json!({"holder": holder, "fence": fence, "attempt": 1, "expires_at": "2026-01-01T00:00:00.000Z"})
     }
 
     fn held(leases: &[(i64, i64)]) -> Held {
@@ -363,7 +372,7 @@ mod tests {
             json!({"holder": "me", "fence": 2}),
         );
         assert_eq!(leases.judge("me", &old_release), None);
-        let own_claim = event("task.claimed", 7, Some("me"), json!({"holder": "me", "fence": 3}));
+        let own_claim = event("task.claimed", 7, Some("me"), claim("me", 3));
         assert_eq!(leases.judge("me", &own_claim), None);
         assert_eq!(leases.held, held(&[(7, 3)]));
     }
@@ -371,13 +380,13 @@ mod tests {
     #[test]
     fn a_newer_claim_ends_the_lease_watched() {
         let mut leases = Leases::new(held(&[(7, 3), (8, 1)]));
-        let taken = event("task.claimed", 7, Some("b"), json!({"holder": "b", "fence": 4}));
+        let taken = event("task.claimed", 7, Some("b"), claim("b", 4));
         let lost = leases.judge("me", &taken).unwrap();
         assert_eq!(
             (lost.task_id, lost.fence, lost.why.as_str()),
             (7, 3, "b claimed it")
         );
-        let mine_elsewhere = event("task.claimed", 8, Some("me"), json!({"holder": "me", "fence": 2}));
+        let mine_elsewhere = event("task.claimed", 8, Some("me"), claim("me", 2));
         let lost = leases.judge("me", &mine_elsewhere).unwrap();
         assert_eq!((lost.task_id, lost.fence), (8, 1));
         assert!(lost.why.contains("under your name"), "{}", lost.why);
@@ -397,7 +406,7 @@ mod tests {
             "task.completed",
             2,
             Some("me"),
-            json!({"holder": "me", "fence": 5}),
+            json!({"holder": "me", "fence": 5, "summary": "done"}),
         );
         assert_eq!(leases.judge("me", &own), None);
         let cancelled = event("task.cancelled", 3, Some("boss"), json!({"note": null}));
@@ -414,8 +423,8 @@ mod tests {
         assert_eq!(leases.judge("me", &expired(9, "me", 1)), None);
         let cancelled = event("task.cancelled", 9, Some("admin"), json!({}));
         assert_eq!(leases.judge("me", &cancelled), None);
-        let claim = event("task.claimed", 9, Some("me"), json!({"holder": "me", "fence": 2}));
-        assert_eq!(leases.judge("me", &claim), None);
+        let claimed = event("task.claimed", 9, Some("me"), claim("me", 2));
+        assert_eq!(leases.judge("me", &claimed), None);
         assert!(
             leases.held.is_empty(),
             "a claim event does not make a lease this session's"

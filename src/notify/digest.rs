@@ -90,7 +90,7 @@ impl Notifier {
             .collect();
         let queued = self.store.queue_notifications(None, &items).await?;
         if queued > 0 {
-            self.store.wake_outbox();
+            self.store.bus().wake_outbox();
         }
         Ok(DigestOutcome {
             queued,

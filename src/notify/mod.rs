@@ -17,7 +17,8 @@ use serde::Serialize;
 
 use crate::config::Config;
 use crate::domain::{
-    Event, LinkAction, NewNotification, Notification, Principal, Reason, Status, Task, TaskRef, Timestamp,
+    BlockedBy, Change, Event, LinkAction, NewNotification, Notification, Principal, Reason, Refused, Routed,
+    Status, Task, TaskRef, Timestamp,
 };
 use crate::store::{Claimed, Outgoing, Store, StoreError, StoreResult};
 
@@ -151,8 +152,9 @@ impl Notifier {
         let mut queued = 0;
         let mut cursor = self.store.notify_cursor().await?;
         loop {
-            // Only trigger kinds are read: on a busy registry most events are claims and progress.
-            let (events, last) = self.store.trigger_events_after(cursor, EVENT_BATCH).await?;
+            // Only the kinds that may concern people are read: on a busy registry most events
+            // are claims and progress.
+            let (events, last) = self.store.people_events_after(cursor, EVENT_BATCH).await?;
             if last <= cursor {
                 break;
             }
@@ -183,30 +185,36 @@ impl Notifier {
         let Some(task_id) = event.task_id else {
             return Ok(None);
         };
-        let data = &event.data;
-        let flag = |name: &str| data.get(name).and_then(|v| v.as_bool()).unwrap_or(false);
-        let (reason, wanted) = match event.kind.as_str() {
+        let (reason, wanted) = match &event.change {
             // A decline queues the next person itself.
-            "task.routed"
-                if data.get("decision").and_then(|v| v.as_str()) == Some("human") && !flag("declined") =>
-            {
-                let reason = if flag("fallback") {
+            Change::TaskRouted {
+                decision: Some(decision),
+                fallback,
+                declined: false,
+                ..
+            } if decision == Routed::Human.as_str() => {
+                let reason = if *fallback {
                     Reason::SpawnFallback
                 } else {
                     Reason::Routed
                 };
                 (reason, Status::Available)
             }
-            "task.failed" if flag("final") => (Reason::Failed, Status::Failed),
-            // Only a block by a holder or an admin is a decision to make (those events name the
-            // holder); a block by a failed dependency is the dependency's news.
-            "task.blocked" if data.get("holder").is_some() => (Reason::Blocked, Status::Blocked),
-            "task.stalled" if self.config.notify.on_stall => (Reason::Stalled, Status::InProgress),
+            Change::TaskFailed { last: true, .. } => (Reason::Failed, Status::Failed),
+            // Only a block by a holder or an admin is a decision to make; a block by a failed
+            // dependency is the dependency's news.
+            Change::TaskBlocked {
+                by: BlockedBy::Decision { .. },
+                ..
+            } => (Reason::Blocked, Status::Blocked),
+            Change::TaskStalled { .. } if self.config.notify.on_stall => {
+                (Reason::Stalled, Status::InProgress)
+            }
             _ => return Ok(None),
         };
         let task = match self.store.task(&TaskRef::Id(task_id)).await {
             Ok(task) => task,
-            Err(StoreError::NotFound(_)) => return Ok(None),
+            Err(StoreError::Refused(Refused::NotFound(_))) => return Ok(None),
             Err(e) => return Err(e),
         };
         // The news is old: the task has moved on since.
@@ -324,7 +332,7 @@ impl Notifier {
     pub async fn decline(&self, notification: &Notification) -> StoreResult<Option<Person>> {
         let task_id = notification
             .task_id
-            .ok_or_else(|| StoreError::Conflict("this email is not about one task".into()))?;
+            .ok_or_else(|| StoreError::conflict("this email is not about one task"))?;
         let task = self.store.task(&TaskRef::Id(task_id)).await?;
         let mut declined = self.store.declined_by(task_id).await?;
         declined.push(notification.human.clone());

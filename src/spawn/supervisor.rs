@@ -14,7 +14,7 @@ use tokio::sync::{broadcast, watch, Mutex};
 
 use crate::config::AgentTypeConfig;
 use crate::domain::input::ProgressSpec;
-use crate::domain::{Event, Principal, Routed, Run, RunStatus, Status, Task};
+use crate::domain::{Change, Event, Principal, Refused, Routed, Run, RunStatus, Status, Task};
 use crate::http::auth::{hash_token, new_token};
 use crate::store::{Claimed, StoreError};
 
@@ -120,7 +120,7 @@ impl Spawner {
     ) -> Result<Run, StartError> {
         let token = new_token();
         // Subscribe before claiming, so a cancellation right after the claim is seen.
-        let events = self.store.subscribe();
+        let events = self.store.bus().subscribe();
         let lease = Duration::from_secs(self.config.server.lease_seconds);
         let (run, claim, who) = self
             .store
@@ -133,10 +133,7 @@ impl Spawner {
             )
             .await
             .map_err(|err| match err {
-                StoreError::AlreadyClaimed { .. }
-                | StoreError::NotReady(_)
-                | StoreError::Forbidden(_)
-                | StoreError::NotFound(_) => StartError::Claim(err),
+                StoreError::Refused(_) => StartError::Claim(err),
                 other => StartError::Store(other),
             })?;
         match self.launch(&run, &claim, &token, cfg).await {
@@ -297,7 +294,7 @@ impl Spawner {
                     None => continue,
                 },
                 event = events.recv() => match event {
-                    Ok(e) if e.task_id == Some(task_id) && e.kind == "task.cancelled" => StopRequest {
+                    Ok(e) if e.task_id == Some(task_id) && matches!(e.change, Change::TaskCancelled { .. }) => StopRequest {
                         status: RunStatus::Killed,
                         reason: "its task was cancelled".into(),
                     },
@@ -322,7 +319,7 @@ impl Spawner {
                     renewed = tokio::time::Instant::now();
                     let beat = ProgressSpec { fence, percent: None, note: None, lease_seconds: None };
                     match self.store.report_progress(task_id, &who, beat).await {
-                        Err(StoreError::LeaseLost(m)) | Err(StoreError::Forbidden(m)) => {
+                        Err(StoreError::Refused(Refused::LeaseLost(m) | Refused::Forbidden(m))) => {
                             // Completing its task ends the lease too: then the agent may finish up.
                             let task = self.store.task(&crate::domain::TaskRef::Id(task_id)).await;
                             if task.is_ok_and(|t| t.status == Status::Completed) {

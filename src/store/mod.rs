@@ -1,148 +1,64 @@
-//! The SQLite store: every SQL statement in taskyard lives under this module, behind functions
-//! named for intent. The agent work cycle (claim-next, progress, complete) runs on a batching
-//! writer thread (see `writer`); other changes go through one async writer connection. A gate
-//! lets only one of the two write at a time, so they never fight over SQLite's write lock;
-//! reads use a small pool of read-only connections. Each change commits together with its
-//! events, which are then published to subscribers in commit order.
+//! The task registry's contract: what the rest of the server may ask of storage, as a small set
+//! of traits named for what callers use, with the types they exchange. Each backend lives in a
+//! folder of its own (`sqlite/`) and implements them all; nothing outside a backend's folder
+//! names a database driver. The lease lifecycle's rules are plain functions in
+//! `domain::lifecycle` (and `domain::claim`, `domain::cancel`); a backend only applies them.
+//!
+//! - [`Tasks`] (`tasks.rs`): create, read, list, edit; scope; the facts `why` and the overview need.
+//! - [`Leases`] (`leases.rs`): the lease lifecycle — claim, claim-next, progress, complete, fail,
+//!   release, block, unblock, cancel and the reaping of expired leases.
+//! - [`Routes`] (`routing.rs`): the router's decisions.
+//! - [`EventLog`] (`events.rs`), [`Agents`] (`agents.rs`), [`Runs`] (`runs.rs`),
+//!   [`Outbox`] (`outbox.rs`), [`Upkeep`] (`upkeep.rs`: loop records and maintenance).
+//! - [`EventBus`] (`bus.rs`): live events and wake-ups, published after each commit.
+//! - `why.rs`: whether a task is claimable and why, from the facts any backend gathers.
 
 mod agents;
-mod cycle;
-mod deps;
+mod bus;
+mod error;
 mod events;
 mod leases;
-mod loop_runs;
-mod maintenance;
-mod notifications;
-mod rows;
+mod outbox;
+mod routing;
 mod runs;
-mod stats;
+pub mod sqlite;
 mod tasks;
-mod why;
-mod writer;
+mod upkeep;
+pub mod why;
 
 use std::path::Path;
-use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::SqlitePool;
-use tokio::sync::{broadcast, watch, Mutex, OwnedMutexGuard};
-
-use crate::domain::event::NewEvent;
-use crate::domain::{Event, InputError, Timestamp};
-
-pub use leases::{ClaimFilter, Claimed};
-pub use loop_runs::{LoopRun, NewLoopRun};
-pub use notifications::{NotificationFilter, NotificationPage, Outgoing};
-pub use runs::LiveRun;
-pub use stats::{MinuteCount, Stats};
-pub use tasks::{TaskFilter, TaskPage};
-pub use why::{Decision, DependencyState, Routing, Why};
+pub use agents::Agents;
+pub use bus::EventBus;
+pub use error::{StoreError, StoreResult};
+pub use events::EventLog;
+pub use leases::{ClaimFilter, Claimed, Leases};
+pub use outbox::{NotificationFilter, NotificationPage, Outbox, Outgoing};
+pub use routing::{Routes, Routing};
+pub use runs::{LiveRun, Runs};
+pub use tasks::{DependencyState, MinuteCount, Stats, TaskFilter, TaskPage, Tasks, WhyFacts};
+pub use upkeep::{LoopRun, NewLoopRun, Upkeep};
+pub use why::{Decision, Why};
 
 /// How hard a commit tries to reach the disk.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Durability {
-    /// WAL with `synchronous=NORMAL`: survives a process crash (default).
+    /// Survives a process crash (SQLite: WAL with `synchronous=NORMAL`); the default.
     #[default]
     Normal,
-    /// `synchronous=FULL`: an fsync at every commit; survives power loss.
+    /// Survives power loss: every commit reaches the disk (SQLite: `synchronous=FULL`).
     Full,
 }
 
-/// What a store operation can refuse; the HTTP layer maps each to a status and code.
-#[derive(Debug, thiserror::Error)]
-pub enum StoreError {
-    /// The named thing does not exist.
-    #[error("{0} not found")]
-    NotFound(String),
-    /// Someone else holds a live lease on the task.
-    #[error("task is already claimed by {holder}")]
-    AlreadyClaimed {
-        /// The current holder.
-        holder: String,
-    },
-    /// The task cannot be claimed now (pending, blocked, final, backing off…).
-    #[error("{0}")]
-    NotReady(String),
-    /// The caller's fence is stale: its lease is gone.
-    #[error("{0}")]
-    LeaseLost(String),
-    /// The caller may not do this.
-    #[error("{0}")]
-    Forbidden(String),
-    /// The request conflicts with the current state.
-    #[error("{0}")]
-    Conflict(String),
-    /// A value refers to something that does not fit (unknown dependency, cycle…).
-    #[error(transparent)]
-    Invalid(#[from] InputError),
-    /// The database failed.
-    #[error("database error: {0}")]
-    Db(#[from] sqlx::Error),
-    /// The database failed (on the batching writer).
-    #[error("database error: {0}")]
-    Sqlite(#[from] rusqlite::Error),
-    /// The store is shutting down.
-    #[error("the store is closed")]
-    Closed,
-    /// Stored data could not be read back.
-    #[error("corrupt stored value: {0}")]
-    Corrupt(String),
-}
-
-impl StoreError {
-    /// True when the database could not be written because its disk (or quota) is full: SQLite's
-    /// `SQLITE_FULL` ("database or disk is full"), or an I/O error saying so.
-    pub fn is_storage_full(&self) -> bool {
-        match self {
-            StoreError::Db(sqlx::Error::Database(db)) => db
-                .code()
-                .and_then(|code| code.parse::<i32>().ok())
-                // The primary result code is the low byte of the extended one.
-                .is_some_and(|code| code & 0xff == SQLITE_FULL),
-            StoreError::Db(sqlx::Error::Io(io)) => is_storage_full(io),
-            StoreError::Sqlite(rusqlite::Error::SqliteFailure(err, _)) => {
-                err.code == rusqlite::ErrorCode::DiskFull
-            }
-            _ => false,
-        }
-    }
-}
-
-/// False for a writer connection still counted inside a transaction when it is handed out (the
-/// pool then closes it and opens a fresh one). A write the disk refused can end a transaction
-/// inside SQLite while sqlx still counts it open, its ROLLBACK failing too; every later
-/// transaction on that connection would become a savepoint inside it that never commits, its
-/// changes acknowledged yet never visible and lost at shutdown. Closing the connection discards
-/// nothing that was committed.
-fn writer_usable(conn: &mut sqlx::SqliteConnection) -> bool {
-    use sqlx::Connection;
-    let stale = conn.is_in_transaction();
-    if stale {
-        tracing::warn!("the database writer was left inside a failed transaction; reopening it");
-    }
-    !stale
-}
-
-/// SQLite's primary result code for a full disk.
-const SQLITE_FULL: i32 = 13;
-
-/// True for an I/O error that means "no space left" (`ENOSPC`) or "quota exceeded" (`EDQUOT`).
-fn is_storage_full(err: &std::io::Error) -> bool {
-    err.kind() == std::io::ErrorKind::StorageFull || err.kind() == std::io::ErrorKind::QuotaExceeded
-}
-
-/// Result of a store operation.
-pub type StoreResult<T> = Result<T, StoreError>;
-
-/// Tunables the store needs from config.
+/// Tunables a store needs from config.
 #[derive(Debug, Clone)]
 pub struct StoreOptions {
     /// Commit durability.
     pub durability: Durability,
-    /// Read-only connections in the reader pool.
+    /// Connections (or threads) serving reads.
     pub readers: u32,
     /// Base of the exponential retry backoff after a retryable failure.
     pub retry_backoff: Duration,
@@ -167,238 +83,24 @@ impl Default for StoreOptions {
     }
 }
 
-/// Where committed changes are announced: the event channel and the wake-up signals.
-#[derive(Clone)]
-pub(crate) struct Publisher {
-    /// Committed events, for SSE and other live subscribers.
-    events: broadcast::Sender<Event>,
-    /// Bumped whenever claimable work may have appeared (wakes long polls).
-    work: watch::Sender<u64>,
-    /// Bumped whenever something may need a notification (wakes the notify loop).
-    outbox: watch::Sender<u64>,
+/// Everything a registry backend provides.
+#[async_trait::async_trait]
+pub trait Registry: Tasks + Leases + Routes + EventLog + Agents + Runs + Outbox + Upkeep {
+    /// Where this registry announces what it commits.
+    fn bus(&self) -> &EventBus;
+
+    /// The options it was opened with.
+    fn options(&self) -> &StoreOptions;
+
+    /// Whether the database answers (for `/healthz`); cheap: at most one round trip a second.
+    async fn health(&self) -> StoreResult<()>;
+
+    /// Writes a consistent copy of the whole registry to `target` (which must not exist).
+    async fn backup_into(&self, target: &Path) -> StoreResult<()>;
+
+    /// Finishes the work taken and closes the database.
+    async fn close(&self);
 }
 
-impl Publisher {
-    /// Publishes committed events and, if `woke`, wakes waiting claimers; events that may call
-    /// for a notification wake the notify loop.
-    fn publish(&self, events: Vec<Event>, woke: bool) {
-        if events
-            .iter()
-            .any(|e| crate::domain::notification::TRIGGER_EVENTS.contains(&e.kind.as_str()))
-        {
-            self.outbox.send_modify(|n| *n = n.wrapping_add(1));
-        }
-        for event in events {
-            // No subscribers is fine: the events are in the database.
-            let _ = self.events.send(event);
-        }
-        if woke {
-            self.work.send_modify(|n| *n = n.wrapping_add(1));
-        }
-    }
-}
-
-/// A write transaction on the async writer connection, holding the write gate until it ends.
-pub(crate) struct WriteTx {
-    tx: sqlx::Transaction<'static, sqlx::Sqlite>,
-    _gate: OwnedMutexGuard<()>,
-}
-
-impl std::ops::Deref for WriteTx {
-    type Target = sqlx::SqliteConnection;
-    fn deref(&self) -> &Self::Target {
-        &self.tx
-    }
-}
-
-impl std::ops::DerefMut for WriteTx {
-    fn deref_mut(&mut self) -> &mut Self::Target {
-        &mut self.tx
-    }
-}
-
-impl WriteTx {
-    /// Commits a transaction that recorded no events.
-    async fn commit(self, store: &Store) -> StoreResult<()> {
-        self.tx.commit().await?;
-        store.principals.forget();
-        Ok(())
-    }
-}
-
-/// The task registry. Cheap to clone; all clones share the pools and channels.
-#[derive(Clone)]
-pub struct Store {
-    /// The async writer connection (every change but the work cycle).
-    writer: SqlitePool,
-    /// The batching writer thread (the work cycle).
-    batch: writer::Writer,
-    /// Held by whichever writer is writing.
-    gate: Arc<Mutex<()>>,
-    /// Read-only connections for queries.
-    reader: SqlitePool,
-    /// Where committed changes are announced.
-    publisher: Publisher,
-    /// How many long polls are waiting on `work` right now.
-    work_waiters: std::sync::Arc<std::sync::atomic::AtomicUsize>,
-    /// Principals by token hash, forgotten whenever an async write commits.
-    principals: Arc<agents::PrincipalCache>,
-    /// Bumped whenever an agent's token is replaced or revoked (ends the streams it held open).
-    tokens: watch::Sender<u64>,
-    /// Options.
-    options: std::sync::Arc<StoreOptions>,
-    /// How connections are opened (for one-off connections such as backups).
-    connect: Arc<SqliteConnectOptions>,
-}
-
-impl Store {
-    /// Opens (creating if needed) the database at `path` and applies migrations.
-    pub async fn open(path: &Path, options: StoreOptions) -> anyhow::Result<Self> {
-        let base = SqliteConnectOptions::from_str("sqlite://")?
-            .filename(path)
-            .create_if_missing(true)
-            .journal_mode(SqliteJournalMode::Wal)
-            .synchronous(match options.durability {
-                Durability::Normal => SqliteSynchronous::Normal,
-                Durability::Full => SqliteSynchronous::Full,
-            })
-            .foreign_keys(true)
-            .busy_timeout(Duration::from_secs(10))
-            .pragma("temp_store", "memory")
-            .pragma("cache_size", "-65536");
-        let writer = SqlitePoolOptions::new()
-            .max_connections(1)
-            .min_connections(1)
-            .acquire_timeout(Duration::from_secs(60))
-            .idle_timeout(None)
-            .max_lifetime(None)
-            .before_acquire(|conn, _| Box::pin(async move { Ok(writer_usable(conn)) }))
-            .connect_with(base.clone())
-            .await?;
-        sqlx::migrate!("migrations/sqlite").run(&writer).await?;
-        let reader = SqlitePoolOptions::new()
-            .max_connections(options.readers.max(1))
-            .acquire_timeout(Duration::from_secs(60))
-            .idle_timeout(None)
-            .max_lifetime(None)
-            .connect_with(base.clone().read_only(true))
-            .await?;
-        let (events, _) = broadcast::channel(4096);
-        let (work, _) = watch::channel(0);
-        let (outbox, _) = watch::channel(0);
-        let publisher = Publisher { events, work, outbox };
-        let gate = Arc::new(Mutex::new(()));
-        let batch = writer::Writer::start(path, options.durability, gate.clone(), publisher.clone())?;
-        let (tokens, _) = watch::channel(0);
-        Ok(Self {
-            writer,
-            batch,
-            gate,
-            reader,
-            publisher,
-            work_waiters: Default::default(),
-            principals: Default::default(),
-            tokens,
-            options: std::sync::Arc::new(options),
-            connect: Arc::new(base),
-        })
-    }
-
-    /// Subscribes to events committed from now on.
-    pub fn subscribe(&self) -> broadcast::Receiver<Event> {
-        self.publisher.events.subscribe()
-    }
-
-    /// How many live subscribers the event channel has (event streams, MCP sessions).
-    pub fn event_subscribers(&self) -> usize {
-        self.publisher.events.receiver_count()
-    }
-
-    /// Subscribes to "work may have appeared" signals.
-    pub fn watch_work(&self) -> watch::Receiver<u64> {
-        self.publisher.work.subscribe()
-    }
-
-    /// Waits until `work` (from [`Store::watch_work`]) says work may have appeared, counted in
-    /// [`Store::work_waiters`] while it waits.
-    pub async fn wait_for_work(&self, work: &mut watch::Receiver<u64>) {
-        use std::sync::atomic::Ordering;
-        struct Waiting<'a>(&'a std::sync::atomic::AtomicUsize);
-        impl Drop for Waiting<'_> {
-            fn drop(&mut self) {
-                self.0.fetch_sub(1, Ordering::SeqCst);
-            }
-        }
-        self.work_waiters.fetch_add(1, Ordering::SeqCst);
-        let _waiting = Waiting(&self.work_waiters);
-        // The sender lives in `self`, so the channel cannot close while this waits.
-        let _ = work.changed().await;
-    }
-
-    /// How many long polls are waiting for work at this moment (for tests and diagnostics).
-    pub fn work_waiters(&self) -> usize {
-        self.work_waiters.load(std::sync::atomic::Ordering::SeqCst)
-    }
-
-    /// Wakes everything waiting for work (new tasks, released leases, lifted blocks).
-    pub fn wake_workers(&self) {
-        self.publisher.work.send_modify(|n| *n = n.wrapping_add(1));
-    }
-
-    /// Subscribes to "a notification may be due" signals.
-    pub fn watch_outbox(&self) -> watch::Receiver<u64> {
-        self.publisher.outbox.subscribe()
-    }
-
-    /// Wakes the notify loop.
-    pub fn wake_outbox(&self) {
-        self.publisher.outbox.send_modify(|n| *n = n.wrapping_add(1));
-    }
-
-    /// Subscribes to "a token may have stopped working" signals.
-    pub fn watch_tokens(&self) -> watch::Receiver<u64> {
-        self.tokens.subscribe()
-    }
-
-    /// Tells token holders to look again: a token was replaced or revoked.
-    fn tokens_changed(&self) {
-        self.tokens.send_modify(|n| *n = n.wrapping_add(1));
-    }
-
-    /// Writes `events` in `tx`, commits the change and its events together, then publishes
-    /// them (and wakes waiting claimers if `woke`).
-    async fn commit(
-        &self,
-        mut tx: WriteTx,
-        now: Timestamp,
-        events: Vec<NewEvent>,
-        woke: bool,
-    ) -> StoreResult<()> {
-        let events = events::insert(&mut tx, now, events).await?;
-        tx.tx.commit().await?;
-        self.principals.forget();
-        // Still under the gate: no later commit can publish first.
-        self.publisher.publish(events, woke);
-        Ok(())
-    }
-
-    /// Begins a write transaction on the async writer, once the gate is free.
-    async fn begin_write(&self) -> StoreResult<WriteTx> {
-        let gate = self.gate.clone().lock_owned().await;
-        let tx = self.writer.begin().await?;
-        Ok(WriteTx { tx, _gate: gate })
-    }
-
-    /// Stops the batching writer and closes both pools, flushing the WAL.
-    pub async fn close(&self) {
-        self.batch.stop().await;
-        self.reader.close().await;
-        self.writer.close().await;
-    }
-
-    /// A quick liveness check of the database.
-    pub async fn ping(&self) -> StoreResult<()> {
-        sqlx::query("SELECT 1").execute(&self.reader).await?;
-        Ok(())
-    }
-}
+/// The registry the server runs on, shared by every part of it.
+pub type Store = Arc<dyn Registry>;

@@ -1,18 +1,15 @@
-//! Creating, reading, listing, editing and cancelling tasks.
+//! Tasks as records: creating them (one or a batch, with dependencies), reading, listing and
+//! editing them, the scope of a run's token, and the facts `why` and the overview are made of.
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 
 use serde::Serialize;
-use serde_json::json;
-use sqlx::{QueryBuilder, Sqlite, SqliteConnection};
 use utoipa::ToSchema;
 
-use crate::domain::event::NewEvent;
 use crate::domain::input::{TaskPatch, TaskSpec};
-use crate::domain::{InputError, Principal, Priority, Route, Status, Task, TaskRef, Timestamp};
+use crate::domain::{Event, Principal, Priority, Route, Status, Task, TaskRef, Timestamp};
 
-use super::rows::{to_json, TaskRow, TASK_COLUMNS};
-use super::{deps, Store, StoreError, StoreResult};
+use super::{Routing, StoreResult};
 
 /// Filters for listing tasks; all optional.
 #[derive(Debug, Clone, Default)]
@@ -31,7 +28,7 @@ pub struct TaskFilter {
     pub route: Option<Route>,
     /// Subtasks of this task.
     pub parent_id: Option<i64>,
-    /// Substring of title or description.
+    /// Substring of title or description, or an exact key.
     pub q: Option<String>,
     /// Page size.
     pub limit: i64,
@@ -48,442 +45,99 @@ pub struct TaskPage {
     pub next_cursor: Option<String>,
 }
 
-pub(super) async fn fetch(tx: &mut SqliteConnection, id: i64) -> StoreResult<Option<Task>> {
-    let row: Option<TaskRow> = sqlx::query_as(&format!("SELECT {TASK_COLUMNS} FROM tasks WHERE id = ?"))
-        .bind(id)
-        .fetch_optional(&mut *tx)
-        .await?;
-    row.map(Task::try_from).transpose()
+/// A task linked to another (a dependency, a dependent), as `why` shows it.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct DependencyState {
+    /// Its id.
+    pub id: i64,
+    /// Its title.
+    pub title: String,
+    /// Its status.
+    pub status: Status,
 }
 
-pub(super) async fn fetch_existing(tx: &mut SqliteConnection, id: i64) -> StoreResult<Task> {
-    fetch(tx, id)
-        .await?
-        .ok_or_else(|| StoreError::NotFound(format!("task #{id}")))
+/// What `why` is made of, besides the task.
+#[derive(Debug, Clone)]
+pub struct WhyFacts {
+    /// The tasks it depends on.
+    pub dependencies: Vec<DependencyState>,
+    /// The tasks that depend on it (at most 500).
+    pub dependents: Vec<DependencyState>,
+    /// The router's current decision.
+    pub routing: Option<Routing>,
+    /// Its recent events, oldest first.
+    pub events: Vec<Event>,
 }
 
-impl Store {
-    /// Creates one task; returns it and whether it is new (false: its key already existed).
-    pub async fn create_task(&self, spec: TaskSpec, creator: &Principal) -> StoreResult<(Task, bool)> {
-        let mut created = self.create_tasks(vec![spec], creator, "").await?;
-        Ok(created.remove(0))
-    }
+/// Claims and completions in one minute.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct MinuteCount {
+    /// The minute's start.
+    pub minute: Timestamp,
+    /// `task.claimed` events in it.
+    pub claimed: i64,
+    /// `task.completed` events in it.
+    pub completed: i64,
+}
 
+/// The overview's numbers.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct Stats {
+    /// Tasks per status (every status present, zero included).
+    pub by_status: BTreeMap<String, i64>,
+    /// Unfinished tasks per priority.
+    pub open_by_priority: BTreeMap<String, i64>,
+    /// Registered agents.
+    pub agents: i64,
+    /// Agents currently online.
+    pub agents_online: i64,
+    /// Spawned runs starting or running.
+    pub live_runs: i64,
+    /// The last 60 minutes, oldest first.
+    pub per_minute: Vec<MinuteCount>,
+}
+
+/// Tasks as records.
+#[async_trait::async_trait]
+pub trait Tasks: Send + Sync {
     /// Creates tasks all or nothing, in order; `depends_on` may name keys from the same batch.
-    /// Errors name fields under `field_prefix` (e.g. `tasks[3].`).
-    pub async fn create_tasks(
+    /// A spec whose key exists already yields the existing task (`false`: not new). Errors name
+    /// fields under `batch_prefix` (e.g. `tasks[3].`) when it is not empty.
+    async fn create_tasks(
         &self,
         specs: Vec<TaskSpec>,
         creator: &Principal,
         batch_prefix: &str,
-    ) -> StoreResult<Vec<(Task, bool)>> {
-        let now = Timestamp::now();
-        let field = |i: usize, name: &str| {
-            if batch_prefix.is_empty() {
-                name.to_string()
-            } else {
-                format!("{batch_prefix}[{i}].{name}")
-            }
-        };
-        let mut tx = self.begin_write().await?;
-        let mut keys: HashMap<String, i64> = HashMap::new();
-        let mut slots: Vec<(i64, bool)> = Vec::with_capacity(specs.len());
-        // New tasks already complete as inserted, by id.
-        let mut inserted: HashMap<i64, Task> = HashMap::new();
-        for (i, spec) in specs.iter().enumerate() {
-            if let Some(key) = &spec.key {
-                if keys.contains_key(key) {
-                    return Err(InputError::new(
-                        field(i, "key"),
-                        format!("key {key:?} appears twice in the batch"),
-                    )
-                    .into());
-                }
-                let existing: Option<i64> = sqlx::query_scalar("SELECT id FROM tasks WHERE key = ?")
-                    .bind(key)
-                    .fetch_optional(&mut *tx)
-                    .await?;
-                if let Some(id) = existing {
-                    keys.insert(key.clone(), id);
-                    slots.push((id, false));
-                    continue;
-                }
-            }
-            let mut depth = 0;
-            if let Some(parent) = spec.parent_id {
-                let found: Option<(i64, i64, String)> = sqlx::query_as(
-                    "SELECT depth, (SELECT COUNT(*) FROM tasks c WHERE c.parent_id = p.id), status FROM tasks p WHERE id = ?",
-                )
-                .bind(parent)
-                .fetch_optional(&mut *tx)
-                .await?;
-                let Some((parent_depth, children, parent_status)) = found else {
-                    return Err(InputError::new(field(i, "parent_id"), format!("no task #{parent}")).into());
-                };
-                if matches!(parent_status.as_str(), "completed" | "failed" | "cancelled") {
-                    return Err(InputError::new(
-                        field(i, "parent_id"),
-                        format!("task #{parent} is {parent_status}; it takes no new subtasks"),
-                    )
-                    .into());
-                }
-                depth = parent_depth + 1;
-                if depth > self.options.max_depth {
-                    return Err(InputError::new(
-                        field(i, "parent_id"),
-                        format!(
-                            "subtasks may nest {} levels deep; #{parent} is at level {parent_depth}",
-                            self.options.max_depth
-                        ),
-                    )
-                    .into());
-                }
-                if children >= self.options.max_fanout {
-                    return Err(InputError::new(
-                        field(i, "parent_id"),
-                        format!(
-                            "task #{parent} already has {children} subtasks (the limit is {})",
-                            self.options.max_fanout
-                        ),
-                    )
-                    .into());
-                }
-            }
-            // A task without dependencies is available at once and complete as inserted; one with
-            // dependencies is settled below, once every task of the batch has an id.
-            let status = if spec.depends_on.is_empty() {
-                Status::Available
-            } else {
-                Status::Pending
-            };
-            let row: TaskRow = sqlx::query_as(&format!(
-                "INSERT INTO tasks (key, project, title, description, priority, kind, capabilities, \
-                 acceptance_criteria, parent_id, route, status, max_attempts, created_by, created_at, updated_at, depth) \
-                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING {TASK_COLUMNS}"
-            ))
-            .bind(&spec.key)
-            .bind(&spec.project)
-            .bind(&spec.title)
-            .bind(&spec.description)
-            .bind(spec.priority.rank())
-            .bind(&spec.kind)
-            .bind(to_json(&spec.capabilities))
-            .bind(to_json(&spec.acceptance_criteria))
-            .bind(spec.parent_id)
-            .bind(spec.route.as_str())
-            .bind(status.as_str())
-            .bind(spec.max_attempts)
-            .bind(&creator.name)
-            .bind(now.millis())
-            .bind(now.millis())
-            .bind(depth)
-            .fetch_one(&mut *tx)
-            .await?;
-            let id = row.id;
-            if let Some(key) = &spec.key {
-                keys.insert(key.clone(), id);
-            }
-            if status == Status::Available {
-                inserted.insert(id, Task::try_from(row)?);
-            }
-            slots.push((id, true));
-        }
+    ) -> StoreResult<Vec<(Task, bool)>>;
 
-        let mut edges: HashMap<i64, Vec<i64>> = HashMap::new();
-        for (i, (spec, (id, new))) in specs.iter().zip(&slots).enumerate() {
-            if *new {
-                let ids = deps::resolve(&mut tx, &spec.depends_on, &field(i, "depends_on"), &keys).await?;
-                edges.insert(*id, ids);
-            }
-        }
-        if let Some(cycle) = deps::find_cycle(&edges) {
-            // The ids die with the rolled-back transaction: name the tasks by key or position.
-            let label = |id: &i64| {
-                let i = slots.iter().position(|(slot, _)| slot == id).unwrap_or(0);
-                specs[i]
-                    .key
-                    .clone()
-                    .map(|k| format!("{k:?}"))
-                    .unwrap_or_else(|| field(i, "").trim_end_matches('.').to_string())
-            };
-            let path: Vec<String> = cycle.iter().map(label).collect();
-            let first = slots.iter().position(|(slot, _)| *slot == cycle[0]).unwrap_or(0);
-            return Err(InputError::new(
-                field(first, "depends_on"),
-                format!("dependency cycle: {}", path.join(" → ")),
-            )
-            .into());
-        }
-
-        let mut events = Vec::new();
-        let mut woke = false;
-        for (id, new) in &slots {
-            if !*new {
-                continue;
-            }
-            let ids = &edges[id];
-            let (status, reason) = if ids.is_empty() {
-                (Status::Available, None)
-            } else {
-                deps::set(&mut tx, *id, ids).await?;
-                let (status, reason) = deps::initial_status(&mut tx, ids).await?;
-                sqlx::query("UPDATE tasks SET status = ?, status_reason = ? WHERE id = ?")
-                    .bind(status.as_str())
-                    .bind(&reason)
-                    .bind(id)
-                    .execute(&mut *tx)
-                    .await?;
-                (status, reason)
-            };
-            woke |= status == Status::Available;
-            events.push(NewEvent::task(
-                "task.created",
-                *id,
-                &creator.name,
-                json!({"status": status, "reason": reason}),
-            ));
-        }
-        let mut out = Vec::with_capacity(slots.len());
-        for (id, new) in &slots {
-            let task = match inserted.remove(id) {
-                Some(task) => task,
-                None => fetch_existing(&mut tx, *id).await?,
-            };
-            out.push((task, *new));
-        }
-        // Event data carries the title and priority so live views need no extra fetch.
-        for (event, (task, _)) in events.iter_mut().zip(out.iter().filter(|(_, new)| *new)) {
-            event.data["title"] = json!(task.title);
-            event.data["priority"] = json!(task.priority);
-        }
-        self.commit(tx, now, events, woke).await?;
-        Ok(out)
+    /// Creates one task; returns it and whether it is new (false: its key already existed).
+    async fn create_task(&self, spec: TaskSpec, creator: &Principal) -> StoreResult<(Task, bool)> {
+        let mut created = self.create_tasks(vec![spec], creator, "").await?;
+        Ok(created.remove(0))
     }
 
     /// One task by id or key.
-    pub async fn task(&self, r: &TaskRef) -> StoreResult<Task> {
-        let row: Option<TaskRow> = match r {
-            TaskRef::Id(id) => {
-                sqlx::query_as(&format!("SELECT {TASK_COLUMNS} FROM tasks WHERE id = ?"))
-                    .bind(id)
-                    .fetch_optional(&self.reader)
-                    .await?
-            }
-            TaskRef::Key(key) => {
-                sqlx::query_as(&format!("SELECT {TASK_COLUMNS} FROM tasks WHERE key = ?"))
-                    .bind(key)
-                    .fetch_optional(&self.reader)
-                    .await?
-            }
-        };
-        row.map(Task::try_from)
-            .transpose()?
-            .ok_or_else(|| StoreError::NotFound(format!("task {r}")))
-    }
+    async fn task(&self, r: &TaskRef) -> StoreResult<Task>;
 
     /// A page of tasks matching `filter`, newest first.
-    pub async fn list_tasks(&self, filter: &TaskFilter) -> StoreResult<TaskPage> {
-        let mut q: QueryBuilder<Sqlite> =
-            QueryBuilder::new(format!("SELECT {TASK_COLUMNS} FROM tasks WHERE 1 = 1"));
-        if !filter.status.is_empty() {
-            q.push(" AND status IN (");
-            let mut list = q.separated(", ");
-            for s in &filter.status {
-                list.push_bind(s.as_str());
-            }
-            q.push(")");
-        }
-        if !filter.priority.is_empty() {
-            q.push(" AND priority IN (");
-            let mut list = q.separated(", ");
-            for p in &filter.priority {
-                list.push_bind(p.rank());
-            }
-            q.push(")");
-        }
-        if let Some(project) = &filter.project {
-            q.push(" AND project = ").push_bind(project);
-        }
-        if let Some(kind) = &filter.kind {
-            q.push(" AND kind = ").push_bind(kind);
-        }
-        if let Some(cap) = &filter.capability {
-            q.push(" AND EXISTS (SELECT 1 FROM json_each(tasks.capabilities) c WHERE c.value = ")
-                .push_bind(cap)
-                .push(")");
-        }
-        if let Some(route) = filter.route {
-            q.push(" AND route = ").push_bind(route.as_str());
-        }
-        if let Some(parent) = filter.parent_id {
-            q.push(" AND parent_id = ").push_bind(parent);
-        }
-        if let Some(text) = &filter.q {
-            let pattern = format!(
-                "%{}%",
-                text.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_")
-            );
-            q.push(" AND (title LIKE ")
-                .push_bind(pattern.clone())
-                .push(" ESCAPE '\\' OR description LIKE ")
-                .push_bind(pattern)
-                .push(" ESCAPE '\\' OR key = ")
-                .push_bind(text.clone())
-                .push(")");
-        }
-        if let Some(before) = filter.before_id {
-            q.push(" AND id < ").push_bind(before);
-        }
-        q.push(" ORDER BY id DESC LIMIT ").push_bind(filter.limit + 1);
-        let rows: Vec<TaskRow> = q.build_query_as().fetch_all(&self.reader).await?;
-        let mut items = rows
-            .into_iter()
-            .map(Task::try_from)
-            .collect::<StoreResult<Vec<_>>>()?;
-        let next_cursor = if items.len() as i64 > filter.limit {
-            items.truncate(filter.limit as usize);
-            items.last().map(|t| t.id.to_string())
-        } else {
-            None
-        };
-        Ok(TaskPage { items, next_cursor })
-    }
+    async fn list_tasks(&self, filter: &TaskFilter) -> StoreResult<TaskPage>;
 
-    /// Edits a task that is not in progress.
-    pub async fn patch_task(&self, id: i64, patch: TaskPatch, actor: &Principal) -> StoreResult<Task> {
-        let now = Timestamp::now();
-        let mut tx = self.begin_write().await?;
-        let task = fetch_existing(&mut tx, id).await?;
-        if task.status == Status::InProgress {
-            return Err(StoreError::Conflict(format!(
-                "task #{id} is in progress; release it before editing"
-            )));
-        }
-        let mut changed: Vec<&str> = Vec::new();
-        macro_rules! set {
-            ($field:ident, $column:literal, $value:expr) => {
-                if let Some(v) = $value {
-                    sqlx::query(concat!("UPDATE tasks SET ", $column, " = ? WHERE id = ?"))
-                        .bind(v)
-                        .bind(id)
-                        .execute(&mut *tx)
-                        .await?;
-                    changed.push(stringify!($field));
-                }
-            };
-        }
-        set!(project, "project", patch.project);
-        set!(title, "title", patch.title);
-        set!(description, "description", patch.description);
-        set!(priority, "priority", patch.priority.map(Priority::rank));
-        set!(kind, "kind", patch.kind);
-        set!(
-            capabilities,
-            "capabilities",
-            patch.capabilities.as_ref().map(to_json)
-        );
-        set!(
-            acceptance_criteria,
-            "acceptance_criteria",
-            patch.acceptance_criteria.as_ref().map(to_json)
-        );
-        set!(route, "route", patch.route.map(Route::as_str));
-        set!(max_attempts, "max_attempts", patch.max_attempts);
-        let mut woke = false;
-        if let Some(refs) = &patch.depends_on {
-            if task.status.is_final() {
-                return Err(StoreError::Conflict(format!(
-                    "task #{id} is {}; its dependencies can no longer change",
-                    task.status
-                )));
-            }
-            let ids = deps::resolve(&mut tx, refs, "depends_on", &HashMap::new()).await?;
-            if let Some(dep) = deps::cycle_through(&mut tx, id, &ids).await? {
-                return Err(InputError::new(
-                    "depends_on",
-                    format!("depending on #{dep} would make task #{id} depend on itself"),
-                )
-                .into());
-            }
-            deps::set(&mut tx, id, &ids).await?;
-            if matches!(task.status, Status::Pending | Status::Available) {
-                let (status, reason) = deps::initial_status(&mut tx, &ids).await?;
-                sqlx::query("UPDATE tasks SET status = ?, status_reason = ? WHERE id = ?")
-                    .bind(status.as_str())
-                    .bind(reason)
-                    .bind(id)
-                    .execute(&mut *tx)
-                    .await?;
-                woke = status == Status::Available && task.status != Status::Available;
-            }
-            changed.push("depends_on");
-        }
-        // An edited task is routed afresh.
-        sqlx::query("UPDATE tasks SET updated_at = ?, routed_to = NULL, routed_reason = NULL WHERE id = ?")
-            .bind(now.millis())
-            .bind(id)
-            .execute(&mut *tx)
-            .await?;
-        let updated = fetch_existing(&mut tx, id).await?;
-        woke |= patch.priority.is_some() || patch.capabilities.is_some();
-        self.commit(
-            tx,
-            now,
-            vec![NewEvent::task(
-                "task.updated",
-                id,
-                &actor.name,
-                json!({"fields": changed}),
-            )],
-            woke && updated.status == Status::Available,
-        )
-        .await?;
-        Ok(updated)
-    }
+    /// Edits a task that is not in progress; an edited task is routed afresh.
+    async fn patch_task(&self, id: i64, patch: TaskPatch, actor: &Principal) -> StoreResult<Task>;
 
-    /// Cancels a task and its unfinished subtasks; dependents of each become blocked.
-    pub async fn cancel_task(&self, id: i64, actor: &Principal, note: Option<String>) -> StoreResult<Task> {
-        let now = Timestamp::now();
-        let mut tx = self.begin_write().await?;
-        let task = fetch_existing(&mut tx, id).await?;
-        if !actor.is_admin() && task.created_by.as_deref() != Some(actor.name.as_str()) {
-            return Err(StoreError::Forbidden(format!(
-                "only an admin or the task's creator may cancel task #{id}"
-            )));
-        }
-        if task.status.is_final() {
-            return Err(StoreError::Conflict(format!(
-                "task #{id} is already {}",
-                task.status
-            )));
-        }
-        let cancelled: Vec<i64> = sqlx::query_scalar(
-            "WITH RECURSIVE tree(id) AS (SELECT ?1 UNION SELECT t.id FROM tasks t JOIN tree ON t.parent_id = tree.id) \
-             UPDATE tasks SET status = 'cancelled', status_reason = ?2, lease_holder = NULL, lease_expires_at = NULL, \
-                 updated_at = ?3, completed_at = ?3 \
-             WHERE id IN (SELECT id FROM tree) AND status NOT IN ('completed', 'failed', 'cancelled') \
-             RETURNING id",
-        )
-        .bind(id)
-        .bind(note.clone().unwrap_or_else(|| format!("cancelled by {}", actor.name)))
-        .bind(now.millis())
-        .fetch_all(&mut *tx)
-        .await?;
-        let mut events = Vec::new();
-        for cid in &cancelled {
-            let cascade = (*cid != id).then_some(id);
-            events.push(NewEvent::task(
-                "task.cancelled",
-                *cid,
-                &actor.name,
-                json!({"note": note, "via_parent": cascade}),
-            ));
-        }
-        for cid in &cancelled {
-            events.extend(deps::block_dependents(&mut tx, *cid, Status::Cancelled, now, &actor.name).await?);
-        }
-        let updated = fetch_existing(&mut tx, id).await?;
-        self.commit(tx, now, events, false).await?;
-        Ok(updated)
-    }
+    /// True when `task_id` is `scope` or one of its subtasks (at any depth).
+    async fn within_scope(&self, scope: i64, task_id: i64) -> StoreResult<bool>;
+
+    /// The facts `why` explains task `task` with.
+    async fn why_facts(&self, task: &Task) -> StoreResult<WhyFacts>;
+
+    /// The overview's numbers as of now.
+    async fn stats(&self) -> StoreResult<Stats>;
+
+    /// Work waiting on people, most urgent first: available tasks routed to people or meant for
+    /// them, and blocked tasks; each with its open email offer (notification id, person).
+    async fn people_queue(&self, limit: i64) -> StoreResult<Vec<(Task, Option<(i64, String)>)>>;
+
+    /// Tasks that wait on people: routed to them and available, blocked, or failed since `since`.
+    async fn tasks_for_people(&self, since: Timestamp, limit: i64) -> StoreResult<Vec<Task>>;
 }

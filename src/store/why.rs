@@ -2,23 +2,13 @@
 //! router's decisions. Claimable means what claim-next does (see `domain::claim`).
 
 use serde::Serialize;
+
 use utoipa::ToSchema;
 
 use crate::domain::claim::{self, Refusal, Routed};
-use crate::domain::{Event, Lease, Route, Status, Task, Timestamp};
+use crate::domain::{Change, Event, Lease, Route, Status, Task, Timestamp};
 
-use super::{Store, StoreError, StoreResult};
-
-/// A dependency as `why` shows it.
-#[derive(Debug, Clone, Serialize, ToSchema)]
-pub struct DependencyState {
-    /// Its id.
-    pub id: i64,
-    /// Its title.
-    pub title: String,
-    /// Its status.
-    pub status: Status,
-}
+use super::{DependencyState, Routing, WhyFacts};
 
 /// Why a task is or is not claimable right now.
 #[derive(Debug, Clone, Serialize, ToSchema)]
@@ -49,21 +39,6 @@ pub struct Why {
     pub decisions: Vec<Decision>,
 }
 
-/// The router's current decision on a task.
-#[derive(Debug, Clone, Serialize, ToSchema)]
-pub struct Routing {
-    /// `human`, `spawn`, `pull` or `wait`.
-    #[schema(value_type = String)]
-    #[serde(serialize_with = "display")]
-    pub decision: Routed,
-    /// Why, in words.
-    pub reason: String,
-}
-
-fn display<T: std::fmt::Display, S: serde::Serializer>(value: &T, s: S) -> Result<S::Ok, S::Error> {
-    s.collect_str(value)
-}
-
 /// A recorded decision about a task: a routing decision or a stall.
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct Decision {
@@ -81,187 +56,141 @@ pub struct Decision {
 impl Decision {
     /// The decision an event records, if it records one.
     fn from_event(e: &Event) -> Option<Decision> {
-        let text = match e.kind.as_str() {
-            "task.routed" => {
-                let reason = e.data["reason"].as_str().unwrap_or_default();
-                match e.data["decision"].as_str().and_then(|d| d.parse::<Routed>().ok()) {
+        let text = match &e.change {
+            Change::TaskRouted { decision, reason, .. } => {
+                match decision.as_deref().and_then(|d| d.parse::<Routed>().ok()) {
                     Some(decision) => decision.sentence(reason),
-                    None => reason.to_string(),
+                    None => reason.clone(),
                 }
             }
-            "task.stalled" => format!(
-                "stalled: no progress since {}",
-                e.data["last_progress_at"].as_str().unwrap_or("it was claimed")
-            ),
+            Change::TaskStalled { last_progress_at, .. } => {
+                format!("stalled: no progress since {}", last_progress_at.to_rfc3339())
+            }
             _ => return None,
         };
+        let (kind, data) = e.change.parts();
         Some(Decision {
-            kind: e.kind.clone(),
+            kind,
             at: e.at,
-            data: e.data.clone(),
+            data,
             text,
         })
     }
 }
 
-impl Store {
-    /// Tasks linked to `id` by `sql` (one bound id; selects id, title, status).
-    async fn linked(&self, sql: &str, id: i64) -> StoreResult<Vec<DependencyState>> {
-        let rows: Vec<(i64, String, String)> = sqlx::query_as(sql).bind(id).fetch_all(&self.reader).await?;
-        rows.into_iter()
-            .map(|(id, title, status)| {
-                Ok(DependencyState {
-                    id,
-                    title,
-                    status: status.parse().map_err(StoreError::Corrupt)?,
-                })
-            })
-            .collect()
-    }
-
-    /// Explains whether `task` is claimable and why: claimable exactly when claim-next, asked
-    /// now by an agent with the task's capabilities, would hand it out.
-    pub async fn why(&self, task: &Task) -> StoreResult<Why> {
-        let now = Timestamp::now();
-        let dependencies = self
-            .linked(
-                "SELECT t.id, t.title, t.status FROM task_deps d JOIN tasks t ON t.id = d.depends_on_id \
-                 WHERE d.task_id = ? ORDER BY t.id",
-                task.id,
-            )
-            .await?;
-        let dependents = self
-            .linked(
-                "SELECT t.id, t.title, t.status FROM task_deps d JOIN tasks t ON t.id = d.task_id \
-                 WHERE d.depends_on_id = ? ORDER BY t.id LIMIT 500",
-                task.id,
-            )
-            .await?;
-        let routing = self.routing_of(task.id).await?;
-        let refusal = claim::refusal(
-            task,
-            routing.as_ref().map(|r| r.decision),
-            &self.options.human_kinds,
-            false,
-            now,
-        );
-        let mut reasons = Vec::new();
-        match task.status {
-            Status::Pending => {
-                let waiting: Vec<String> = dependencies
-                    .iter()
-                    .filter(|d| d.status != Status::Completed)
-                    .map(|d| format!("#{} ({})", d.id, d.status))
-                    .collect();
-                reasons.push(format!(
-                    "waiting for dependencies to complete: {}",
-                    waiting.join(", ")
-                ));
-            }
-            Status::InProgress => {
-                if let (Some(since), Some(at)) = (task.stalled_since, task.progress.updated_at) {
-                    reasons.push(format!(
-                        "stalled since {}: no progress reported since {}",
-                        since.to_rfc3339(),
-                        at.to_rfc3339()
-                    ));
-                }
-                if let Some(lease) = &task.lease {
-                    if lease.expires_at <= now {
-                        reasons.push(format!(
-                            "the lease of {} expired at {}; claim-next returns the task first",
-                            lease.holder,
-                            lease.expires_at.to_rfc3339()
-                        ));
-                    } else {
-                        reasons.push(format!(
-                            "held by {} (fence {}) until {}",
-                            lease.holder,
-                            lease.fence,
-                            lease.expires_at.to_rfc3339()
-                        ));
-                    }
-                }
-            }
-            Status::Blocked => reasons.push(format!(
-                "blocked: {}; waiting for a person to lift the block",
-                task.status_reason.as_deref().unwrap_or("needs a decision")
-            )),
-            Status::Available => {}
-            final_status => reasons.push(format!("{final_status}: a final status, never claimable again")),
-        }
-        match &refusal {
-            None => reasons
-                .push("ready: claim-next hands it to the next agent with the required capabilities".into()),
-            Some(Refusal::NotAvailable(_)) => {}
-            Some(Refusal::BackingOff(at)) => reasons.push(format!(
-                "backing off after a failed attempt; claimable from {}",
-                at.to_rfc3339()
-            )),
-            Some(Refusal::AttemptsUsed(max)) => reasons.push(format!(
-                "all {max} attempts are used; raise max_attempts (taskyard task edit {} \
-                 --max-attempts N) to run it again",
-                task.id
-            )),
-            Some(Refusal::ForPeople) if task.route == Route::Human => {
-                reasons.push("waiting for a person: its route is human".into())
-            }
-            Some(Refusal::ForPeople) => reasons.push(format!(
-                "waiting for a person: {} work goes to people (routing.human_kinds)",
-                task.kind
-            )),
-            Some(Refusal::RoutedToPeople) => reasons.push(format!(
-                "waiting for a person: {}",
-                routing
-                    .as_ref()
-                    .map(|r| r.reason.as_str())
-                    .unwrap_or("the router sent it to people")
-            )),
-            Some(Refusal::ForSpawner) => {
-                reasons.push("its route is spawn: only an agent process the server starts takes it".into())
-            }
-        }
-        if !task.capabilities.is_empty() && !task.status.is_final() {
+/// Explains whether `task` is claimable now and why, from the facts a backend gathered:
+/// claimable exactly when claim-next, asked now by an agent with the task's capabilities,
+/// would hand it out (see `domain::claim`).
+pub fn explain(task: &Task, facts: WhyFacts, human_kinds: &[String], now: Timestamp) -> Why {
+    let WhyFacts {
+        dependencies,
+        dependents,
+        routing,
+        events,
+    } = facts;
+    let refusal = claim::refusal(
+        task,
+        routing.as_ref().map(|r| r.decision),
+        human_kinds,
+        false,
+        now,
+    );
+    let mut reasons = Vec::new();
+    match task.status {
+        Status::Pending => {
+            let waiting: Vec<String> = dependencies
+                .iter()
+                .filter(|d| d.status != Status::Completed)
+                .map(|d| format!("#{} ({})", d.id, d.status))
+                .collect();
             reasons.push(format!(
-                "a claimer needs the capabilities {}",
-                task.capabilities.join(", ")
+                "waiting for dependencies to complete: {}",
+                waiting.join(", ")
             ));
         }
-        let decisions = self
-            .task_events(task.id, 200)
-            .await?
-            .into_iter()
-            .filter_map(|e| Decision::from_event(&e))
-            .collect();
-        Ok(Why {
-            task_id: task.id,
-            status: task.status,
-            claimable: refusal.is_none(),
-            reasons,
-            dependencies,
-            dependents,
-            lease: task.lease.clone(),
-            attempts: task.attempts,
-            max_attempts: task.max_attempts,
-            capabilities: task.capabilities.clone(),
-            routing,
-            decisions,
-        })
-    }
-
-    /// The router's current decision on task `id`, if it made one.
-    pub async fn routing_of(&self, id: i64) -> StoreResult<Option<Routing>> {
-        let row: Option<(Option<String>, Option<String>)> =
-            sqlx::query_as("SELECT routed_to, routed_reason FROM tasks WHERE id = ?")
-                .bind(id)
-                .fetch_optional(&self.reader)
-                .await?;
-        match row {
-            Some((Some(decision), reason)) => Ok(Some(Routing {
-                decision: decision.parse().map_err(StoreError::Corrupt)?,
-                reason: reason.unwrap_or_default(),
-            })),
-            _ => Ok(None),
+        Status::InProgress => {
+            if let (Some(since), Some(at)) = (task.stalled_since, task.progress.updated_at) {
+                reasons.push(format!(
+                    "stalled since {}: no progress reported since {}",
+                    since.to_rfc3339(),
+                    at.to_rfc3339()
+                ));
+            }
+            if let Some(lease) = &task.lease {
+                if lease.expires_at <= now {
+                    reasons.push(format!(
+                        "the lease of {} expired at {}; claim-next returns the task first",
+                        lease.holder,
+                        lease.expires_at.to_rfc3339()
+                    ));
+                } else {
+                    reasons.push(format!(
+                        "held by {} (fence {}) until {}",
+                        lease.holder,
+                        lease.fence,
+                        lease.expires_at.to_rfc3339()
+                    ));
+                }
+            }
         }
+        Status::Blocked => reasons.push(format!(
+            "blocked: {}; waiting for a person to lift the block",
+            task.status_reason.as_deref().unwrap_or("needs a decision")
+        )),
+        Status::Available => {}
+        final_status => reasons.push(format!("{final_status}: a final status, never claimable again")),
+    }
+    match &refusal {
+        None => {
+            reasons.push("ready: claim-next hands it to the next agent with the required capabilities".into())
+        }
+        Some(Refusal::NotAvailable(_)) => {}
+        Some(Refusal::BackingOff(at)) => reasons.push(format!(
+            "backing off after a failed attempt; claimable from {}",
+            at.to_rfc3339()
+        )),
+        Some(Refusal::AttemptsUsed(max)) => reasons.push(format!(
+            "all {max} attempts are used; raise max_attempts (taskyard task edit {} \
+                 --max-attempts N) to run it again",
+            task.id
+        )),
+        Some(Refusal::ForPeople) if task.route == Route::Human => {
+            reasons.push("waiting for a person: its route is human".into())
+        }
+        Some(Refusal::ForPeople) => reasons.push(format!(
+            "waiting for a person: {} work goes to people (routing.human_kinds)",
+            task.kind
+        )),
+        Some(Refusal::RoutedToPeople) => reasons.push(format!(
+            "waiting for a person: {}",
+            routing
+                .as_ref()
+                .map(|r| r.reason.as_str())
+                .unwrap_or("the router sent it to people")
+        )),
+        Some(Refusal::ForSpawner) => {
+            reasons.push("its route is spawn: only an agent process the server starts takes it".into())
+        }
+    }
+    if !task.capabilities.is_empty() && !task.status.is_final() {
+        reasons.push(format!(
+            "a claimer needs the capabilities {}",
+            task.capabilities.join(", ")
+        ));
+    }
+    let decisions = events.iter().filter_map(Decision::from_event).collect();
+    Why {
+        task_id: task.id,
+        status: task.status,
+        claimable: refusal.is_none(),
+        reasons,
+        dependencies,
+        dependents,
+        lease: task.lease.clone(),
+        attempts: task.attempts,
+        max_attempts: task.max_attempts,
+        capabilities: task.capabilities.clone(),
+        routing,
+        decisions,
     }
 }

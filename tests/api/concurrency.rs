@@ -71,10 +71,10 @@ async fn sixty_four_agents_complete_a_thousand_tasks_exactly_once() {
     let mut claims = 0;
     for event in server.all_events().await {
         let Some(task) = event.task_id else { continue };
-        match event.kind.as_str() {
+        match event.kind().as_str() {
             "task.claimed" => {
                 claims += 1;
-                let who = event.data["holder"].as_str().unwrap().to_string();
+                let who = event.data()["holder"].as_str().unwrap().to_string();
                 assert!(
                     holder.insert(task, who).is_none(),
                     "task #{task} claimed while held"
@@ -82,9 +82,9 @@ async fn sixty_four_agents_complete_a_thousand_tasks_exactly_once() {
             }
             "task.completed" => {
                 let was = holder.remove(&task).expect("completed while not held");
-                assert_eq!(event.data["holder"].as_str().unwrap(), was);
+                assert_eq!(event.data()["holder"].as_str().unwrap(), was);
             }
-            "task.released" | "task.lease_expired" | "task.failed" => panic!("unexpected {}", event.kind),
+            "task.released" | "task.lease_expired" | "task.failed" => panic!("unexpected {}", event.kind()),
             _ => {}
         }
     }

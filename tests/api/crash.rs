@@ -12,9 +12,8 @@ use rand::Rng;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 use taskyard::domain::Status;
-use taskyard::store::{Store, StoreOptions};
 
-use crate::support::{event_kinds_by_task, serve_child, ADMIN_TOKEN};
+use crate::support::{event_kinds_by_task, open_store, serve_child, ADMIN_TOKEN};
 
 const KILLS: usize = 20;
 const TASKS: usize = 2_000;
@@ -142,9 +141,8 @@ async fn twenty_kills_under_load_lose_nothing_and_double_nothing() {
     }
 
     // Check the registry itself, as the server would find it on the next start.
-    let store = Store::open(&data.join("taskyard.db"), StoreOptions::default())
-        .await
-        .expect("the database opens after 20 kills");
+    // (It opens at all after 20 kills, or this fails.)
+    let store = open_store(&data).await;
     let mut tasks = Vec::new();
     for i in 0..TASKS {
         let key = taskyard::domain::TaskRef::parse(&format!("k{i}"));

@@ -236,7 +236,7 @@ async fn logging_out_ends_the_streams_the_session_opened() {
         .post(&server.admin, &format!("/runs/{run_id}/kill"), json!({}))
         .await;
     assert_eq!(status, StatusCode::ACCEPTED);
-    wait_for(&mut events, |e| e.kind == "run.exited").await;
+    wait_for(&mut events, |e| e.kind() == "run.exited").await;
     server.stop().await;
 }
 
@@ -363,7 +363,7 @@ async fn a_browser_logs_in_sees_a_new_task_live_and_cancels_it() {
     })
     .await;
     // A run that fails, for the runs view's error column and the task's timeline.
-    let mut events = server.app_store.subscribe();
+    let mut events = server.app_store.bus().subscribe();
     let urgent = server
         .task(json!({"title": "Fails at once", "priority": "P0", "max_attempts": 1}))
         .await;

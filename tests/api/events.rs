@@ -187,13 +187,13 @@ async fn streams_end_when_the_token_that_opened_them_is_revoked() {
         );
     })
     .await;
-    let mut events = server.app_store.subscribe();
+    let mut events = server.app_store.bus().subscribe();
     for title in ["first", "second"] {
         server.task(json!({"title": title, "priority": "P0"})).await;
     }
     server.loops.context().spawner.assign().await.unwrap();
-    let first = wait_for(&mut events, |e| e.kind == "run.started").await.data["run_id"].clone();
-    let second = wait_for(&mut events, |e| e.kind == "run.started").await.data["run_id"].clone();
+    let first = wait_for(&mut events, |e| e.kind() == "run.started").await.data()["run_id"].clone();
+    let second = wait_for(&mut events, |e| e.kind() == "run.started").await.data()["run_id"].clone();
     let token_file = scripts.path().join(format!("token-{first}"));
     tokio::time::timeout(Duration::from_secs(60), async {
         while !token_file.exists() {
@@ -241,7 +241,7 @@ async fn streams_end_when_the_token_that_opened_them_is_revoked() {
         .await;
     assert_eq!(status, StatusCode::ACCEPTED);
     wait_for(&mut events, |e| {
-        e.kind == "run.exited" && e.data["run_id"] == second
+        e.kind() == "run.exited" && e.data()["run_id"] == second
     })
     .await;
     server.stop().await;

@@ -32,11 +32,11 @@ async fn an_agent_flooding_its_output_is_capped_and_the_server_keeps_serving() {
         );
     })
     .await;
-    let mut events = server.app_store.subscribe();
+    let mut events = server.app_store.bus().subscribe();
     let task = server.task(json!({"title": "floods", "priority": "P0"})).await;
     server.loops.context().spawner.assign().await.unwrap();
     let ended = wait_for(&mut events, exited(&task)).await;
-    assert_eq!(ended.data["status"], "succeeded", "{:?}", ended.data);
+    assert_eq!(ended.data()["status"], "succeeded", "{:?}", ended.data());
     let (_, runs) = server
         .get(&server.admin, &format!("/runs?task_id={}", task["id"]))
         .await;
@@ -85,11 +85,11 @@ async fn an_agent_forking_many_children_loses_them_all_at_its_timeout() {
         );
     })
     .await;
-    let mut events = server.app_store.subscribe();
+    let mut events = server.app_store.bus().subscribe();
     let task = server.task(json!({"title": "forks", "priority": "P0"})).await;
     server.loops.context().spawner.assign().await.unwrap();
     let ended = wait_for(&mut events, exited(&task)).await;
-    assert_eq!(ended.data["status"], "timed_out", "{:?}", ended.data);
+    assert_eq!(ended.data()["status"], "timed_out", "{:?}", ended.data());
     assert!(
         scripts.path().join("ready").exists(),
         "every child was started before the timeout"

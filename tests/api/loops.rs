@@ -41,7 +41,7 @@ async fn silent_agents_go_offline_and_come_back() {
     server.get(&token, "/tasks").await;
     let (_, agents) = server.get(&server.admin, "/agents").await;
     assert_eq!(agents["items"][0]["status"], "online");
-    let kinds: Vec<String> = server.all_events().await.into_iter().map(|e| e.kind).collect();
+    let kinds: Vec<String> = server.all_events().await.into_iter().map(|e| e.kind()).collect();
     assert!(
         kinds.contains(&"agent.offline".into()) && kinds.contains(&"agent.online".into()),
         "{kinds:?}"
@@ -456,15 +456,15 @@ async fn the_scheduler_fires_records_runs_and_survives_a_panicking_loop() {
         ],
         server.loops.context().clone(),
     );
-    let mut events = server.app_store.subscribe();
+    let mut events = server.app_store.bus().subscribe();
     scheduled.start().await.unwrap();
     // Wait (bounded) until the counter has run three times and the panicky loop at least twice.
     let (mut counted, mut panicked) = (0, 0);
     tokio::time::timeout(Duration::from_secs(60), async {
         while counted < 3 || panicked < 2 {
             let event = events.recv().await.unwrap();
-            if event.kind == "loop.ran" {
-                match event.data["loop"].as_str() {
+            if event.kind() == "loop.ran" {
+                match event.data()["loop"].as_str() {
                     Some("counter") => counted += 1,
                     Some("panicky") => panicked += 1,
                     _ => {}

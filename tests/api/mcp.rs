@@ -245,9 +245,9 @@ async fn an_agent_claims_reports_progress_and_completes_over_mcp() {
 
     // A waiting claim-next gets work filed while it waits: the task is filed only once the long
     // poll has found nothing and sleeps, so only the wake-up can hand it over.
-    let waiting = server.app_store.work_waiters();
+    let waiting = server.app_store.bus().work_waiters();
     let (waited, filed) = tokio::join!(call(&client, "claim_next", json!({"wait_seconds": 60})), async {
-        wait_until(|| server.app_store.work_waiters() == waiting + 1).await;
+        wait_until(|| server.app_store.bus().work_waiters() == waiting + 1).await;
         server
             .task(json!({"title": "late work", "capabilities": ["backend"]}))
             .await
@@ -471,11 +471,11 @@ async fn a_session_hears_only_of_leases_it_claimed_or_held_when_it_started() {
         }
     };
     claim(before).await;
-    let subscribers = server.app_store.event_subscribers();
+    let subscribers = server.app_store.bus().event_subscribers();
     let (one, mut inbox_one) = connect(&server, &token).await;
     let (two, mut inbox_two) = connect(&server, &token).await;
     // Both watchers have read what the agent held at their start.
-    wait_until(|| server.app_store.event_subscribers() == subscribers + 2).await;
+    wait_until(|| server.app_store.bus().event_subscribers() == subscribers + 2).await;
     ok(call(&one, "claim_task", json!({"task": by_one})).await);
     ok(call(&two, "claim_task", json!({"task": by_two})).await);
     claim(by_rest).await;
@@ -507,11 +507,11 @@ async fn a_session_hears_only_of_leases_it_claimed_or_held_when_it_started() {
 async fn closing_a_session_ends_its_lease_watcher() {
     let server = Server::start().await;
     let token = server.agent("a", &[]).await;
-    let before = server.app_store.event_subscribers();
+    let before = server.app_store.bus().event_subscribers();
     let (client, _) = connect(&server, &token).await;
-    wait_until(|| server.app_store.event_subscribers() == before + 1).await;
+    wait_until(|| server.app_store.bus().event_subscribers() == before + 1).await;
     client.cancel().await.unwrap();
-    wait_until(|| server.app_store.event_subscribers() == before).await;
+    wait_until(|| server.app_store.bus().event_subscribers() == before).await;
     server.stop().await;
 }
 

@@ -297,14 +297,14 @@ async fn a_permanent_rejection_ends_as_failed_with_the_servers_answer() {
     let smtp = SmtpServer::start_on(0, Some("550 5.1.1 <ana@example.com>: no such mailbox")).await;
     let dir = tempfile::tempdir().unwrap();
     let server = Server::boot(mail_config(dir.path(), smtp.port)).await;
-    let mut events = server.app_store.subscribe();
+    let mut events = server.app_store.bus().subscribe();
     let task = server
         .task(json!({"title": "Rename the product", "kind": "strategic", "capabilities": ["architecture"]}))
         .await;
     tokio::time::timeout(Duration::from_secs(60), async {
         loop {
             if let Ok(e) = events.recv().await {
-                if e.kind == "notification.failed" {
+                if e.kind() == "notification.failed" {
                     return;
                 }
             }

@@ -9,9 +9,9 @@ use proptest::prelude::*;
 use serde_json::json;
 use taskyard::domain::input::{AgentSpec, CompleteTask, CreateTask, ReportProgress};
 use taskyard::domain::{Principal, Role, Status, Task, TaskRef};
-use taskyard::store::{ClaimFilter, Store, StoreOptions};
+use taskyard::store::{ClaimFilter, Store};
 
-use crate::support::event_kinds_by_task;
+use crate::support::{event_kinds_by_task, open_store};
 
 const AGENTS: usize = 3;
 
@@ -137,15 +137,8 @@ async fn check(store: &Store, ids: &[i64]) {
 
 async fn run(ops: Vec<Op>) {
     let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(
-        &dir.path().join("t.db"),
-        StoreOptions {
-            retry_backoff: Duration::ZERO,
-            ..StoreOptions::default()
-        },
-    )
-    .await
-    .unwrap();
+    // Retries follow at once (the test config's backoff is zero).
+    let store = open_store(dir.path()).await;
     let admin = Principal::admin();
     let mut agents = Vec::new();
     for i in 0..AGENTS {

@@ -162,10 +162,10 @@ async fn why_names_the_agent_type_whose_slots_are_full() {
         );
     })
     .await;
-    let mut events = server.app_store.subscribe();
+    let mut events = server.app_store.bus().subscribe();
     server.task(json!({"title": "first", "priority": "P0"})).await;
     server.loops.context().spawner.assign().await.unwrap();
-    wait_for(&mut events, |e| e.kind == "run.started").await;
+    wait_for(&mut events, |e| e.kind() == "run.started").await;
     let second = server.task(json!({"title": "second", "priority": "P0"})).await;
     let outcome = server.loops.context().spawner.assign().await.unwrap();
     assert_eq!(outcome.waiting, 1);
@@ -200,7 +200,11 @@ async fn a_run_is_recorded_only_for_a_claim_that_succeeded() {
         )
         .await;
     assert!(
-        matches!(refused, Err(taskyard::store::StoreError::AlreadyClaimed { ref holder }) if holder == "puller-3"),
+        matches!(
+            refused,
+            Err(taskyard::store::StoreError::Refused(taskyard::domain::Refused::AlreadyClaimed { ref holder }))
+                if holder == "puller-3"
+        ),
         "{refused:?}"
     );
     let (_, runs) = server.get(&server.admin, "/runs").await;
@@ -253,7 +257,7 @@ async fn work_that_fell_to_people_is_routed_afresh_on_request() {
     let (status, _) = server.post(&agent, &path, json!({})).await;
     assert_eq!(status, StatusCode::FORBIDDEN, "only an admin reroutes");
 
-    let mut events = server.app_store.subscribe();
+    let mut events = server.app_store.bus().subscribe();
     let (status, rerouted) = server.post(&server.admin, &path, json!({})).await;
     assert_eq!(status, StatusCode::OK, "{rerouted}");
     // The assignment loop is woken by the rerouted work and spawns it.

@@ -88,11 +88,11 @@ pub(crate) async fn sleeping_run() -> SleepingRun {
         );
     })
     .await;
-    let mut events = server.app_store.subscribe();
+    let mut events = server.app_store.bus().subscribe();
     let task = server.task(json!({"title": "t", "priority": "P0"})).await;
     server.loops.context().spawner.assign().await.unwrap();
-    let started = wait_for(&mut events, |e| e.kind == "run.started").await;
-    let run_id = started.data["run_id"].as_i64().unwrap();
+    let started = wait_for(&mut events, |e| e.kind() == "run.started").await;
+    let run_id = started.data()["run_id"].as_i64().unwrap();
     SleepingRun {
         server,
         events,
@@ -103,7 +103,7 @@ pub(crate) async fn sleeping_run() -> SleepingRun {
 }
 
 pub(crate) fn exited(task: &Value) -> impl Fn(&Event) -> bool + '_ {
-    move |e: &Event| e.kind == "run.exited" && Some(e.task_id.unwrap_or(-1)) == task["id"].as_i64()
+    move |e: &Event| e.kind() == "run.exited" && Some(e.task_id.unwrap_or(-1)) == task["id"].as_i64()
 }
 
 pub(crate) const COMPLETES: &str = r#"echo "agent for task $1 starting"
@@ -125,12 +125,12 @@ async fn a_p0_backend_task_is_done_by_a_spawned_backend_specialist() {
         ),
     );
     let server = Server::boot(config).await;
-    let mut events = server.app_store.subscribe();
+    let mut events = server.app_store.bus().subscribe();
     let task = server
         .task(json!({"title": "Fix the API", "priority": "P0", "capabilities": ["backend"]}))
         .await;
     let ended = wait_for(&mut events, exited(&task)).await;
-    assert_eq!(ended.data["status"], "succeeded", "{:?}", ended.data);
+    assert_eq!(ended.data()["status"], "succeeded", "{:?}", ended.data());
 
     let (_, t) = server.get(&server.admin, &format!("/tasks/{}", task["id"])).await;
     assert_eq!(t["status"], "completed");
@@ -258,7 +258,7 @@ async fn a_burst_never_exceeds_the_caps_and_all_finish() {
         agent_type(scripts.path(), "lead", &body, |_| {}),
     );
     let server = Server::boot(config).await;
-    let mut events = server.app_store.subscribe();
+    let mut events = server.app_store.bus().subscribe();
     let tasks: Vec<Value> = (0..20)
         .map(|i| json!({"title": format!("urgent {i}"), "priority": "P1"}))
         .collect();
@@ -267,8 +267,8 @@ async fn a_burst_never_exceeds_the_caps_and_all_finish() {
         .await;
     assert_eq!(status, StatusCode::CREATED);
     for _ in 0..20 {
-        let ended = wait_for(&mut events, |e| e.kind == "run.exited").await;
-        assert_eq!(ended.data["status"], "succeeded");
+        let ended = wait_for(&mut events, |e| e.kind() == "run.exited").await;
+        assert_eq!(ended.data()["status"], "succeeded");
     }
     assert!(server
         .all_tasks()
@@ -327,11 +327,11 @@ async fn a_hanging_agent_is_killed_at_its_timeout_with_its_grandchild() {
         );
     })
     .await;
-    let mut events = server.app_store.subscribe();
+    let mut events = server.app_store.bus().subscribe();
     let task = server.task(json!({"title": "hangs", "priority": "P0"})).await;
     server.loops.context().spawner.assign().await.unwrap();
     let ended = wait_for(&mut events, exited(&task)).await;
-    assert_eq!(ended.data["status"], "timed_out");
+    assert_eq!(ended.data()["status"], "timed_out");
     let grandchild: i64 = std::fs::read_to_string(scripts.path().join("grandchild"))
         .unwrap()
         .trim()
@@ -360,7 +360,7 @@ async fn an_agent_that_never_completes_is_retried_then_fails_to_a_person() {
         agent_type(scripts.path(), "quitter", "echo giving up; exit 1", |_| {}),
     );
     let server = Server::boot(config).await;
-    let mut events = server.app_store.subscribe();
+    let mut events = server.app_store.bus().subscribe();
     let task = server
         .task(json!({"title": "hard", "priority": "P1", "max_attempts": 2}))
         .await;
@@ -370,15 +370,18 @@ async fn an_agent_that_never_completes_is_retried_then_fails_to_a_person() {
     let all = server.all_events().await;
     assert!(
         all.iter()
-            .any(|e| e.kind == "task.failed" && e.data["final"] == true),
+            .any(|e| e.kind() == "task.failed" && e.data()["final"] == true),
         "failed for good"
     );
-    let routed = all.iter().rev().find(|e| e.kind == "task.routed").unwrap();
-    assert_eq!(routed.data["decision"], "human");
+    let routed = all.iter().rev().find(|e| e.kind() == "task.routed").unwrap();
+    assert_eq!(routed.data()["decision"], "human");
     assert!(
-        routed.data["reason"].as_str().unwrap().contains("all 2 attempts"),
+        routed.data()["reason"]
+            .as_str()
+            .unwrap()
+            .contains("all 2 attempts"),
         "{:?}",
-        routed.data
+        routed.data()
     );
     let (_, runs) = server
         .get(&server.admin, &format!("/runs?task_id={}", task["id"]))
@@ -444,12 +447,12 @@ async fn a_restart_settles_live_and_vanished_runs() {
         agent_type(scripts.path(), "sleeper", "sleep 300", |_| {}),
     );
     let server = Server::boot(config.clone()).await;
-    let mut events = server.app_store.subscribe();
+    let mut events = server.app_store.bus().subscribe();
     let alive = server.task(json!({"title": "alive", "priority": "P0"})).await;
     let dies = server.task(json!({"title": "dies", "priority": "P0"})).await;
     assert_eq!(server.loops.context().spawner.assign().await.unwrap().spawned, 2);
     wait_for(&mut events, |e| {
-        e.kind == "run.started" && e.task_id == alive["id"].as_i64()
+        e.kind() == "run.started" && e.task_id == alive["id"].as_i64()
     })
     .await;
     let (_, runs) = server.get(&server.admin, "/runs").await;
@@ -525,10 +528,10 @@ sleep 300"#;
         .agent_types
         .insert("worker".into(), "worker-bee".into());
     let server = Server::boot(config).await;
-    let mut events = server.app_store.subscribe();
+    let mut events = server.app_store.bus().subscribe();
     let parent = server.task(json!({"title": "epic", "priority": "P0"})).await;
     let started = wait_for(&mut events, |e| {
-        e.kind == "run.started" && e.data["agent_type"] == "worker-bee"
+        e.kind() == "run.started" && e.data()["agent_type"] == "worker-bee"
     })
     .await;
     let child_id = started.task_id.unwrap();
@@ -548,8 +551,11 @@ sleep 300"#;
     assert_eq!(status, StatusCode::OK);
     let mut ended = Vec::new();
     while ended.len() < 2 {
-        let e = wait_for(&mut events, |e| e.kind == "run.exited").await;
-        ended.push((e.task_id.unwrap(), e.data["status"].as_str().unwrap().to_string()));
+        let e = wait_for(&mut events, |e| e.kind() == "run.exited").await;
+        ended.push((
+            e.task_id.unwrap(),
+            e.data()["status"].as_str().unwrap().to_string(),
+        ));
     }
     ended.sort();
     assert_eq!(
@@ -590,7 +596,7 @@ async fn runs_can_be_killed_from_the_api() {
         .await;
     assert_eq!(status, StatusCode::ACCEPTED);
     let ended = wait_for(&mut events, exited(&task)).await;
-    assert_eq!(ended.data["status"], "killed");
+    assert_eq!(ended.data()["status"], "killed");
     let text = tokio::time::timeout(Duration::from_secs(30), followed)
         .await
         .expect("the followed log ends")

@@ -39,6 +39,14 @@ pub fn test_config(data_dir: &Path) -> Config {
     config
 }
 
+/// The registry of data folder `data_dir` opened directly, as the server opens it with the
+/// test config (on the backend the suite runs against).
+pub async fn open_store(data_dir: &Path) -> taskyard::store::Store {
+    taskyard::app::open_store(&test_config(data_dir))
+        .await
+        .expect("the registry opens")
+}
+
 impl Server {
     /// A server on a fresh temporary data folder.
     pub async fn start() -> Server {
@@ -220,7 +228,7 @@ pub async fn event_kinds_by_task(
     let mut kinds: std::collections::HashMap<i64, Vec<String>> = std::collections::HashMap::new();
     for e in all_events(store).await {
         if let Some(task) = e.task_id {
-            kinds.entry(task).or_default().push(e.kind);
+            kinds.entry(task).or_default().push(e.kind());
         }
     }
     kinds

@@ -147,14 +147,14 @@ async fn start_waiting(server: &Server, request: RequestBuilder) -> JoinHandle<(
         assert_eq!(response.status(), StatusCode::OK);
         let _ = response.bytes().await;
     });
-    wait_until(|| server.app_store.work_waiters() == 1).await;
+    wait_until(|| server.app_store.bus().work_waiters() == 1).await;
     call
 }
 
 /// Once the long poll has stopped waiting, a task filed is never claimed: the wait is over for
 /// good, and it claimed nothing on the way out.
 async fn assert_the_wait_ended_claiming_nothing(server: &Server) {
-    wait_until(|| server.app_store.work_waiters() == 0).await;
+    wait_until(|| server.app_store.bus().work_waiters() == 0).await;
     let id = task_id(server, json!({"title": "filed after the wait ended"})).await;
     let (_, task) = server.get(&server.admin, &format!("/tasks/{id}")).await;
     assert_eq!(task["status"], "available", "{task}");

@@ -1,8 +1,9 @@
-//! Row types and their conversion into domain objects.
+//! Reading rows into domain objects: the one place a task, an agent or a run row is mapped.
+
+use rusqlite::Row;
 
 use crate::domain::{Agent, Lease, Priority, Progress, Role, Route, Status, Task, TaskResult, Timestamp};
-
-use super::{StoreError, StoreResult};
+use crate::store::{StoreError, StoreResult};
 
 /// The column list every task query selects, in `TaskRow` order.
 pub const TASK_COLUMNS: &str = "id, key, project, title, description, priority, kind, capabilities, \
@@ -11,7 +12,7 @@ pub const TASK_COLUMNS: &str = "id, key, project, title, description, priority, 
     last_progress_at, result, created_by, created_at, updated_at, claimed_at, completed_at, stalled_at";
 
 /// One row of `tasks`.
-#[derive(Debug, sqlx::FromRow)]
+#[derive(Debug)]
 pub struct TaskRow {
     pub id: i64,
     pub key: Option<String>,
@@ -46,8 +47,8 @@ pub struct TaskRow {
 }
 
 impl TaskRow {
-    /// Reads a row selected with [`TASK_COLUMNS`] on the batching writer's connection.
-    pub fn from_sqlite(row: &rusqlite::Row<'_>) -> rusqlite::Result<TaskRow> {
+    /// Reads a row selected with [`TASK_COLUMNS`].
+    pub fn read(row: &Row<'_>) -> rusqlite::Result<TaskRow> {
         Ok(TaskRow {
             id: row.get(0)?,
             key: row.get(1)?,
@@ -83,7 +84,7 @@ impl TaskRow {
     }
 }
 
-fn json<T: serde::de::DeserializeOwned>(what: &str, text: &str) -> StoreResult<T> {
+pub fn json<T: serde::de::DeserializeOwned>(what: &str, text: &str) -> StoreResult<T> {
     serde_json::from_str(text).map_err(|e| StoreError::Corrupt(format!("{what}: {e}")))
 }
 
@@ -149,7 +150,7 @@ pub const AGENT_COLUMNS: &str =
     "id, name, kind, capabilities, role, status, last_seen, created_at, scope_task_id";
 
 /// One row of `agents` (without the token hash).
-#[derive(Debug, sqlx::FromRow)]
+#[derive(Debug)]
 pub struct AgentRow {
     pub id: i64,
     pub name: String,
@@ -160,6 +161,23 @@ pub struct AgentRow {
     pub last_seen: Option<i64>,
     pub created_at: i64,
     pub scope_task_id: Option<i64>,
+}
+
+impl AgentRow {
+    /// Reads a row selected with [`AGENT_COLUMNS`].
+    pub fn read(row: &Row<'_>) -> rusqlite::Result<AgentRow> {
+        Ok(AgentRow {
+            id: row.get(0)?,
+            name: row.get(1)?,
+            kind: row.get(2)?,
+            capabilities: row.get(3)?,
+            role: row.get(4)?,
+            status: row.get(5)?,
+            last_seen: row.get(6)?,
+            created_at: row.get(7)?,
+            scope_task_id: row.get(8)?,
+        })
+    }
 }
 
 impl TryFrom<AgentRow> for Agent {
@@ -182,4 +200,9 @@ impl TryFrom<AgentRow> for Agent {
 /// Serialises a value stored as a JSON column.
 pub fn to_json<T: serde::Serialize>(value: &T) -> String {
     serde_json::to_string(value).unwrap_or_else(|_| "null".to_string())
+}
+
+/// Reads a task row selected with [`TASK_COLUMNS`] straight into a task.
+pub fn task(row: &Row<'_>) -> rusqlite::Result<StoreResult<Task>> {
+    TaskRow::read(row).map(Task::try_from)
 }

@@ -1,0 +1,330 @@
+//! Agents on SQLite: registering them, their tokens (kept only as SHA-256 hashes) and liveness,
+//! the people among them, and the principals remembered by token hash between changes.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use rusqlite::{params, OptionalExtension};
+
+use crate::domain::input::AgentSpec;
+use crate::domain::{Agent, Change, NewEvent, Principal, Role};
+use crate::store::{Agents, StoreError, StoreResult};
+
+use super::engine::Tx;
+use super::rows::{json, to_json, AgentRow, AGENT_COLUMNS};
+use super::Sqlite;
+
+/// Most principals remembered; beyond it the memory starts over.
+const PRINCIPALS_KEPT: usize = 10_000;
+
+/// Principals (with liveness status) by token hash. Every committed change to agents forgets
+/// them all and moves to a new generation; an answer read during an older generation is not
+/// kept, so no stale principal outlives a change.
+#[derive(Default)]
+pub(super) struct PrincipalCache {
+    inner: Mutex<Remembered>,
+}
+
+/// The generation, and the principals (with liveness status) read during it, by token hash.
+type Remembered = (u64, HashMap<String, (Principal, String)>);
+
+impl PrincipalCache {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Remembered> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn generation(&self) -> u64 {
+        self.lock().0
+    }
+
+    fn get(&self, token_hash: &str) -> Option<(Principal, String)> {
+        self.lock().1.get(token_hash).cloned()
+    }
+
+    /// Keeps `found`, read during `generation`, unless agents changed since.
+    fn put(&self, generation: u64, token_hash: &str, found: (Principal, String)) {
+        let mut inner = self.lock();
+        if inner.0 != generation {
+            return;
+        }
+        if inner.1.len() >= PRINCIPALS_KEPT {
+            inner.1.clear();
+        }
+        inner.1.insert(token_hash.to_string(), found);
+    }
+
+    /// Notes that agent `agent_id` is online again (its next call need not say so again).
+    fn mark_online(&self, agent_id: i64) {
+        for (principal, status) in self.lock().1.values_mut() {
+            if principal.agent_id == Some(agent_id) {
+                *status = "online".into();
+            }
+        }
+    }
+
+    /// Forgets everything: agents changed.
+    pub(super) fn forget(&self) {
+        let mut inner = self.lock();
+        inner.0 = inner.0.wrapping_add(1);
+        inner.1.clear();
+    }
+}
+
+/// Creates the agent `name` or gives it a new token hash, role and scope, inside the caller's
+/// change; returns it as a principal.
+pub(super) fn upsert_token(
+    tx: &mut Tx<'_>,
+    name: &str,
+    kind: &str,
+    role: Role,
+    token_hash: &str,
+    scope: Option<i64>,
+) -> StoreResult<Principal> {
+    let id: i64 = tx
+        .prepare_cached(
+            "INSERT INTO agents (name, kind, capabilities, role, token_hash, status, created_at, scope_task_id) \
+             VALUES (?1, ?2, '[]', ?3, ?4, 'online', ?5, ?6) \
+             ON CONFLICT (name) DO UPDATE SET token_hash = excluded.token_hash, role = excluded.role, \
+                 scope_task_id = excluded.scope_task_id \
+             RETURNING id",
+        )?
+        .query_row(
+            params![name, kind, role.as_str(), token_hash, tx.now.millis(), scope],
+            |row| row.get(0),
+        )?;
+    tx.tokens_changed();
+    Ok(Principal {
+        agent_id: Some(id),
+        name: name.to_string(),
+        role,
+        kind: kind.to_string(),
+        capabilities: Vec::new(),
+        scope,
+    })
+}
+
+#[async_trait::async_trait]
+impl Agents for Sqlite {
+    async fn create_agent(
+        &self,
+        spec: &AgentSpec,
+        token_hash: &str,
+        actor: &Principal,
+    ) -> StoreResult<Agent> {
+        let (spec, token_hash, actor) = (spec.clone(), token_hash.to_string(), actor.clone());
+        self.write(move |tx| {
+            let taken = tx
+                .prepare_cached("SELECT 1 FROM agents WHERE name = ?1")?
+                .exists([&spec.name])?;
+            if taken {
+                return Err(StoreError::conflict(format!(
+                    "an agent named {:?} already exists",
+                    spec.name
+                )));
+            }
+            let row = tx
+                .prepare_cached(&format!(
+                    "INSERT INTO agents (name, kind, capabilities, role, token_hash, status, created_at) \
+                     VALUES (?1, ?2, ?3, ?4, ?5, 'online', ?6) RETURNING {AGENT_COLUMNS}"
+                ))?
+                .query_row(
+                    params![
+                        spec.name,
+                        spec.kind,
+                        to_json(&spec.capabilities),
+                        spec.role.as_str(),
+                        token_hash,
+                        tx.now.millis()
+                    ],
+                    AgentRow::read,
+                )?;
+            let agent = Agent::try_from(row)?;
+            tx.agents_changed();
+            tx.event(NewEvent::general(
+                &actor.name,
+                Change::AgentCreated {
+                    agent: agent.name.clone(),
+                    kind: agent.kind.clone(),
+                    role: agent.role,
+                },
+            ));
+            Ok(agent)
+        })
+        .await
+    }
+
+    async fn list_agents(&self, finished_runs: bool) -> StoreResult<Vec<Agent>> {
+        self.read(move |conn| {
+            let rows = conn
+                .prepare_cached(&format!(
+                    "SELECT {AGENT_COLUMNS} FROM agents \
+                     WHERE ?1 OR NOT (kind = 'spawned' AND token_hash LIKE 'revoked:%') ORDER BY name"
+                ))?
+                .query_map([finished_runs], AgentRow::read)?
+                .collect::<Result<Vec<_>, _>>()?;
+            rows.into_iter().map(Agent::try_from).collect()
+        })
+        .await
+    }
+
+    async fn principal_by_token_hash(&self, token_hash: &str) -> StoreResult<Option<(Principal, String)>> {
+        let cache = &self.shared.principals;
+        let generation = cache.generation();
+        if let Some(known) = cache.get(token_hash) {
+            return Ok(Some(known));
+        }
+        let hash = token_hash.to_string();
+        let found = self
+            .read(move |conn| {
+                let row = conn
+                    .prepare_cached(&format!(
+                        "SELECT {AGENT_COLUMNS} FROM agents WHERE token_hash = ?1"
+                    ))?
+                    .query_row([hash], AgentRow::read)
+                    .optional()?;
+                row.map(|row| {
+                    let scope = row.scope_task_id;
+                    let agent = Agent::try_from(row)?;
+                    Ok((
+                        Principal {
+                            agent_id: Some(agent.id),
+                            name: agent.name,
+                            role: agent.role,
+                            kind: agent.kind,
+                            capabilities: agent.capabilities,
+                            scope,
+                        },
+                        agent.status,
+                    ))
+                })
+                .transpose()
+            })
+            .await?;
+        if let Some(found) = &found {
+            cache.put(generation, token_hash, found.clone());
+        }
+        Ok(found)
+    }
+
+    async fn touch_agent(&self, agent_id: i64) -> StoreResult<()> {
+        self.write(move |tx| {
+            let was: Option<(String, String)> = tx
+                .prepare_cached("SELECT name, status FROM agents WHERE id = ?1")?
+                .query_row([agent_id], |row| Ok((row.get(0)?, row.get(1)?)))
+                .optional()?;
+            tx.prepare_cached("UPDATE agents SET last_seen = ?2, status = 'online' WHERE id = ?1")?
+                .execute(params![agent_id, tx.now.millis()])?;
+            if let Some((name, _)) = was.filter(|(_, previous)| previous == "offline") {
+                tx.event(NewEvent::general(
+                    &name,
+                    Change::AgentOnline { agent: name.clone() },
+                ));
+            }
+            Ok(())
+        })
+        .await?;
+        self.shared.principals.mark_online(agent_id);
+        Ok(())
+    }
+
+    async fn rotate_agent_token(
+        &self,
+        name: &str,
+        kind: &str,
+        role: Role,
+        token_hash: &str,
+        scope: Option<i64>,
+    ) -> StoreResult<Principal> {
+        let (name, kind, hash) = (name.to_string(), kind.to_string(), token_hash.to_string());
+        self.write(move |tx| upsert_token(tx, &name, &kind, role, &hash, scope))
+            .await
+    }
+
+    async fn sync_humans(&self, people: &[(String, Vec<String>)]) -> StoreResult<()> {
+        let people = people.to_vec();
+        self.write(move |tx| {
+            for (name, capabilities) in &people {
+                let kind: Option<String> = tx
+                    .prepare_cached("SELECT kind FROM agents WHERE name = ?1")?
+                    .query_row([name], |row| row.get(0))
+                    .optional()?;
+                match kind.as_deref() {
+                    Some("human") => {
+                        tx.execute(
+                            "UPDATE agents SET capabilities = ?2 WHERE name = ?1",
+                            params![name, to_json(capabilities)],
+                        )?;
+                    }
+                    Some(other) => {
+                        return Err(StoreError::conflict(format!(
+                            "the person {name:?} cannot be added: an agent of kind {other} has that name"
+                        )))
+                    }
+                    None => {
+                        tx.execute(
+                            "INSERT INTO agents (name, kind, capabilities, role, token_hash, status, created_at) \
+                             VALUES (?1, 'human', ?2, 'agent', ?3, 'offline', ?4)",
+                            params![
+                                name,
+                                to_json(capabilities),
+                                format!("person:{}", hex::encode(rand::random::<[u8; 32]>())),
+                                tx.now.millis()
+                            ],
+                        )?;
+                    }
+                }
+            }
+            tx.agents_changed();
+            Ok(())
+        })
+        .await
+    }
+
+    async fn person(&self, name: &str) -> StoreResult<Principal> {
+        let name = name.to_string();
+        self.read(move |conn| {
+            let row: Option<(i64, String)> = conn
+                .prepare_cached("SELECT id, capabilities FROM agents WHERE name = ?1 AND kind = 'human'")?
+                .query_row([&name], |row| Ok((row.get(0)?, row.get(1)?)))
+                .optional()?;
+            let (id, capabilities) = row.ok_or_else(|| StoreError::not_found(format!("person {name:?}")))?;
+            Ok(Principal {
+                agent_id: Some(id),
+                capabilities: json(&format!("capabilities of {name}"), &capabilities)?,
+                name,
+                role: Role::Agent,
+                kind: "human".into(),
+                scope: None,
+            })
+        })
+        .await
+    }
+
+    async fn mark_silent_agents_offline(&self, silence: Duration) -> StoreResult<Vec<String>> {
+        self.write(move |tx| {
+            let quiet = i64::try_from(silence.as_millis()).unwrap_or(i64::MAX);
+            let names = tx
+                .prepare_cached(
+                    "UPDATE agents SET status = 'offline' \
+                     WHERE status = 'online' AND COALESCE(last_seen, created_at) < ?1 RETURNING name",
+                )?
+                .query_map([tx.now.millis() - quiet], |row| row.get::<_, String>(0))?
+                .collect::<Result<Vec<_>, _>>()?;
+            if !names.is_empty() {
+                tx.agents_changed();
+            }
+            tx.events(names.iter().map(|name| {
+                NewEvent::general(
+                    "loop:agent-liveness",
+                    Change::AgentOffline {
+                        agent: name.clone(),
+                        silent_for_seconds: silence.as_secs(),
+                    },
+                )
+            }));
+            Ok(names)
+        })
+        .await
+    }
+}

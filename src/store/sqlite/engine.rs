@@ -1,0 +1,426 @@
+//! The SQLite engine: one writer thread that runs every change, and a small pool of read-only
+//! connections. Changes queued while a transaction runs go into the next one together (group
+//! commit), each inside its own savepoint, so a refused change undoes only itself; its events
+//! are appended in that savepoint, and nobody learns of a change before the transaction holding
+//! it commits. Committed events are published in commit order.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use rusqlite::{Connection, OpenFlags};
+use tokio::sync::{mpsc, oneshot, Semaphore};
+
+use crate::domain::event::NewEvent;
+use crate::domain::{Event, Timestamp};
+use crate::store::{Durability, EventBus, StoreError, StoreResult};
+
+use super::agents::PrincipalCache;
+use super::events::insert_events;
+
+/// Most operations in one transaction.
+const MAX_BATCH: usize = 256;
+
+/// What a write operation works with: the connection inside the open transaction (in its own
+/// savepoint), the batch's time, and what the operation announces once committed.
+pub(super) struct Tx<'c> {
+    conn: &'c Connection,
+    /// The time of the whole batch.
+    pub now: Timestamp,
+    events: Vec<NewEvent>,
+    woke: bool,
+    agents_changed: bool,
+    tokens_changed: bool,
+}
+
+impl std::ops::Deref for Tx<'_> {
+    type Target = Connection;
+    fn deref(&self) -> &Connection {
+        self.conn
+    }
+}
+
+impl Tx<'_> {
+    /// Records `event` with the change (written in the same savepoint).
+    pub fn event(&mut self, event: NewEvent) {
+        self.events.push(event);
+    }
+
+    /// Records `events` with the change.
+    pub fn events(&mut self, events: impl IntoIterator<Item = NewEvent>) {
+        self.events.extend(events);
+    }
+
+    /// Claimable work may have appeared: long polls and the assignment loop are woken.
+    pub fn wake(&mut self) {
+        self.woke = true;
+    }
+
+    /// Agents changed (a token, role, capabilities): remembered principals are forgotten.
+    pub fn agents_changed(&mut self) {
+        self.agents_changed = true;
+    }
+
+    /// A token was replaced or revoked: open streams look again whether theirs still works.
+    pub fn tokens_changed(&mut self) {
+        self.agents_changed = true;
+        self.tokens_changed = true;
+    }
+}
+
+/// What one operation produced: its events (published after the commit) and how to answer it.
+struct Staged {
+    events: Vec<Event>,
+    woke: bool,
+    agents_changed: bool,
+    tokens_changed: bool,
+    /// Its changes could not be undone: the transaction must not commit.
+    poisoned: bool,
+    answer: Box<dyn FnOnce(Result<(), StoreError>) + Send>,
+}
+
+/// An operation: run on the writer's connection inside the open transaction, or refused with
+/// the error that kept the transaction from beginning.
+type Job = Box<dyn FnOnce(Result<&Connection, &StoreError>, Timestamp) -> Staged + Send>;
+
+enum Message {
+    Run(Job),
+    Stop(oneshot::Sender<()>),
+}
+
+/// What the writer shares with the rest of the store.
+pub(super) struct Shared {
+    /// Where committed events go.
+    pub bus: EventBus,
+    /// Principals by token hash, forgotten when agents change.
+    pub principals: PrincipalCache,
+    /// False once the writer thread has ended.
+    pub writing: AtomicBool,
+}
+
+/// A handle on the writer thread. Cheap to clone.
+#[derive(Clone)]
+pub(super) struct Writer {
+    jobs: mpsc::UnboundedSender<Message>,
+}
+
+/// Applies the connection settings every connection of the store uses.
+pub(super) fn configure(conn: &Connection, durability: Durability) -> rusqlite::Result<()> {
+    conn.busy_timeout(Duration::from_secs(10))?;
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    conn.pragma_update(
+        None,
+        "synchronous",
+        match durability {
+            Durability::Normal => "NORMAL",
+            Durability::Full => "FULL",
+        },
+    )?;
+    conn.pragma_update(None, "foreign_keys", "ON")?;
+    conn.pragma_update(None, "temp_store", "MEMORY")?;
+    conn.pragma_update(None, "cache_size", -65536)?;
+    conn.set_prepared_statement_cache_capacity(128);
+    Ok(())
+}
+
+impl Writer {
+    /// Opens a connection to the (already migrated) database at `path` and starts the thread.
+    pub(super) fn start(path: &Path, durability: Durability, shared: Arc<Shared>) -> anyhow::Result<Writer> {
+        // The connection is used by this thread alone: SQLite's own locking is not needed.
+        let conn = Connection::open_with_flags(
+            path,
+            OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )?;
+        configure(&conn, durability)?;
+        let (jobs, inbox) = mpsc::unbounded_channel();
+        shared.writing.store(true, Ordering::SeqCst);
+        std::thread::Builder::new()
+            .name("taskyard-writer".into())
+            .spawn(move || {
+                run(&conn, inbox, &shared);
+                shared.writing.store(false, Ordering::SeqCst);
+            })?;
+        Ok(Writer { jobs })
+    }
+
+    /// Runs `op` in the writer's next transaction and answers once that transaction committed.
+    pub(super) async fn write<R, F>(&self, op: F) -> StoreResult<R>
+    where
+        R: Send + 'static,
+        F: FnOnce(&mut Tx<'_>) -> StoreResult<R> + Send + 'static,
+    {
+        let (tx, rx) = oneshot::channel();
+        let job: Job = Box::new(move |conn, now| match conn {
+            Ok(conn) => stage(conn, now, op, tx),
+            Err(err) => refuse(copy(err), tx),
+        });
+        self.jobs
+            .send(Message::Run(job))
+            .map_err(|_| StoreError::Closed)?;
+        rx.await.map_err(|_| StoreError::Closed)?
+    }
+
+    /// Finishes the operations taken so far and stops the thread, closing its connection; any
+    /// still waiting are refused with [`StoreError::Closed`].
+    pub(super) async fn stop(&self) {
+        let (tx, rx) = oneshot::channel();
+        if self.jobs.send(Message::Stop(tx)).is_ok() {
+            let _ = rx.await;
+        }
+    }
+}
+
+/// The same error again, for each operation of a batch that could not commit.
+fn copy(err: &StoreError) -> StoreError {
+    match err {
+        StoreError::StorageFull(m) => StoreError::StorageFull(m.clone()),
+        StoreError::Unavailable(m) => StoreError::Unavailable(m.clone()),
+        StoreError::Corrupt(m) => StoreError::Corrupt(m.clone()),
+        StoreError::Closed => StoreError::Closed,
+        StoreError::Refused(r) => StoreError::Refused(r.clone()),
+        StoreError::Database(m) => StoreError::Database(m.clone()),
+    }
+}
+
+/// Runs one operation inside its own savepoint; a refusal rolls back only this operation.
+fn stage<R, F>(conn: &Connection, now: Timestamp, op: F, reply: oneshot::Sender<StoreResult<R>>) -> Staged
+where
+    R: Send + 'static,
+    F: FnOnce(&mut Tx<'_>) -> StoreResult<R>,
+{
+    // The caller went away (a dropped request, a timeout): nobody could learn of the change, so
+    // it is not made — a claim nobody receives would hold a task and spend an attempt.
+    if reply.is_closed() {
+        return Staged {
+            events: Vec::new(),
+            woke: false,
+            agents_changed: false,
+            tokens_changed: false,
+            poisoned: false,
+            answer: Box::new(|_| {}),
+        };
+    }
+    let mut poisoned = false;
+    let mut tx = Tx {
+        conn,
+        now,
+        events: Vec::new(),
+        woke: false,
+        agents_changed: false,
+        tokens_changed: false,
+    };
+    let attempt = (|| {
+        conn.execute_batch("SAVEPOINT op")?;
+        // A panic in one operation must not take the writer (and every later change) down.
+        let done = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| op(&mut tx)))
+            .unwrap_or_else(|_| {
+                Err(StoreError::Corrupt(
+                    "a write operation panicked; it was undone".into(),
+                ))
+            })
+            .and_then(|value| {
+                let events = insert_events(conn, now, std::mem::take(&mut tx.events))?;
+                Ok((value, events))
+            })
+            .and_then(|done| Ok(conn.execute_batch("RELEASE op").map(|()| done)?));
+        if done.is_err() && !conn.is_autocommit() {
+            // Undo this operation only; if even that fails, the whole transaction goes (the
+            // writer sees it ended and runs the rest again in the next one).
+            if conn.execute_batch("ROLLBACK TO op; RELEASE op").is_err()
+                && conn.execute_batch("ROLLBACK").is_err()
+            {
+                poisoned = true;
+            }
+        }
+        done
+    })();
+    match attempt {
+        Ok((value, events)) => Staged {
+            events,
+            woke: tx.woke,
+            agents_changed: tx.agents_changed,
+            tokens_changed: tx.tokens_changed,
+            poisoned,
+            answer: Box::new(move |committed| {
+                let _ = reply.send(committed.map(|()| value));
+            }),
+        },
+        Err(err) => Staged {
+            poisoned,
+            ..refuse(err, reply)
+        },
+    }
+}
+
+/// An operation that failed (or never ran). It is answered with its own error when the rest of
+/// its transaction committed; otherwise with the transaction's, since its own may have been
+/// judged against changes that were then undone.
+fn refuse<R: Send + 'static>(err: StoreError, reply: oneshot::Sender<StoreResult<R>>) -> Staged {
+    Staged {
+        events: Vec::new(),
+        woke: false,
+        agents_changed: false,
+        tokens_changed: false,
+        poisoned: false,
+        answer: Box::new(move |committed| {
+            let _ = reply.send(Err(committed.err().unwrap_or(err)));
+        }),
+    }
+}
+
+/// The writer thread: waits for work, takes everything queued, runs it in one transaction.
+fn run(conn: &Connection, mut inbox: mpsc::UnboundedReceiver<Message>, shared: &Shared) {
+    let mut stopped = None;
+    // Operations a transaction lost before running them: they go first into the next one.
+    let mut retry: Vec<Job> = Vec::new();
+    while stopped.is_none() {
+        let first = match retry.is_empty() {
+            true => match inbox.blocking_recv() {
+                Some(first) => Some(first),
+                None => break,
+            },
+            false => None,
+        };
+        let mut batch = std::mem::take(&mut retry);
+        let mut next = first.or_else(|| inbox.try_recv().ok());
+        while let Some(message) = next.take() {
+            match message {
+                Message::Run(job) => batch.push(job),
+                Message::Stop(done) => {
+                    stopped = Some(done);
+                    break;
+                }
+            }
+            if batch.len() < MAX_BATCH {
+                next = inbox.try_recv().ok();
+            }
+        }
+        if batch.is_empty() {
+            continue;
+        }
+        let now = Timestamp::now();
+        let begun = conn.execute_batch("BEGIN IMMEDIATE").map_err(StoreError::from);
+        let mut staged: Vec<Staged> = Vec::with_capacity(batch.len());
+        let mut lost = None;
+        match &begun {
+            Ok(()) => {
+                let mut jobs = batch.into_iter();
+                for job in jobs.by_ref() {
+                    let done = job(Ok(conn), now);
+                    // SQLite ends the whole transaction on some errors (a full disk, say): what
+                    // ran before is undone, and what has not run yet waits for the next one.
+                    if done.poisoned {
+                        let _ = conn.execute_batch("ROLLBACK");
+                    }
+                    if done.poisoned || conn.is_autocommit() {
+                        lost = Some(StoreError::Database(
+                            "the transaction was rolled back by the database".into(),
+                        ));
+                        staged.push(done);
+                        retry.extend(jobs);
+                        break;
+                    }
+                    staged.push(done);
+                }
+            }
+            Err(err) => staged.extend(batch.into_iter().map(|job| job(Err(err), now))),
+        }
+        let committed = match lost {
+            Some(err) => Err(err),
+            None => begun.and_then(|()| conn.execute_batch("COMMIT").map_err(StoreError::from)),
+        };
+        match committed {
+            Ok(()) => {
+                let changed = staged.iter().any(|s| s.agents_changed);
+                if changed {
+                    shared.principals.forget();
+                }
+                if staged.iter().any(|s| s.tokens_changed) {
+                    shared.bus.tokens_changed();
+                }
+                for staged in staged {
+                    shared.bus.publish(staged.events, staged.woke);
+                    (staged.answer)(Ok(()));
+                }
+            }
+            Err(err) => {
+                tracing::error!(error = %err, "a write transaction failed; its operations are refused");
+                let _ = conn.execute_batch("ROLLBACK");
+                for staged in staged {
+                    (staged.answer)(Err(copy(&err)));
+                }
+            }
+        }
+    }
+    if let Some(done) = stopped {
+        let _ = done.send(());
+    }
+}
+
+/// Read-only connections, used on blocking threads so a long read never holds up the async
+/// workers. Opened as needed, at most `limit` at once, and kept for reuse.
+pub(super) struct Readers {
+    path: PathBuf,
+    idle: Mutex<Vec<Connection>>,
+    permits: Semaphore,
+}
+
+impl Readers {
+    /// A pool of at most `limit` read-only connections to `path`.
+    pub(super) fn new(path: &Path, limit: u32) -> Readers {
+        Readers {
+            path: path.to_path_buf(),
+            idle: Mutex::new(Vec::new()),
+            permits: Semaphore::new(limit.max(1) as usize),
+        }
+    }
+
+    fn take(&self) -> StoreResult<Connection> {
+        let idle = self.idle.lock().unwrap_or_else(|p| p.into_inner()).pop();
+        match idle {
+            Some(conn) => Ok(conn),
+            None => {
+                let conn = Connection::open_with_flags(
+                    &self.path,
+                    OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+                )?;
+                conn.busy_timeout(Duration::from_secs(10))?;
+                conn.set_prepared_statement_cache_capacity(64);
+                Ok(conn)
+            }
+        }
+    }
+
+    /// Runs `query` on a read-only connection, on a blocking thread.
+    pub(super) async fn read<R, F>(self: &Arc<Self>, query: F) -> StoreResult<R>
+    where
+        R: Send + 'static,
+        F: FnOnce(&Connection) -> StoreResult<R> + Send + 'static,
+    {
+        let _permit = self.permits.acquire().await.map_err(|_| StoreError::Closed)?;
+        let this = self.clone();
+        tokio::task::spawn_blocking(move || {
+            let conn = this.take()?;
+            // One snapshot per query, even when it runs several statements.
+            let answer = (|| {
+                conn.execute_batch("BEGIN")?;
+                let answer = query(&conn);
+                conn.execute_batch("COMMIT")?;
+                answer
+            })();
+            if conn.is_autocommit() {
+                this.idle.lock().unwrap_or_else(|p| p.into_inner()).push(conn);
+            }
+            answer
+        })
+        .await
+        .map_err(|e| StoreError::Database(format!("a read failed: {e}")))?
+    }
+
+    /// Closes the idle connections; later reads open new ones.
+    pub(super) fn close(&self) {
+        self.idle.lock().unwrap_or_else(|p| p.into_inner()).clear();
+        self.permits.close();
+    }
+}

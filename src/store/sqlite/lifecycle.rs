@@ -1,0 +1,655 @@
+//! The lease lifecycle on SQLite — every operation that moves a task through its statuses:
+//! claim, claim-next, progress, complete, fail, release, block, unblock, cancel, and the return
+//! of expired leases. Each runs as one change on the writer (group commit), applies the rules
+//! of `domain::lifecycle`, `domain::claim` and `domain::cancel`, and records its events in the
+//! same savepoint. Claim-next returns expired leases in the same change before it claims.
+
+use std::time::Duration;
+
+use rusqlite::{params, params_from_iter, OptionalExtension, ToSql};
+
+use crate::domain::cancel::{may_cancel, Unfinished};
+use crate::domain::input::{CompleteSpec, ProgressSpec};
+use crate::domain::lifecycle::{
+    check_block, check_claim, check_hold, check_unblock, expiring, failing, waiting_on,
+};
+use crate::domain::{BlockedBy, Change, NewEvent, Principal, Refused, Status, Task, TaskResult, Timestamp};
+use crate::store::{ClaimFilter, Claimed, Leases, StoreError, StoreResult};
+
+use super::engine::Tx;
+use super::rows::{to_json, TaskRow, TASK_COLUMNS};
+use super::{deps, fetch_task, Sqlite};
+
+/// What a claim sets (parameters: 1 holder, 2 lease end, 3 lease length, 4 now).
+const CLAIM_SET: &str = "status = 'in_progress', fence = fence + 1, attempts = attempts + 1, \
+    lease_holder = ?1, lease_expires_at = ?2, lease_ms = ?3, claimed_at = ?4, updated_at = ?4, \
+    last_progress_at = ?4, status_reason = NULL, not_before = 0, stalled_at = NULL";
+
+/// The task and its descendants, as a recursive CTE named `tree(id)` over `?1`.
+const SUBTREE: &str =
+    "WITH RECURSIVE tree(id) AS (SELECT ?1 UNION SELECT t.id FROM tasks t JOIN tree ON t.parent_id = tree.id)";
+
+fn millis(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
+
+/// `sql` (an `UPDATE … RETURNING` the task's columns) run with `params`: the task as changed,
+/// or `None` when no row matched.
+fn update_task(tx: &Tx<'_>, sql: &str, params: impl rusqlite::Params) -> StoreResult<Option<Task>> {
+    tx.prepare_cached(sql)?
+        .query_row(params, TaskRow::read)
+        .optional()?
+        .map(Task::try_from)
+        .transpose()
+}
+
+/// The claim a row just changed to in progress stands for.
+fn claimed(task: Task) -> StoreResult<Claimed> {
+    let lease = task
+        .lease
+        .clone()
+        .ok_or_else(|| StoreError::Corrupt(format!("claimed task #{} has no lease", task.id)))?;
+    Ok(Claimed { task, lease })
+}
+
+/// Records a claim's event.
+fn record_claim(tx: &mut Tx<'_>, c: &Claimed) {
+    tx.event(NewEvent::task(
+        c.task.id,
+        &c.lease.holder,
+        Change::TaskClaimed {
+            holder: c.lease.holder.clone(),
+            fence: c.lease.fence,
+            attempt: c.task.attempts,
+            expires_at: c.lease.expires_at,
+        },
+    ));
+}
+
+/// Returns expired leases (all, or only task `only`'s) to `available`, or to `failed` when
+/// their attempts are used up (see `lifecycle::expiring`). Returns how many.
+fn reap(tx: &mut Tx<'_>, only: Option<i64>) -> StoreResult<usize> {
+    let expired = tx
+        .prepare_cached(
+            "SELECT id, lease_holder, fence, attempts, max_attempts FROM tasks \
+             WHERE status = 'in_progress' AND lease_expires_at <= ?1 AND (?2 IS NULL OR id = ?2)",
+        )?
+        .query_map(params![tx.now.millis(), only], |row| {
+            Ok((
+                row.get::<_, i64>(0)?,
+                row.get::<_, String>(1)?,
+                row.get::<_, i64>(2)?,
+                row.get::<_, i64>(3)?,
+                row.get::<_, i64>(4)?,
+            ))
+        })?
+        .collect::<Result<Vec<_>, _>>()?;
+    for (id, holder, fence, attempts, max_attempts) in &expired {
+        let outcome = expiring(holder, *attempts, *max_attempts);
+        tx.prepare_cached(
+            "UPDATE tasks SET status = ?2, status_reason = ?3, lease_holder = NULL, lease_expires_at = NULL, \
+             updated_at = ?4 WHERE id = ?1",
+        )?
+        .execute(params![
+            id,
+            if outcome.last { "failed" } else { "available" },
+            outcome.reason,
+            tx.now.millis()
+        ])?;
+        tx.event(NewEvent {
+            task_id: Some(*id),
+            actor: None,
+            change: Change::TaskLeaseExpired {
+                holder: holder.clone(),
+                fence: *fence,
+                last: outcome.last,
+            },
+        });
+        if outcome.last {
+            tx.event(NewEvent {
+                task_id: Some(*id),
+                actor: None,
+                change: Change::TaskFailed {
+                    holder: Some(holder.clone()),
+                    fence: *fence,
+                    reason: outcome.reason,
+                    last: true,
+                    retry_at: None,
+                },
+            });
+            deps::block_dependents(tx, *id, Status::Failed, "lease-reaper")?;
+        } else {
+            tx.wake();
+        }
+    }
+    Ok(expired.len())
+}
+
+/// Claims task `id` for `who` inside the caller's change: an expired lease on it is returned
+/// first, then `lifecycle::check_claim` decides.
+pub(super) fn claim_in(
+    tx: &mut Tx<'_>,
+    id: i64,
+    who: &Principal,
+    lease: Duration,
+    human_kinds: &[String],
+) -> StoreResult<Claimed> {
+    reap(tx, Some(id))?;
+    let task = fetch_task(tx, id)?;
+    check_claim(&task, who, human_kinds, tx.now)?;
+    let now = tx.now;
+    let task = update_task(
+        tx,
+        &format!("UPDATE tasks SET {CLAIM_SET} WHERE id = ?5 RETURNING {TASK_COLUMNS}"),
+        params![
+            who.name,
+            now.plus_millis(millis(lease)).millis(),
+            millis(lease),
+            now.millis(),
+            id
+        ],
+    )?
+    .ok_or_else(|| StoreError::not_found(format!("task #{id}")))?;
+    let claim = claimed(task)?;
+    record_claim(tx, &claim);
+    Ok(claim)
+}
+
+/// Lifts the block on task `id` inside the caller's change; returns the task after.
+pub(super) fn unblock_in(
+    tx: &mut Tx<'_>,
+    id: i64,
+    who: &Principal,
+    note: Option<String>,
+) -> StoreResult<Task> {
+    let task = fetch_task(tx, id)?;
+    check_unblock(&task, who)?;
+    let (status, reason) = waiting_on(&deps::statuses(tx, &task.depends_on)?);
+    if status == Status::Blocked {
+        return Err(StoreError::conflict(format!(
+            "task #{id} cannot run: {}; change its depends_on first",
+            reason.unwrap_or_default()
+        )));
+    }
+    let now = tx.now;
+    let updated = update_task(
+        tx,
+        &format!(
+            "UPDATE tasks SET status = ?2, status_reason = NULL, not_before = 0, updated_at = ?3 \
+             WHERE id = ?1 RETURNING {TASK_COLUMNS}"
+        ),
+        params![id, status.as_str(), now.millis()],
+    )?
+    .ok_or_else(|| StoreError::not_found(format!("task #{id}")))?;
+    tx.event(NewEvent::task(
+        id,
+        &who.name,
+        Change::TaskUnblocked { note, status },
+    ));
+    if status == Status::Available {
+        tx.wake();
+    }
+    Ok(updated)
+}
+
+/// The claim-next query for a caller: the best ready task it may take (see `domain::claim`),
+/// changed to in progress. Its text depends only on whether the caller is a person, how many
+/// projects and capabilities it names, and the configured kinds for people.
+fn claim_next_sql(
+    person: bool,
+    projects: Option<usize>,
+    capabilities: usize,
+    human_kinds: &[String],
+) -> String {
+    // Parameters: 1-4 as in CLAIM_SET, then the projects, then the capabilities.
+    let list = |from: usize, n: usize| {
+        (from..from + n)
+            .map(|i| format!("?{i}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let mut filter =
+        String::from("t.status = 'available' AND t.not_before <= ?4 AND t.attempts < t.max_attempts");
+    if let Some(n) = projects {
+        filter.push_str(&format!(" AND t.project IN ({})", list(5, n)));
+    }
+    let caps_from = 5 + projects.unwrap_or(0);
+    if capabilities == 0 {
+        filter.push_str(" AND t.capabilities = '[]'");
+    } else {
+        filter.push_str(&format!(
+            " AND (t.capabilities = '[]' OR NOT EXISTS (SELECT 1 FROM json_each(t.capabilities) c \
+              WHERE c.value NOT IN ({})))",
+            list(caps_from, capabilities)
+        ));
+    }
+    if person {
+        filter.push_str(" AND (t.route <> 'spawn' OR t.routed_to IS 'human')");
+    } else {
+        filter.push_str(" AND t.route NOT IN ('spawn', 'human') AND t.routed_to IS NOT 'human'");
+        if !human_kinds.is_empty() {
+            let kinds: Vec<String> = human_kinds
+                .iter()
+                .map(|k| format!("'{}'", k.replace('\'', "''")))
+                .collect();
+            filter.push_str(&format!(
+                " AND NOT (t.route = 'auto' AND t.kind IN ({}))",
+                kinds.join(", ")
+            ));
+        }
+    }
+    format!(
+        "UPDATE tasks SET {CLAIM_SET} WHERE id = (SELECT t.id FROM tasks t WHERE {filter} \
+         ORDER BY t.priority, t.id LIMIT 1) RETURNING {TASK_COLUMNS}"
+    )
+}
+
+/// One claim-next inside the caller's change: expired leases are returned first (they may be
+/// the best work there is), then the best ready task is claimed.
+fn claim_next_in(
+    tx: &mut Tx<'_>,
+    who: &Principal,
+    filter: &ClaimFilter,
+    lease: Duration,
+    human_kinds: &[String],
+) -> StoreResult<Option<Claimed>> {
+    let expired = tx
+        .prepare_cached(
+            "SELECT EXISTS (SELECT 1 FROM tasks WHERE status = 'in_progress' AND lease_expires_at <= ?1)",
+        )?
+        .query_row([tx.now.millis()], |row| row.get::<_, bool>(0))?;
+    if expired {
+        reap(tx, None)?;
+    }
+    let sql = claim_next_sql(
+        who.is_person(),
+        filter.projects.as_ref().map(Vec::len),
+        filter.capabilities.len(),
+        human_kinds,
+    );
+    let now = tx.now;
+    let (until, length, at) = (
+        now.plus_millis(millis(lease)).millis(),
+        millis(lease),
+        now.millis(),
+    );
+    let mut values: Vec<&dyn ToSql> = vec![&who.name, &until, &length, &at];
+    values.extend(filter.projects.iter().flatten().map(|p| p as &dyn ToSql));
+    values.extend(filter.capabilities.iter().map(|c| c as &dyn ToSql));
+    let Some(task) = update_task(tx, &sql, params_from_iter(values))? else {
+        return Ok(None);
+    };
+    let claim = claimed(task)?;
+    record_claim(tx, &claim);
+    Ok(Some(claim))
+}
+
+/// The refusal for a fenced write that matched no row: the task as it stands says why.
+fn lease_refusal(tx: &Tx<'_>, id: i64, who: &Principal, fence: i64) -> StoreError {
+    match fetch_task(tx, id) {
+        Ok(task) => match check_hold(&task, who, fence) {
+            Err(refused) => refused.into(),
+            Ok(()) => StoreError::conflict(format!("task #{id} changed meanwhile; try again")),
+        },
+        Err(err) => err,
+    }
+}
+
+#[async_trait::async_trait]
+impl Leases for Sqlite {
+    async fn claim_task(&self, id: i64, who: &Principal, lease: Duration) -> StoreResult<Claimed> {
+        let (who, kinds) = (who.clone(), self.options.human_kinds.clone());
+        self.write(move |tx| claim_in(tx, id, &who, lease, &kinds)).await
+    }
+
+    async fn claim_next(
+        &self,
+        who: &Principal,
+        filter: &ClaimFilter,
+        lease: Duration,
+    ) -> StoreResult<Option<Claimed>> {
+        let (who, filter, kinds) = (who.clone(), filter.clone(), self.options.human_kinds.clone());
+        self.write(move |tx| claim_next_in(tx, &who, &filter, lease, &kinds))
+            .await
+    }
+
+    async fn report_progress(&self, id: i64, who: &Principal, spec: ProgressSpec) -> StoreResult<Task> {
+        let who = who.clone();
+        self.write(move |tx| {
+            // A bare heartbeat renews the lease but is not progress: the stall detector still
+            // sees silence, and it is not worth an event.
+            let reported = spec.percent.is_some() || spec.note.is_some();
+            let lease_ms = spec.lease_seconds.map(|s| s as i64 * 1000);
+            let now = tx.now;
+            let updated = update_task(
+                tx,
+                &format!(
+                    "UPDATE tasks SET progress_percent = COALESCE(?2, progress_percent), \
+                     progress_note = COALESCE(?3, progress_note), updated_at = ?4, \
+                     last_progress_at = CASE WHEN ?6 THEN ?4 ELSE last_progress_at END, \
+                     stalled_at = CASE WHEN ?6 THEN NULL ELSE stalled_at END, \
+                     lease_ms = COALESCE(?5, lease_ms), lease_expires_at = ?4 + COALESCE(?5, lease_ms) \
+                     WHERE id = ?1 AND status = 'in_progress' AND fence = ?7 AND (?8 OR lease_holder = ?9) \
+                     RETURNING {TASK_COLUMNS}"
+                ),
+                params![
+                    id,
+                    spec.percent,
+                    spec.note,
+                    now.millis(),
+                    lease_ms,
+                    reported,
+                    spec.fence,
+                    who.is_admin(),
+                    who.name
+                ],
+            )?
+            .ok_or_else(|| lease_refusal(tx, id, &who, spec.fence))?;
+            if reported {
+                tx.event(NewEvent::task(
+                    id,
+                    &who.name,
+                    Change::TaskProgress {
+                        percent: updated.progress.percent,
+                        note: spec.note,
+                        fence: spec.fence,
+                    },
+                ));
+            }
+            Ok(updated)
+        })
+        .await
+    }
+
+    async fn complete(&self, id: i64, who: &Principal, spec: CompleteSpec) -> StoreResult<Task> {
+        let who = who.clone();
+        self.write(move |tx| {
+            // An admin may complete anyone's lease: who held it is read first. Agents complete
+            // their own, so one statement both checks and changes.
+            let holder = if who.is_admin() {
+                let task = fetch_task(tx, id)?;
+                check_hold(&task, &who, spec.fence)?;
+                task.lease.map(|l| l.holder).unwrap_or_default()
+            } else {
+                who.name.clone()
+            };
+            let result = TaskResult {
+                summary: spec.summary,
+                deliverables: spec.deliverables,
+                time_spent_minutes: spec.time_spent_minutes,
+            };
+            let now = tx.now;
+            let updated = update_task(
+                tx,
+                &format!(
+                    "UPDATE tasks SET status = 'completed', status_reason = NULL, result = ?2, \
+                     progress_percent = 100, lease_holder = NULL, lease_expires_at = NULL, \
+                     completed_at = ?3, updated_at = ?3 \
+                     WHERE id = ?1 AND status = 'in_progress' AND fence = ?4 AND lease_holder = ?5 \
+                     RETURNING {TASK_COLUMNS}"
+                ),
+                params![id, to_json(&result), now.millis(), spec.fence, holder],
+            )?
+            .ok_or_else(|| lease_refusal(tx, id, &who, spec.fence))?;
+            tx.event(NewEvent::task(
+                id,
+                &who.name,
+                Change::TaskCompleted {
+                    holder,
+                    fence: spec.fence,
+                    summary: result.summary,
+                },
+            ));
+            deps::release_dependents(tx, id, &who.name)?;
+            Ok(updated)
+        })
+        .await
+    }
+
+    async fn fail(
+        &self,
+        id: i64,
+        who: &Principal,
+        fence: i64,
+        reason: String,
+        retryable: bool,
+    ) -> StoreResult<Task> {
+        let (who, base) = (who.clone(), self.options.retry_backoff);
+        self.write(move |tx| {
+            let task = fetch_task(tx, id)?;
+            check_hold(&task, &who, fence)?;
+            let outcome = failing(&task, &reason, retryable, base, tx.now);
+            let now = tx.now;
+            let updated = update_task(
+                tx,
+                &format!(
+                    "UPDATE tasks SET status = ?2, status_reason = ?3, not_before = ?4, lease_holder = NULL, \
+                     lease_expires_at = NULL, updated_at = ?5 WHERE id = ?1 RETURNING {TASK_COLUMNS}"
+                ),
+                params![
+                    id,
+                    if outcome.retry_at.is_some() {
+                        "available"
+                    } else {
+                        "failed"
+                    },
+                    outcome.status_reason,
+                    outcome.retry_at.map_or(0, Timestamp::millis),
+                    now.millis()
+                ],
+            )?
+            .ok_or_else(|| StoreError::not_found(format!("task #{id}")))?;
+            tx.event(NewEvent::task(
+                id,
+                &who.name,
+                Change::TaskFailed {
+                    holder: task.lease.map(|l| l.holder),
+                    fence,
+                    reason,
+                    last: outcome.retry_at.is_none(),
+                    retry_at: outcome.retry_at,
+                },
+            ));
+            match outcome.retry_at {
+                None => deps::block_dependents(tx, id, Status::Failed, &who.name)?,
+                // A zero backoff makes the task claimable at once.
+                Some(at) if at <= now => tx.wake(),
+                Some(_) => {}
+            }
+            Ok(updated)
+        })
+        .await
+    }
+
+    async fn release(&self, id: i64, who: &Principal, fence: i64, note: Option<String>) -> StoreResult<Task> {
+        let who = who.clone();
+        self.write(move |tx| {
+            let task = fetch_task(tx, id)?;
+            check_hold(&task, &who, fence)?;
+            let now = tx.now;
+            let updated = update_task(
+                tx,
+                &format!(
+                    "UPDATE tasks SET status = 'available', status_reason = ?2, attempts = MAX(attempts - 1, 0), \
+                     lease_holder = NULL, lease_expires_at = NULL, not_before = 0, updated_at = ?3 \
+                     WHERE id = ?1 RETURNING {TASK_COLUMNS}"
+                ),
+                params![id, note.as_ref().map(|n| format!("released: {n}")), now.millis()],
+            )?
+            .ok_or_else(|| StoreError::not_found(format!("task #{id}")))?;
+            tx.event(NewEvent::task(
+                id,
+                &who.name,
+                Change::TaskReleased {
+                    holder: task.lease.map(|l| l.holder).unwrap_or_default(),
+                    fence,
+                    note,
+                },
+            ));
+            tx.wake();
+            Ok(updated)
+        })
+        .await
+    }
+
+    async fn block(&self, id: i64, who: &Principal, fence: Option<i64>, reason: String) -> StoreResult<Task> {
+        let who = who.clone();
+        self.write(move |tx| {
+            let task = fetch_task(tx, id)?;
+            check_block(&task, &who, fence)?;
+            let now = tx.now;
+            let updated = update_task(
+                tx,
+                &format!(
+                    "UPDATE tasks SET status = 'blocked', status_reason = ?2, \
+                     attempts = CASE WHEN status = 'in_progress' THEN MAX(attempts - 1, 0) ELSE attempts END, \
+                     lease_holder = NULL, lease_expires_at = NULL, updated_at = ?3 \
+                     WHERE id = ?1 RETURNING {TASK_COLUMNS}"
+                ),
+                params![id, reason, now.millis()],
+            )?
+            .ok_or_else(|| StoreError::not_found(format!("task #{id}")))?;
+            tx.event(NewEvent::task(
+                id,
+                &who.name,
+                Change::TaskBlocked {
+                    reason,
+                    by: BlockedBy::Decision {
+                        holder: task.lease.map(|l| l.holder),
+                        fence,
+                    },
+                },
+            ));
+            Ok(updated)
+        })
+        .await
+    }
+
+    async fn unblock(&self, id: i64, who: &Principal, note: Option<String>) -> StoreResult<Task> {
+        if !who.is_person() {
+            return Err(Refused::Forbidden("only a person or an admin may lift a block".into()).into());
+        }
+        let who = who.clone();
+        self.write(move |tx| unblock_in(tx, id, &who, note)).await
+    }
+
+    async fn cancel_task(&self, id: i64, actor: &Principal, note: Option<String>) -> StoreResult<Task> {
+        let actor = actor.clone();
+        self.write(move |tx| {
+            let task = fetch_task(tx, id)?;
+            let now = tx.now;
+            let unfinished = tx
+                .prepare_cached(&format!(
+                    "{SUBTREE} SELECT id, created_by, CASE WHEN lease_expires_at > ?2 THEN lease_holder END \
+                     FROM tasks WHERE id IN (SELECT id FROM tree) \
+                         AND status NOT IN ('completed', 'failed', 'cancelled') ORDER BY id"
+                ))?
+                .query_map(params![id, now.millis()], |row| {
+                    Ok(Unfinished {
+                        id: row.get(0)?,
+                        created_by: row.get(1)?,
+                        holder: row.get(2)?,
+                    })
+                })?
+                .collect::<Result<Vec<_>, _>>()?;
+            may_cancel(&actor, id, &unfinished).map_err(StoreError::forbidden)?;
+            if task.status.is_final() {
+                return Err(StoreError::conflict(format!("task #{id} is already {}", task.status)));
+            }
+            let cancelled = tx
+                .prepare_cached(&format!(
+                    "{SUBTREE} UPDATE tasks SET status = 'cancelled', status_reason = ?2, lease_holder = NULL, \
+                         lease_expires_at = NULL, updated_at = ?3, completed_at = ?3 \
+                     WHERE id IN (SELECT id FROM tree) AND status NOT IN ('completed', 'failed', 'cancelled') \
+                     RETURNING id"
+                ))?
+                .query_map(
+                    params![
+                        id,
+                        note.clone().unwrap_or_else(|| format!("cancelled by {}", actor.name)),
+                        now.millis()
+                    ],
+                    |row| row.get::<_, i64>(0),
+                )?
+                .collect::<Result<Vec<_>, _>>()?;
+            for cid in &cancelled {
+                tx.event(NewEvent::task(
+                    *cid,
+                    &actor.name,
+                    Change::TaskCancelled {
+                        note: note.clone(),
+                        via_parent: (*cid != id).then_some(id),
+                    },
+                ));
+            }
+            for cid in &cancelled {
+                deps::block_dependents(tx, *cid, Status::Cancelled, &actor.name)?;
+            }
+            fetch_task(tx, id)
+        })
+        .await
+    }
+
+    async fn reap_expired_leases(&self) -> StoreResult<usize> {
+        self.write(|tx| reap(tx, None)).await
+    }
+
+    async fn next_timed_wakeup(&self, after: Timestamp) -> StoreResult<Option<Timestamp>> {
+        self.read(move |conn| {
+            let at: Option<i64> = conn
+                .prepare_cached(
+                    "SELECT MIN(t) FROM ( \
+                       SELECT MIN(not_before) AS t FROM tasks WHERE status = 'available' AND not_before > ?1 \
+                       UNION ALL SELECT MIN(lease_expires_at) FROM tasks WHERE status = 'in_progress')",
+                )?
+                .query_row([after.millis()], |row| row.get(0))?;
+            Ok(at.map(Timestamp))
+        })
+        .await
+    }
+
+    async fn leases_held_by(&self, holder: &str) -> StoreResult<Vec<(i64, i64)>> {
+        let holder = holder.to_string();
+        self.read(move |conn| {
+            Ok(conn
+                .prepare_cached(
+                    "SELECT id, fence FROM tasks WHERE status = 'in_progress' AND lease_holder = ?1",
+                )?
+                .query_map([holder], |row| Ok((row.get(0)?, row.get(1)?)))?
+                .collect::<Result<Vec<_>, _>>()?)
+        })
+        .await
+    }
+
+    async fn bound_leases(&self) -> StoreResult<u64> {
+        self.write(|tx| {
+            Ok(tx.execute(
+                "UPDATE tasks SET lease_expires_at = ?1 + lease_ms \
+                 WHERE status = 'in_progress' AND lease_expires_at > ?1 + lease_ms",
+                [tx.now.millis()],
+            )? as u64)
+        })
+        .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_claim_query_names_only_what_the_caller_asks_for() {
+        let kinds = vec!["architecture".to_string(), "o'brien".to_string()];
+        let agent = claim_next_sql(false, None, 0, &kinds);
+        assert!(agent.contains("t.capabilities = '[]'") && !agent.contains("json_each"));
+        assert!(
+            agent.contains("t.kind IN ('architecture', 'o''brien')"),
+            "{agent}"
+        );
+        let narrow = claim_next_sql(false, Some(2), 3, &kinds);
+        assert!(narrow.contains("t.project IN (?5, ?6)"), "{narrow}");
+        assert!(narrow.contains("NOT IN (?7, ?8, ?9)"), "{narrow}");
+        let person = claim_next_sql(true, None, 1, &kinds);
+        assert!(person.contains("t.routed_to IS 'human'") && !person.contains("t.kind IN"));
+    }
+}

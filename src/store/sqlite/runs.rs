@@ -1,0 +1,219 @@
+//! Spawned runs on SQLite: a run is recorded together with its claim and its agent's token,
+//! sampled while it lives, and ended with its token revoked.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use rusqlite::{params, Connection, OptionalExtension, Row};
+
+use crate::domain::{Change, NewEvent, Principal, Role, Routed, Run, RunStatus, Timestamp};
+use crate::store::{Claimed, LiveRun, Runs, StoreError, StoreResult};
+
+use super::agents::upsert_token;
+use super::lifecycle::claim_in;
+use super::routing::set_routing;
+use super::Sqlite;
+
+const RUN_COLUMNS: &str = "id, task_id, agent_type, status, holder, fence, pid, started_at, ended_at, \
+    exit_code, cpu_percent, memory_bytes, error";
+
+fn run_row(row: &Row<'_>) -> rusqlite::Result<StoreResult<Run>> {
+    let status: String = row.get(3)?;
+    Ok(Ok(Run {
+        id: row.get(0)?,
+        task_id: row.get(1)?,
+        agent_type: row.get(2)?,
+        status: match status.parse() {
+            Ok(status) => status,
+            Err(e) => return Ok(Err(StoreError::Corrupt(e))),
+        },
+        holder: row.get(4)?,
+        fence: row.get(5)?,
+        pid: row.get(6)?,
+        started_at: Timestamp(row.get(7)?),
+        ended_at: row.get::<_, Option<i64>>(8)?.map(Timestamp),
+        exit_code: row.get(9)?,
+        cpu_percent: row.get(10)?,
+        memory_bytes: row.get(11)?,
+        error: row.get(12)?,
+    }))
+}
+
+fn find_run(conn: &Connection, id: i64) -> StoreResult<Run> {
+    conn.prepare_cached(&format!("SELECT {RUN_COLUMNS} FROM runs WHERE id = ?1"))?
+        .query_row([id], run_row)
+        .optional()?
+        .transpose()?
+        .ok_or_else(|| StoreError::not_found(format!("run #{id}")))
+}
+
+#[async_trait::async_trait]
+impl Runs for Sqlite {
+    async fn start_run(
+        &self,
+        task_id: i64,
+        agent_type: &str,
+        token_hash: &str,
+        lease: Duration,
+        reason: &str,
+    ) -> StoreResult<(Run, Claimed, Principal)> {
+        let (agent_type, token_hash, reason) =
+            (agent_type.to_string(), token_hash.to_string(), reason.to_string());
+        let kinds = self.options.human_kinds.clone();
+        self.write(move |tx| {
+            let id: i64 = tx
+                .prepare_cached(
+                    "INSERT INTO runs (task_id, agent_type, status, holder, started_at) \
+                     VALUES (?1, ?2, 'starting', '', ?3) RETURNING id",
+                )?
+                .query_row(params![task_id, agent_type, tx.now.millis()], |row| row.get(0))?;
+            tx.execute("UPDATE runs SET holder = 'run-' || id WHERE id = ?1", [id])?;
+            let run = find_run(tx, id)?;
+            let who = upsert_token(
+                tx,
+                &run.holder,
+                "spawned",
+                Role::Agent,
+                &token_hash,
+                Some(task_id),
+            )?;
+            let claim = claim_in(tx, task_id, &who, lease, &kinds)?;
+            let reason = format!("{reason}: run #{} of {agent_type}", run.id);
+            set_routing(tx, task_id, Routed::Spawn, &reason, false)?;
+            Ok((run, claim, who))
+        })
+        .await
+    }
+
+    async fn run_started(
+        &self,
+        run: &Run,
+        fence: i64,
+        pid: i64,
+        pid_started_at: Option<i64>,
+    ) -> StoreResult<()> {
+        let run = run.clone();
+        self.write(move |tx| {
+            tx.execute(
+                "UPDATE runs SET status = 'running', fence = ?2, pid = ?3, pid_started_at = ?4 WHERE id = ?1",
+                params![run.id, fence, pid, pid_started_at],
+            )?;
+            tx.event(NewEvent::task(
+                run.task_id,
+                &run.holder,
+                Change::RunStarted {
+                    run_id: run.id,
+                    agent_type: run.agent_type.clone(),
+                    pid,
+                    fence,
+                },
+            ));
+            Ok(())
+        })
+        .await
+    }
+
+    async fn run_sampled(&self, run_id: i64, cpu_percent: f64, memory_bytes: i64) -> StoreResult<()> {
+        self.write(move |tx| {
+            tx.prepare_cached("UPDATE runs SET cpu_percent = ?2, memory_bytes = ?3 WHERE id = ?1")?
+                .execute(params![run_id, cpu_percent, memory_bytes])?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn run_ended(
+        &self,
+        run: &Run,
+        status: RunStatus,
+        exit_code: Option<i64>,
+        error: Option<String>,
+    ) -> StoreResult<Run> {
+        let run = run.clone();
+        self.write(move |tx| {
+            tx.execute(
+                "UPDATE runs SET status = ?2, exit_code = ?3, error = ?4, ended_at = ?5 WHERE id = ?1",
+                params![run.id, status.as_str(), exit_code, error, tx.now.millis()],
+            )?;
+            // The run's token dies with it (a hash no token can have), and its agent goes offline.
+            tx.execute(
+                "UPDATE agents SET token_hash = 'revoked:' || name, status = 'offline' WHERE name = ?1",
+                [&run.holder],
+            )?;
+            tx.tokens_changed();
+            tx.event(NewEvent::task(
+                run.task_id,
+                &run.holder,
+                Change::RunExited {
+                    run_id: run.id,
+                    status,
+                    exit_code,
+                    error,
+                },
+            ));
+            // Ending frees capacity.
+            tx.wake();
+            find_run(tx, run.id)
+        })
+        .await
+    }
+
+    async fn run(&self, id: i64) -> StoreResult<Run> {
+        self.read(move |conn| find_run(conn, id)).await
+    }
+
+    async fn list_runs(
+        &self,
+        status: Option<RunStatus>,
+        task_id: Option<i64>,
+        before_id: Option<i64>,
+        limit: i64,
+    ) -> StoreResult<Vec<Run>> {
+        self.read(move |conn| {
+            let found = conn
+                .prepare_cached(&format!(
+                    "SELECT {RUN_COLUMNS} FROM runs WHERE (?1 IS NULL OR status = ?1) AND (?2 IS NULL OR task_id = ?2) \
+                     AND (?3 IS NULL OR id < ?3) ORDER BY id DESC LIMIT ?4"
+                ))?
+                .query_map(params![status.map(RunStatus::as_str), task_id, before_id, limit], run_row)?
+                .collect::<Result<Vec<_>, _>>()?;
+            found.into_iter().collect()
+        })
+        .await
+    }
+
+    async fn live_runs(&self) -> StoreResult<Vec<LiveRun>> {
+        self.read(|conn| {
+            let ids = conn
+                .prepare_cached(
+                    "SELECT id, pid_started_at FROM runs WHERE status IN ('starting', 'running') ORDER BY id",
+                )?
+                .query_map([], |row| {
+                    Ok((row.get::<_, i64>(0)?, row.get::<_, Option<i64>>(1)?))
+                })?
+                .collect::<Result<Vec<_>, _>>()?;
+            ids.into_iter()
+                .map(|(id, pid_started_at)| {
+                    Ok(LiveRun {
+                        run: find_run(conn, id)?,
+                        pid_started_at,
+                    })
+                })
+                .collect()
+        })
+        .await
+    }
+
+    async fn live_run_counts(&self) -> StoreResult<(usize, HashMap<String, usize>)> {
+        self.read(|conn| {
+            let per: HashMap<String, usize> = conn
+                .prepare_cached(
+                    "SELECT agent_type, COUNT(*) FROM runs WHERE status IN ('starting', 'running') GROUP BY agent_type",
+                )?
+                .query_map([], |row| Ok((row.get::<_, String>(0)?, row.get::<_, i64>(1)? as usize)))?
+                .collect::<Result<_, _>>()?;
+            Ok((per.values().sum(), per))
+        })
+        .await
+    }
+}
