@@ -14,8 +14,9 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::config::{Config, Secret};
+use crate::host::HostMonitor;
 use crate::http::{self, auth, AppState};
-use crate::loops::{HostMonitor, LoopContext, Loops};
+use crate::loops::{LoopContext, Loops};
 use crate::spawn::Spawner;
 use crate::store::{Store, StoreOptions};
 

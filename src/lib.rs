@@ -10,6 +10,7 @@
 //! - [`app`]: boot (data folder, admin token, store, listener) and graceful shutdown.
 //! - [`client`]: the HTTP client behind the CLI.
 //! - [`loops`]: scheduled loops, one file per kind.
+//! - [`host`]: the host's CPU, memory and disk, and whether it is overloaded.
 //! - [`spawn`]: routing available work and supervising spawned agent processes.
 //! - [`notify`]: emails to people (outbox, SMTP or files, signed take/decline links, digest).
 //! - [`bench`]: `taskyard bench`, the load generator and its scenarios.
@@ -23,6 +24,7 @@ pub mod client;
 pub mod config;
 pub mod domain;
 pub mod error;
+pub mod host;
 pub mod http;
 pub mod loops;
 pub mod mcp;

@@ -9,7 +9,7 @@ use utoipa_axum::routes;
 
 use crate::domain::{Principal, Role};
 use crate::error::{ApiError, ApiResult, Problem};
-use crate::loops::system_status::HostStatus;
+use crate::host::HostStatus;
 use crate::loops::{LoopInfo, RunNowError};
 use crate::store::LoopRun;
 

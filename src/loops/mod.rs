@@ -15,7 +15,7 @@ mod notify;
 mod retention_backup;
 mod scheduler;
 mod stall_detector;
-pub mod system_status;
+mod system_status;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -29,7 +29,6 @@ use crate::store::Store;
 
 pub use definition::{builtin_definitions, load_definitions, LoopDef, LoopDefError, Schedule};
 pub use scheduler::{LoopInfo, Loops, RunNowError};
-pub use system_status::HostMonitor;
 
 /// What one run did, for its record and the `loop.ran` event.
 #[derive(Debug, Clone, PartialEq)]
@@ -62,7 +61,7 @@ pub struct LoopContext {
     /// The URL programs started by loops use to reach this server.
     pub url: String,
     /// Host CPU, memory and disk, as sampled by the system-status loop.
-    pub host: Arc<HostMonitor>,
+    pub host: Arc<crate::host::HostMonitor>,
     /// Starts and supervises agent processes.
     pub spawner: Arc<crate::spawn::Spawner>,
     /// Queues and sends emails to people.

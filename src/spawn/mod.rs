@@ -17,7 +17,7 @@ use tokio::sync::watch;
 
 use crate::config::Config;
 use crate::domain::{Principal, Role, RunStatus};
-use crate::loops::HostMonitor;
+use crate::host::HostMonitor;
 use crate::store::Store;
 
 pub use assign::AssignOutcome;
