@@ -2,6 +2,7 @@
 //! Nothing here does I/O; the store and the HTTP layer build on these types.
 
 pub mod agent;
+pub mod cancel;
 pub mod event;
 pub mod input;
 pub mod notification;

@@ -6,6 +6,7 @@
 //! events, which are then published to subscribers in commit order.
 
 mod agents;
+mod cancel;
 mod cycle;
 mod deps;
 mod events;

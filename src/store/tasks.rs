@@ -1,4 +1,4 @@
-//! Creating, reading, listing, editing and cancelling tasks.
+//! Creating, reading, listing and editing tasks (cancelling is in `cancel`).
 
 use std::collections::HashMap;
 
@@ -454,52 +454,6 @@ impl Store {
             woke && updated.status == Status::Available,
         )
         .await?;
-        Ok(updated)
-    }
-
-    /// Cancels a task and its unfinished subtasks; dependents of each become blocked.
-    pub async fn cancel_task(&self, id: i64, actor: &Principal, note: Option<String>) -> StoreResult<Task> {
-        let now = Timestamp::now();
-        let mut tx = self.begin_write().await?;
-        let task = fetch_existing(&mut tx, id).await?;
-        if !actor.is_admin() && task.created_by.as_deref() != Some(actor.name.as_str()) {
-            return Err(StoreError::Forbidden(format!(
-                "only an admin or the task's creator may cancel task #{id}"
-            )));
-        }
-        if task.status.is_final() {
-            return Err(StoreError::Conflict(format!(
-                "task #{id} is already {}",
-                task.status
-            )));
-        }
-        let cancelled: Vec<i64> = sqlx::query_scalar(
-            "WITH RECURSIVE tree(id) AS (SELECT ?1 UNION SELECT t.id FROM tasks t JOIN tree ON t.parent_id = tree.id) \
-             UPDATE tasks SET status = 'cancelled', status_reason = ?2, lease_holder = NULL, lease_expires_at = NULL, \
-                 updated_at = ?3, completed_at = ?3 \
-             WHERE id IN (SELECT id FROM tree) AND status NOT IN ('completed', 'failed', 'cancelled') \
-             RETURNING id",
-        )
-        .bind(id)
-        .bind(note.clone().unwrap_or_else(|| format!("cancelled by {}", actor.name)))
-        .bind(now.millis())
-        .fetch_all(&mut *tx)
-        .await?;
-        let mut events = Vec::new();
-        for cid in &cancelled {
-            let cascade = (*cid != id).then_some(id);
-            events.push(NewEvent::task(
-                "task.cancelled",
-                *cid,
-                &actor.name,
-                json!({"note": note, "via_parent": cascade}),
-            ));
-        }
-        for cid in &cancelled {
-            events.extend(deps::block_dependents(&mut tx, *cid, Status::Cancelled, now, &actor.name).await?);
-        }
-        let updated = fetch_existing(&mut tx, id).await?;
-        self.commit(tx, now, events, false).await?;
         Ok(updated)
     }
 

@@ -2,6 +2,7 @@
 //! to it over real HTTP (and, for the CLI, through the real binary).
 
 mod auth;
+mod cancel;
 mod cli;
 mod clock;
 mod concurrency;
