@@ -7,6 +7,7 @@
 //! - [`mcp`]: MCP over streamable HTTP at `/mcp`: tools that call the REST API's own functions.
 //! - [`error`]: the problem+json error every HTTP caller sees.
 //! - [`config`]: defaults < file < env < flags.
+//! - [`files`]: private files and folders (0600 / 0700) for secrets, backups, logs and prompts.
 //! - [`app`]: boot (data folder, admin token, store, listener) and graceful shutdown.
 //! - [`client`]: the HTTP client behind the CLI.
 //! - [`loops`]: scheduled loops, one file per kind.
@@ -22,6 +23,7 @@ pub mod client;
 pub mod config;
 pub mod domain;
 pub mod error;
+pub mod files;
 pub mod http;
 pub mod loops;
 pub mod mcp;

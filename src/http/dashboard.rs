@@ -88,28 +88,17 @@ fn refused_host() -> Response {
         .into_response()
 }
 
+/// Whether the session cookie carries `Secure` (see [`session::secure_cookie`]).
+fn secure_cookie(state: &AppState) -> bool {
+    session::secure_cookie(state.config.server.public_url.as_deref())
+}
+
 fn redirect_with_cookie(to: &str, cookie: String) -> Response {
     let mut response = Redirect::to(to).into_response();
     if let Ok(value) = HeaderValue::from_str(&cookie) {
         response.headers_mut().insert(header::SET_COOKIE, value);
     }
     response
-}
-
-/// The cookie is `Secure` when the browser came through the HTTPS public URL (a Secure cookie
-/// set over plain HTTP, say on 127.0.0.1, would be dropped by the browser).
-fn secure(state: &AppState, headers: &HeaderMap) -> bool {
-    let https = state
-        .config
-        .server
-        .public_url
-        .as_deref()
-        .is_some_and(|u| u.starts_with("https://"));
-    let host = headers
-        .get(header::HOST)
-        .and_then(|v| v.to_str().ok())
-        .map(|h| h.split(':').next().unwrap_or(h).to_ascii_lowercase());
-    https && host.is_some() && host == state.public_host()
 }
 
 async fn index(State(state): State<AppState>, headers: HeaderMap) -> Response {
@@ -151,7 +140,7 @@ async fn login_form(
         Some(code) => match state.sessions.redeem(&code) {
             Some(hash) => redirect_with_cookie(
                 "/",
-                set_cookie(&state.sessions.create(hash), secure(&state, &headers)),
+                set_cookie(&state.sessions.create(hash), secure_cookie(&state)),
             ),
             None => login_page(
                 StatusCode::UNAUTHORIZED,
@@ -181,7 +170,7 @@ async fn login(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -
             tracing::info!(user = %who.name, "dashboard login");
             redirect_with_cookie(
                 "/",
-                set_cookie(&state.sessions.create(hash), secure(&state, &headers)),
+                set_cookie(&state.sessions.create(hash), secure_cookie(&state)),
             )
         }
         Ok(_) => login_page(

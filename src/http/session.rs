@@ -151,7 +151,15 @@ pub fn cookie(headers: &HeaderMap) -> Option<&str> {
         .filter(|v| !v.is_empty())
 }
 
-/// The `Set-Cookie` value that stores a session (`Secure` when served over HTTPS).
+/// True when session cookies carry `Secure`: whenever `server.public_url` is an `https://`
+/// address. Behind a TLS proxy this server sees plain HTTP whatever the browser used, and the
+/// Host a request names is no proof of how it came, so the URL the server is published under
+/// decides; such a cookie is never sent over plain HTTP.
+pub fn secure_cookie(public_url: Option<&str>) -> bool {
+    public_url.is_some_and(|url| url.len() >= 8 && url[..8].eq_ignore_ascii_case("https://"))
+}
+
+/// The `Set-Cookie` value that stores a session (`Secure` when `secure`).
 pub fn set_cookie(value: &str, secure: bool) -> String {
     format!(
         "{COOKIE}={value}; Path=/; HttpOnly; SameSite=Strict; Max-Age={}{}",
@@ -309,6 +317,11 @@ mod tests {
             .unwrap()
             .expires = Instant::now();
         assert!(sessions.get(&id).is_none() && sessions.get_by_key(&key(&id)).is_none());
+
+        assert!(set_cookie("v", secure_cookie(Some("https://yard.example.com"))).ends_with("; Secure"));
+        assert!(set_cookie("v", secure_cookie(Some("HTTPS://yard.example.com/x"))).ends_with("; Secure"));
+        assert!(!set_cookie("v", secure_cookie(Some("http://127.0.0.1:7311"))).contains("Secure"));
+        assert!(!set_cookie("v", secure_cookie(None)).contains("Secure"));
 
         let code = sessions.login_code([2; 32]);
         assert_eq!(sessions.redeem(&code), Some([2; 32]));

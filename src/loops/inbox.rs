@@ -148,7 +148,9 @@ impl Loop for Inbox {
     fn run_once<'a>(&'a self, ctx: &'a LoopContext) -> BoxFuture<'a, anyhow::Result<Outcome>> {
         Box::pin(async move {
             let dir = self.dir(ctx);
-            std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+            // Created private when missing; a folder named in the settings keeps its mode.
+            crate::files::create_dir_private(&dir)
+                .with_context(|| format!("cannot create {}", dir.display()))?;
             let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)?
                 .flatten()
                 .map(|e| e.path())

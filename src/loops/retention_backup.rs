@@ -65,7 +65,7 @@ fn prune_files(dir: &Path, suffix: &str, cutoff: SystemTime) -> std::io::Result<
 /// Writes a new backup and deletes all but the newest `keep`; returns the new file.
 async fn backup(ctx: &LoopContext, keep: usize) -> anyhow::Result<(PathBuf, usize)> {
     let dir = ctx.data_dir.join("backups");
-    std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    crate::files::private_dir(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
     let stamp = chrono::Utc::now().format("%Y%m%dT%H%M%S%.3fZ");
     let target = dir.join(format!("taskyard-{stamp}.db"));
     let partial = dir.join(format!(".taskyard-{stamp}.db.partial"));
@@ -73,9 +73,18 @@ async fn backup(ctx: &LoopContext, keep: usize) -> anyhow::Result<(PathBuf, usiz
     // whole. A half backup takes space, which may be what made it fail (a full disk): it is
     // deleted at once, and any a crash left behind before the next backup starts.
     prune_files(&dir, ".db.partial", SystemTime::now())?;
-    if let Err(err) = ctx.store.backup_into(&partial).await {
+    // Created empty and private first: SQLite would create it readable by everyone (a backup
+    // holds every token hash and task), and it writes into an empty file it is given.
+    let written = match crate::files::create_private_file(&partial) {
+        Ok(file) => {
+            drop(file);
+            ctx.store.backup_into(&partial).await.map_err(anyhow::Error::new)
+        }
+        Err(err) => Err(anyhow::Error::new(err)),
+    };
+    if let Err(err) = written {
         let _ = std::fs::remove_file(&partial);
-        return Err(anyhow::Error::new(err).context(format!("cannot write a backup into {}", dir.display())));
+        return Err(err.context(format!("cannot write a backup into {}", dir.display())));
     }
     std::fs::rename(&partial, &target)?;
     let mut backups: Vec<PathBuf> = std::fs::read_dir(&dir)?

@@ -231,9 +231,13 @@ impl Spawner {
         let Some((program, args)) = argv.split_first() else {
             return Err(format!("agent type {} has no command", run.agent_type));
         };
-        std::fs::create_dir_all(self.runs_dir())
+        crate::files::private_dir(&self.runs_dir())
             .map_err(|e| format!("cannot create the runs folder: {e}"))?;
-        let log = tokio::fs::File::create(self.log_path(run.id))
+        // A log left by an earlier database's run of the same id goes: the new one is private.
+        let log_path = self.log_path(run.id);
+        let _ = std::fs::remove_file(&log_path);
+        let log = tokio::fs::OpenOptions::from(crate::files::new_private_file())
+            .open(&log_path)
             .await
             .map_err(|e| format!("cannot create the run log: {e}"))?;
         let mut cmd = tokio::process::Command::new(program);

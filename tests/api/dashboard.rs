@@ -17,7 +17,7 @@ use crate::spawn::{sleeping_run, wait_for, SleepingRun};
 use crate::support::{Server, ADMIN_TOKEN};
 
 /// A client that does not follow redirects, so login answers can be inspected.
-fn http() -> reqwest::Client {
+pub(crate) fn http() -> reqwest::Client {
     reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .build()

@@ -13,6 +13,8 @@ use tokio::task::JoinHandle;
 /// A running server.
 pub struct Server {
     pub url: String,
+    /// The address it listens on (the `url` names `server.public_url` when that is set).
+    pub addr: std::net::SocketAddr,
     pub admin: String,
     pub app_store: taskyard::store::Store,
     pub loops: std::sync::Arc<taskyard::loops::Loops>,
@@ -57,6 +59,7 @@ impl Server {
     pub async fn boot(config: Config) -> Server {
         let app = App::build(config).await.expect("server boots");
         let url = app.url().to_string();
+        let addr = app.local_addr();
         let app_store = app.store().clone();
         let loops = app.loops();
         let (stop, stopped) = oneshot::channel::<()>();
@@ -65,6 +68,7 @@ impl Server {
         }));
         Server {
             url,
+            addr,
             admin: ADMIN_TOKEN.to_string(),
             app_store,
             loops,
