@@ -14,6 +14,7 @@ mod events;
 mod faults;
 mod files;
 mod fuzz;
+mod inbox;
 mod input;
 mod leases;
 mod logins;
