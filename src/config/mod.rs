@@ -210,8 +210,11 @@ impl Default for SpawnerConfig {
 pub struct AgentTypeConfig {
     /// Program and arguments; `{task.id}`, `{task.title}`, `{prompt}`, … expand inside each.
     pub command: Vec<String>,
-    /// Extra environment.
+    /// Extra environment (runs start with a clean one: see `spawn/environment.rs`).
     pub env: BTreeMap<String, String>,
+    /// Variables of the server's environment passed on to runs as they are (an API key for
+    /// the agent program, say); nothing else of it is, beyond a short allow-list.
+    pub env_passthrough: Vec<String>,
     /// Working directory.
     pub workdir: Option<PathBuf>,
     /// Longest run (default 1h).
@@ -382,6 +385,10 @@ impl Config {
                     &format!("agent_types.{name}.command"),
                     "names no program".into(),
                 ));
+            }
+            for (i, var) in t.env_passthrough.iter().enumerate() {
+                crate::spawn::environment::check_passthrough(var)
+                    .map_err(|m| invalid(&format!("agent_types.{name}.env_passthrough[{i}]"), m))?;
             }
             if t.max_concurrent == Some(0) {
                 return Err(invalid(

@@ -1,8 +1,10 @@
 //! The auto-spawner: routing available work (`router.rs`), the assignment pass that applies it
 //! (`assign.rs`), starting and supervising agent processes (`supervisor.rs`), settling runs
-//! left over from a previous server (`reconcile.rs`), and prompt rendering (`prompt.rs`).
+//! left over from a previous server (`reconcile.rs`), prompt rendering (`prompt.rs`), and the
+//! clean environment programs start with (`environment.rs`).
 
 mod assign;
+pub mod environment;
 mod process;
 pub mod prompt;
 mod reconcile;

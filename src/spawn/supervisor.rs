@@ -18,6 +18,7 @@ use crate::domain::{Event, Principal, Role, Run, RunStatus, Status, Task};
 use crate::http::auth::{hash_token, new_token};
 use crate::store::{Claimed, StoreError};
 
+use super::environment;
 use super::process::{self, Sampler};
 use super::prompt::{self, Context};
 use super::{Spawner, StopRequest};
@@ -200,8 +201,9 @@ impl Spawner {
         }
     }
 
-    /// Starts the process: argv from the agent type with placeholders expanded, the
-    /// `TASKYARD_*` environment, its own process group, output piped into the run log.
+    /// Starts the process: argv from the agent type with placeholders expanded, a clean
+    /// environment (see `environment.rs`) with the `TASKYARD_*` variables, its own process group,
+    /// output piped into the run log.
     async fn launch(
         &self,
         run: &Run,
@@ -242,8 +244,8 @@ impl Spawner {
             .map_err(|e| format!("cannot create the run log: {e}"))?;
         let mut cmd = tokio::process::Command::new(program);
         cmd.args(args)
-            .env_remove("TASKYARD_ADMIN_TOKEN")
-            .envs(&cfg.env)
+            .env_clear()
+            .envs(environment::program_env(&cfg.env_passthrough, &cfg.env))
             .env("TASKYARD_URL", &self.url)
             .env("TASKYARD_TOKEN", token)
             .env("TASKYARD_TASK_ID", task.id.to_string())

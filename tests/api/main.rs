@@ -10,6 +10,7 @@ mod crash;
 mod dashboard;
 mod deps;
 mod disk;
+mod environment;
 mod events;
 mod faults;
 mod files;
