@@ -100,6 +100,11 @@ impl Spawner {
         self.runs_dir().join(format!("{run_id}.log"))
     }
 
+    /// The folder of a run's own files (its prompt).
+    pub fn run_dir(&self, run_id: i64) -> PathBuf {
+        self.runs_dir().join(run_id.to_string())
+    }
+
     /// The principal the spawner acts as when it settles leases itself.
     fn system_principal() -> Principal {
         Principal {

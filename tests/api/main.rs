@@ -22,6 +22,7 @@ mod logins;
 mod loops;
 mod mcp;
 mod notify;
+mod prompts;
 mod props;
 mod restart;
 mod smtp;
