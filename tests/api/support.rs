@@ -24,7 +24,7 @@ pub struct Server {
     _dir: Option<TempDir>,
 }
 
-pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789";
+pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789abcdef";
 
 /// A config for tests: port 0, the given data folder, no retry backoff unless changed, and no
 /// scheduled loops (an empty loops folder), so nothing changes behind a test's back.
