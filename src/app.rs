@@ -156,15 +156,19 @@ impl App {
         let loops = state.loops.clone();
         loops.context().spawner.reconcile().await?;
         loops.start().await?;
+        let server = &state.config.server;
+        let limits = crate::serve::limits(
+            server.max_connections,
+            server.header_timeout.0,
+            server.idle_timeout.0,
+        );
         let router = http::router(state);
-        axum::serve(listener, router)
-            .with_graceful_shutdown(async move {
-                signal.await;
-                tracing::info!("shutting down: finishing in-flight requests");
-                let _ = shutdown.send(true);
-            })
-            .await
-            .context("the HTTP server failed")?;
+        crate::serve::serve(listener, router, limits, async move {
+            signal.await;
+            tracing::info!("shutting down: finishing in-flight requests");
+            let _ = shutdown.send(true);
+        })
+        .await;
         loops.stop().await;
         store.close().await;
         tracing::info!("stopped");

@@ -9,6 +9,7 @@
 //! - [`config`]: defaults < file < env < flags.
 //! - [`files`]: private files and folders (0600 / 0700) for secrets, backups, logs and prompts.
 //! - [`app`]: boot (data folder, admin token, store, listener) and graceful shutdown.
+//! - [`serve`]: the accept loop: connection cap, header and idle timeouts, graceful shutdown.
 //! - [`client`]: the HTTP client behind the CLI.
 //! - [`loops`]: scheduled loops, one file per kind.
 //! - [`spawn`]: routing available work and supervising spawned agent processes.
@@ -28,6 +29,7 @@ pub mod http;
 pub mod loops;
 pub mod mcp;
 pub mod notify;
+pub mod serve;
 pub mod spawn;
 pub mod store;
 

@@ -170,6 +170,17 @@ pub struct AgentTypeConfig {
     pub prompt: Option<String>,
 }
 
+/// Checks one `env_passthrough` name: a variable name, and never the admin token's.
+pub fn check_passthrough(name: &str) -> Result<(), String> {
+    if name.is_empty() || name.contains(['=', '\0']) {
+        return Err(format!("{name:?} is not an environment variable's name"));
+    }
+    if name == "TASKYARD_ADMIN_TOKEN" {
+        return Err("the server's admin token is never passed to programs".into());
+    }
+    Ok(())
+}
+
 /// Values from flags and environment variables (clap merges the two), applied over the file.
 #[derive(Debug, Clone, Default)]
 pub struct Overrides {
@@ -277,7 +288,7 @@ impl Config {
                 ));
             }
             for (i, var) in t.env_passthrough.iter().enumerate() {
-                crate::spawn::environment::check_passthrough(var)
+                check_passthrough(var)
                     .map_err(|m| invalid(&format!("agent_types.{name}.env_passthrough[{i}]"), m))?;
             }
             if t.max_concurrent == Some(0) {
@@ -438,5 +449,13 @@ mod tests {
         config.server.admin_token = Some(Secret::new("super-secret-token-value"));
         assert!(!format!("{config:?}").contains("super-secret"));
         assert!(!config.to_redacted_toml().contains("super-secret"));
+    }
+
+    #[test]
+    fn passthrough_names_are_checked() {
+        assert!(check_passthrough("ANTHROPIC_API_KEY").is_ok());
+        assert!(check_passthrough("").is_err());
+        assert!(check_passthrough("A=B").is_err());
+        assert!(check_passthrough("TASKYARD_ADMIN_TOKEN").is_err());
     }
 }

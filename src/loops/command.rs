@@ -18,10 +18,11 @@ use serde::Deserialize;
 use serde_json::json;
 use tokio::io::{AsyncRead, AsyncReadExt};
 
+use crate::config::check_passthrough;
 use crate::domain::input::{parse_json, CreateTask, TaskPatch, TaskSpec};
 use crate::domain::{Principal, Role, Status, Task};
 use crate::http::auth::{hash_token, new_token};
-use crate::spawn::environment::{check_passthrough, program_env};
+use crate::spawn::environment::program_env;
 
 use super::{settings, Loop, LoopContext, Outcome, Span};
 

@@ -6,6 +6,7 @@ mod cancel;
 mod cli;
 mod clock;
 mod concurrency;
+mod connections;
 mod crash;
 mod dashboard;
 mod deps;

@@ -232,12 +232,33 @@ pub async fn serve_child(
     loops: &Path,
     env: &[(&str, &std::ffi::OsStr)],
 ) -> (tokio::process::Child, String) {
+    serve_child_limited(data, loops, env, None).await
+}
+
+/// [`serve_child`], its open-files limit (soft and hard) set to `nofile` when given.
+pub async fn serve_child_limited(
+    data: &Path,
+    loops: &Path,
+    env: &[(&str, &std::ffi::OsStr)],
+    nofile: Option<u32>,
+) -> (tokio::process::Child, String) {
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
         .unwrap()
         .port();
-    let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_taskyard"))
+    let bin = env!("CARGO_BIN_EXE_taskyard");
+    let mut command = match nofile {
+        Some(n) => {
+            let mut sh = tokio::process::Command::new("sh");
+            sh.arg("-c")
+                .arg(format!("ulimit -n {n} && exec \"$0\" \"$@\""))
+                .arg(bin);
+            sh
+        }
+        None => tokio::process::Command::new(bin),
+    };
+    let child = command
         .args(["serve", "--bind", &format!("127.0.0.1:{port}")])
         .arg("--data-dir")
         .arg(data)
