@@ -99,6 +99,11 @@ impl App {
             config.server.rate_limit_per_second,
             config.server.rate_limit_burst,
         ));
+        let streams = crate::http::streams::Streams::new(crate::http::streams::StreamLimits {
+            streams: config.server.max_streams,
+            streams_per_token: config.server.max_streams_per_token,
+            long_polls_per_token: config.server.max_long_polls_per_token,
+        });
         let state = AppState {
             store,
             config,
@@ -109,6 +114,7 @@ impl App {
             notifier,
             sessions: Arc::new(crate::http::session::Sessions::default()),
             limiter,
+            streams,
         };
         Ok(App {
             listener,

@@ -54,7 +54,8 @@ pub async fn claim(
 /// Claim the best ready task for the caller (capabilities, then priority, then age).
 /// With `wait_seconds`, waits up to that long for work to appear. 204 when there is none.
 #[utoipa::path(post, path = "/claims/next", tag = "claims", request_body = ClaimNext,
-    responses((status = 200, body = Claimed), (status = 204, description = "no work fits")),
+    responses((status = 200, body = Claimed), (status = 204, description = "no work fits"),
+              (status = 429, body = Problem, description = "too many long polls waiting")),
     security(("bearer" = [])))]
 pub async fn claim_next(
     State(state): State<AppState>,
@@ -201,6 +202,11 @@ pub async fn claim_next_unless(
         )));
     }
     let spec = body.parse()?;
+    // Held while this call may wait.
+    let _waiting = match spec.wait_seconds {
+        0 => None,
+        _ => Some(state.streams.start_long_poll(&who.name)?),
+    };
     let lease = spec
         .lease_seconds
         .map(Duration::from_secs)

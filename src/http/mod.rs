@@ -18,6 +18,7 @@ pub mod openapi;
 pub mod runs;
 pub mod session;
 pub mod stats;
+pub mod streams;
 pub mod tasks;
 
 use std::collections::HashMap;
@@ -59,6 +60,8 @@ pub struct AppState {
     pub sessions: Arc<session::Sessions>,
     /// Rate limits on changes, per token.
     pub limiter: Arc<limit::RateLimiter>,
+    /// Open streams and waiting long polls, within their limits.
+    pub streams: Arc<streams::Streams>,
 }
 
 impl AppState {

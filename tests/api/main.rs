@@ -28,4 +28,5 @@ mod props;
 mod restart;
 mod smtp;
 mod spawn;
+mod streams;
 mod support;
