@@ -104,6 +104,10 @@ impl App {
             streams_per_token: config.server.max_streams_per_token,
             long_polls_per_token: config.server.max_long_polls_per_token,
         });
+        let sessions = Arc::new(crate::http::session::Sessions::new(
+            config.server.max_sessions_per_principal,
+        ));
+        let throttle = Arc::new(crate::http::throttle::Throttle::new(&config.server));
         let state = AppState {
             store,
             config,
@@ -112,9 +116,10 @@ impl App {
             seen: Arc::new(Mutex::new(HashMap::new())),
             loops,
             notifier,
-            sessions: Arc::new(crate::http::session::Sessions::default()),
+            sessions,
             limiter,
             streams,
+            throttle,
         };
         Ok(App {
             listener,

@@ -13,8 +13,11 @@ use serde::Deserialize;
 
 use crate::notify::email::escape;
 
-use super::auth::{hash_token, principal_for_hash};
+use crate::error::ApiError;
+
+use super::auth::{checked_principal, hash_token, principal_for_hash};
 use super::session::{self, clear_cookie, set_cookie};
+use super::throttle::ClientIp;
 use super::AppState;
 
 const INDEX: &str = include_str!("../../dashboard/index.html");
@@ -127,30 +130,58 @@ struct LoginQuery {
     code: Option<String>,
 }
 
+/// The login page for a refused attempt: too many from this address, or from this token.
+fn too_many(refused: ApiError) -> Response {
+    let retry_after = match &refused {
+        ApiError::RateLimited { retry_after, .. } => *retry_after,
+        _ => 1,
+    };
+    let mut page = login_page(StatusCode::TOO_MANY_REQUESTS, &refused.to_string());
+    page.headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from(retry_after));
+    page
+}
+
+/// A new session for the token with SHA-256 `hash`, and the redirect that sets its cookie.
+async fn start_session(state: &AppState, hash: [u8; 32], owner: &str) -> Response {
+    redirect_with_cookie(
+        "/",
+        set_cookie(&state.sessions.create(hash, owner), secure_cookie(state)),
+    )
+}
+
 async fn login_form(
     State(state): State<AppState>,
+    ip: ClientIp,
     headers: HeaderMap,
     Query(q): Query<LoginQuery>,
 ) -> Response {
     if !session::host_ok(&headers, state.public_host().as_deref()) {
         return refused_host();
     }
-    match q.code {
-        None => login_page(StatusCode::OK, ""),
-        Some(code) => match state.sessions.redeem(&code) {
-            Some(hash) => redirect_with_cookie(
-                "/",
-                set_cookie(&state.sessions.create(hash), secure_cookie(&state)),
-            ),
-            None => login_page(
-                StatusCode::UNAUTHORIZED,
-                "That login link was already used or has expired. Log in with a token.",
-            ),
-        },
+    let Some(code) = q.code else {
+        return login_page(StatusCode::OK, "");
+    };
+    if let Err(refused) = state.throttle.login(ip) {
+        return too_many(refused);
+    }
+    let owner = match state.sessions.redeem(&code) {
+        Some(hash) => principal_for_hash(&state, &hash).await.map(|who| (hash, who)),
+        None => {
+            state.throttle.failed(ip);
+            Err(ApiError::Unauthorized("unknown code".into()))
+        }
+    };
+    match owner {
+        Ok((hash, who)) => start_session(&state, hash, &who.name).await,
+        Err(_) => login_page(
+            StatusCode::UNAUTHORIZED,
+            "That login link was already used or has expired. Log in with a token.",
+        ),
     }
 }
 
-async fn login(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
+async fn login(State(state): State<AppState>, ip: ClientIp, headers: HeaderMap, body: Bytes) -> Response {
     if !session::host_ok(&headers, state.public_host().as_deref()) {
         return refused_host();
     }
@@ -164,19 +195,20 @@ async fn login(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -
     if token.is_empty() {
         return login_page(StatusCode::UNAUTHORIZED, "Enter a token.");
     }
+    if let Err(refused) = state.throttle.login(ip) {
+        return too_many(refused);
+    }
     let hash = hash_token(&token);
-    match principal_for_hash(&state, &hash).await {
+    match checked_principal(&state, ip, &hash).await {
         Ok(who) if who.scope.is_none() => {
             tracing::info!(user = %who.name, "dashboard login");
-            redirect_with_cookie(
-                "/",
-                set_cookie(&state.sessions.create(hash), secure_cookie(&state)),
-            )
+            start_session(&state, hash, &who.name).await
         }
         Ok(_) => login_page(
             StatusCode::FORBIDDEN,
             "A spawned run's token cannot open the dashboard.",
         ),
+        Err(refused @ ApiError::RateLimited { .. }) => too_many(refused),
         Err(_) => login_page(StatusCode::UNAUTHORIZED, "That token is not valid."),
     }
 }

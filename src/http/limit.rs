@@ -1,5 +1,7 @@
-//! Rate limits on changes: a token bucket per principal (token), refilled at
-//! `server.rate_limit_per_second` up to `server.rate_limit_burst`. Reads are never limited.
+//! Token buckets: one per key, refilled at a steady rate up to a burst. Changes are limited per
+//! principal (`server.rate_limit_per_second`, `server.rate_limit_burst`; reads never are), and
+//! the same buckets, keyed by client address, limit logins and failed authentication (see
+//! `throttle.rs`).
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -8,7 +10,7 @@ use std::time::Instant;
 /// Buckets beyond this many are pruned (full ones first) so the map cannot grow without end.
 const MAX_BUCKETS: usize = 10_000;
 
-/// Token buckets, one per principal.
+/// Token buckets, one per key (a principal's name, a client address).
 pub struct RateLimiter {
     per_second: f64,
     burst: f64,
@@ -28,6 +30,16 @@ impl RateLimiter {
 
     /// Takes one change from `who`'s bucket at `now`; when it is empty, the seconds to wait.
     pub fn check(&self, who: &str, now: Instant) -> Result<(), u64> {
+        self.bucket(who, now, true)
+    }
+
+    /// Whether `who`'s bucket holds one at `now`, taking nothing; when it is empty, the seconds
+    /// until it does.
+    pub fn peek(&self, who: &str, now: Instant) -> Result<(), u64> {
+        self.bucket(who, now, false)
+    }
+
+    fn bucket(&self, who: &str, now: Instant, take: bool) -> Result<(), u64> {
         if self.per_second <= 0.0 {
             return Ok(());
         }
@@ -44,7 +56,9 @@ impl RateLimiter {
             (*level + now.saturating_duration_since(*at).as_secs_f64() * self.per_second).min(self.burst);
         *at = now;
         if *level >= 1.0 {
-            *level -= 1.0;
+            if take {
+                *level -= 1.0;
+            }
             Ok(())
         } else {
             Err(((1.0 - *level) / self.per_second).ceil().max(1.0) as u64)
@@ -76,6 +90,9 @@ mod tests {
             "refilled at 2/s"
         );
         assert!(limiter.check("a", t0 + Duration::from_millis(500)).is_err());
+        assert_eq!(limiter.peek("b", t0), Ok(()));
+        assert_eq!(limiter.peek("b", t0), Ok(()), "a look takes nothing");
+        assert!(limiter.peek("a", t0 + Duration::from_millis(500)).is_err());
         assert_eq!(
             RateLimiter::new(0.0, 1).check("a", t0),
             Ok(()),

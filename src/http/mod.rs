@@ -20,6 +20,7 @@ pub mod session;
 pub mod stats;
 pub mod streams;
 pub mod tasks;
+pub mod throttle;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -62,6 +63,8 @@ pub struct AppState {
     pub limiter: Arc<limit::RateLimiter>,
     /// Open streams and waiting long polls, within their limits.
     pub streams: Arc<streams::Streams>,
+    /// Logins and failed authentication, per client address.
+    pub throttle: Arc<throttle::Throttle>,
 }
 
 impl AppState {
