@@ -7,7 +7,7 @@ use crate::domain::input::AgentSpec;
 use crate::domain::{Agent, Principal, Timestamp};
 
 use super::rows::{to_json, AgentRow, AGENT_COLUMNS};
-use super::{Store, StoreError, StoreResult};
+use super::{Store, StoreError, StoreResult, Wake};
 
 impl Store {
     /// Registers an agent whose bearer token hashes to `token_hash`.
@@ -51,7 +51,7 @@ impl Store {
                 actor: Some(actor.name.clone()),
                 data: json!({"agent": agent.name, "kind": agent.kind, "role": agent.role}),
             }],
-            false,
+            Wake::default(),
         )
         .await?;
         Ok(agent)
@@ -132,7 +132,7 @@ impl Store {
                 });
             }
         }
-        self.commit(tx, now, events, false).await?;
+        self.commit(tx, now, events, Wake::default()).await?;
         Ok(())
     }
 }

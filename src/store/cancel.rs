@@ -9,7 +9,7 @@ use crate::domain::event::NewEvent;
 use crate::domain::{Principal, Status, Task, Timestamp};
 
 use super::tasks::fetch_existing;
-use super::{deps, Store, StoreError, StoreResult};
+use super::{deps, Store, StoreError, StoreResult, Wake};
 
 /// The task and its descendants, as a recursive CTE named `tree(id)` over `?1`.
 const SUBTREE: &str =
@@ -74,7 +74,7 @@ impl Store {
             events.extend(deps::block_dependents(&mut tx, *cid, Status::Cancelled, now, &actor.name).await?);
         }
         let updated = fetch_existing(&mut tx, id).await?;
-        self.commit(tx, now, events, false).await?;
+        self.commit(tx, now, events, Wake::default()).await?;
         Ok(updated)
     }
 }

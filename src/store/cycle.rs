@@ -34,13 +34,13 @@ fn update_returning(conn: &Connection, sql: &str, params: impl rusqlite::Params)
 }
 
 /// Pending dependents of `done` whose dependencies are now all completed become available.
-/// Returns their events; non-empty means new work appeared.
+/// Returns their ids and events.
 fn release_dependents(
     conn: &Connection,
     done: i64,
     now: Timestamp,
     actor: &str,
-) -> StoreResult<Vec<NewEvent>> {
+) -> StoreResult<(Vec<i64>, Vec<NewEvent>)> {
     let mut ready = conn.prepare_cached(
         "UPDATE tasks SET status = 'available', status_reason = NULL, updated_at = ?2 \
          WHERE status = 'pending' AND id IN (SELECT task_id FROM task_deps WHERE depends_on_id = ?1) \
@@ -51,10 +51,11 @@ fn release_dependents(
     let ids = ready
         .query_map(rusqlite::params![done, now.millis()], |row| row.get::<_, i64>(0))?
         .collect::<Result<Vec<_>, _>>()?;
-    Ok(ids
-        .into_iter()
-        .map(|id| NewEvent::task("task.ready", id, actor, json!({"dependency": done})))
-        .collect())
+    let events = ids
+        .iter()
+        .map(|id| NewEvent::task("task.ready", *id, actor, json!({"dependency": done})))
+        .collect();
+    Ok((ids, events))
 }
 
 /// What one claim-next attempt on the writer found.
@@ -76,6 +77,8 @@ impl Store {
         lease: Duration,
     ) -> StoreResult<Option<Claimed>> {
         let mut check_expired = true;
+        self.claim_attempts
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         loop {
             let attempt = {
                 let who = who.clone();
@@ -98,7 +101,7 @@ impl Store {
                             Attempt::Done(Some(c)) => vec![claim_event(c)],
                             _ => Vec::new(),
                         };
-                        Ok((claim, events, false))
+                        Ok((claim, events, Vec::new()))
                     })
                     .await?
             };
@@ -144,7 +147,7 @@ impl Store {
                 } else {
                     Vec::new()
                 };
-                Ok((updated, events, false))
+                Ok((updated, events, Vec::new()))
             })
             .await
     }
@@ -177,10 +180,9 @@ impl Store {
                     &who.name,
                     json!({"holder": holder, "fence": spec.fence, "summary": result.summary}),
                 )];
-                let released = release_dependents(conn, id, now, &who.name)?;
-                let woke = !released.is_empty();
+                let (ready, released) = release_dependents(conn, id, now, &who.name)?;
                 events.extend(released);
-                Ok((updated, events, woke))
+                Ok((updated, events, ready))
             })
             .await
     }

@@ -13,7 +13,7 @@ use crate::domain::{Lease, Principal, Route, Status, Task, Timestamp};
 
 use super::rows::{TaskRow, TASK_COLUMNS};
 use super::tasks::fetch_existing;
-use super::{deps, Store, StoreError, StoreResult};
+use super::{deps, Store, StoreError, StoreResult, Wake};
 
 /// A successful claim: the task and the caller's lease on it.
 #[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
@@ -88,12 +88,12 @@ fn backoff(base: Duration, attempts: i64) -> i64 {
 }
 
 /// Returns expired leases (all, or only task `only`) to `available`, or to `failed` when
-/// their attempts are used up. Returns the events and whether work appeared.
+/// their attempts are used up. Returns the events and the tasks that are available again.
 async fn reap(
     tx: &mut SqliteConnection,
     now: Timestamp,
     only: Option<i64>,
-) -> StoreResult<(Vec<NewEvent>, bool)> {
+) -> StoreResult<(Vec<NewEvent>, Vec<i64>)> {
     let expired: Vec<(i64, String, i64, i64, i64)> = sqlx::query_as(
         "SELECT id, lease_holder, fence, attempts, max_attempts FROM tasks \
          WHERE status = 'in_progress' AND lease_expires_at <= ?1 AND (?2 IS NULL OR id = ?2)",
@@ -103,7 +103,7 @@ async fn reap(
     .fetch_all(&mut *tx)
     .await?;
     let mut events = Vec::new();
-    let mut woke = false;
+    let mut ready = Vec::new();
     for (id, holder, fence, attempts, max_attempts) in expired {
         let last = attempts >= max_attempts;
         let reason = if last {
@@ -136,10 +136,10 @@ async fn reap(
             });
             events.extend(deps::block_dependents(tx, id, Status::Failed, now, "lease-reaper").await?);
         } else {
-            woke = true;
+            ready.push(id);
         }
     }
-    Ok((events, woke))
+    Ok((events, ready))
 }
 
 impl Store {
@@ -152,13 +152,13 @@ impl Store {
     pub async fn claim_task(&self, id: i64, who: &Principal, lease: Duration) -> StoreResult<Claimed> {
         let now = Timestamp::now();
         let mut tx = self.begin_write().await?;
-        let (claim, events, woke) = self.claim_in(&mut tx, id, who, lease, now).await?;
-        self.commit(tx, now, events, woke).await?;
+        let (claim, events, ready) = self.claim_in(&mut tx, id, who, lease, now).await?;
+        self.commit(tx, now, events, Wake::tasks(ready)).await?;
         Ok(claim)
     }
 
-    /// [`Store::claim_task`] inside the caller's transaction: the claim, its events, and
-    /// whether reaping along the way returned work.
+    /// [`Store::claim_task`] inside the caller's transaction: the claim, its events, and the
+    /// tasks reaping along the way made available again.
     pub(super) async fn claim_in(
         &self,
         tx: &mut SqliteConnection,
@@ -166,8 +166,8 @@ impl Store {
         who: &Principal,
         lease: Duration,
         now: Timestamp,
-    ) -> StoreResult<(Claimed, Vec<NewEvent>, bool)> {
-        let (mut events, woke) = reap(&mut *tx, now, Some(id)).await?;
+    ) -> StoreResult<(Claimed, Vec<NewEvent>, Vec<i64>)> {
+        let (mut events, ready) = reap(&mut *tx, now, Some(id)).await?;
         let task = fetch_existing(&mut *tx, id).await?;
         if task.route == Route::Spawn && !who.is_person() && who.kind != "spawned" {
             return Err(StoreError::Forbidden(format!(
@@ -221,7 +221,7 @@ impl Store {
         .await?;
         let claim = claimed(row)?;
         events.push(claim_event(&claim));
-        Ok((claim, events, woke))
+        Ok((claim, events, ready))
     }
 
     /// The next moment after `after` at which work may become claimable without anyone acting:
@@ -253,9 +253,9 @@ impl Store {
     pub async fn reap_expired_leases(&self) -> StoreResult<usize> {
         let now = Timestamp::now();
         let mut tx = self.begin_write().await?;
-        let (events, woke) = reap(&mut tx, now, None).await?;
+        let (events, ready) = reap(&mut tx, now, None).await?;
         let count = events.iter().filter(|e| e.kind == "task.lease_expired").count();
-        self.commit(tx, now, events, woke).await?;
+        self.commit(tx, now, events, Wake::tasks(ready)).await?;
         Ok(count)
     }
 
@@ -334,8 +334,13 @@ impl Store {
         }
         let updated = fetch_existing(&mut tx, id).await?;
         // A zero backoff makes the task claimable at once.
-        self.commit(tx, now, events, retry_at.is_some_and(|at| at <= now))
-            .await?;
+        self.commit(
+            tx,
+            now,
+            events,
+            Wake::task_if(id, retry_at.is_some_and(|at| at <= now)),
+        )
+        .await?;
         Ok(updated)
     }
 
@@ -371,7 +376,7 @@ impl Store {
                 &who.name,
                 json!({"holder": holder, "fence": fence, "note": note}),
             )],
-            true,
+            Wake::tasks(vec![id]),
         )
         .await?;
         Ok(updated)
@@ -430,7 +435,7 @@ impl Store {
                 &who.name,
                 json!({"reason": reason, "holder": holder, "fence": fence}),
             )],
-            false,
+            Wake::default(),
         )
         .await?;
         Ok(updated)
@@ -447,8 +452,8 @@ impl Store {
         let now = Timestamp::now();
         let mut tx = self.begin_write().await?;
         let (updated, event) = unblock_in(&mut tx, id, who, note, now).await?;
-        let woke = updated.status == Status::Available;
-        self.commit(tx, now, vec![event], woke).await?;
+        let ready = Wake::task_if(id, updated.status == Status::Available);
+        self.commit(tx, now, vec![event], ready).await?;
         Ok(updated)
     }
 }

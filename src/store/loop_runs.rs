@@ -9,7 +9,7 @@ use utoipa::ToSchema;
 use crate::domain::event::NewEvent;
 use crate::domain::Timestamp;
 
-use super::{Store, StoreError, StoreResult};
+use super::{Store, StoreError, StoreResult, Wake};
 
 /// How many run records are kept per loop.
 const KEEP_PER_LOOP: i64 = 200;
@@ -105,7 +105,7 @@ impl Store {
             data: json!({"loop": run.loop_name, "kind": run.kind, "ok": run.ok, "summary": run.summary,
                          "run_id": recorded.id}),
         };
-        self.commit(tx, now, vec![event], false).await?;
+        self.commit(tx, now, vec![event], Wake::default()).await?;
         Ok(recorded)
     }
 

@@ -10,7 +10,7 @@ use sqlx::{ConnectOptions, Connection};
 use crate::domain::event::NewEvent;
 use crate::domain::{Principal, Role, Status, Timestamp};
 
-use super::{deps, Store, StoreError, StoreResult};
+use super::{deps, Store, StoreError, StoreResult, Wake};
 
 fn ms(d: Duration) -> i64 {
     i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
@@ -37,7 +37,7 @@ impl Store {
                 data: json!({"agent": name, "silent_for_seconds": silence.as_secs()}),
             })
             .collect();
-        self.commit(tx, now, events, false).await?;
+        self.commit(tx, now, events, Wake::default()).await?;
         Ok(names)
     }
 
@@ -66,7 +66,7 @@ impl Store {
                              "quiet_seconds": quiet.as_secs()}),
             })
             .collect();
-        self.commit(tx, now, events, false).await?;
+        self.commit(tx, now, events, Wake::default()).await?;
         Ok(stalled.into_iter().map(|(id, _, _)| id).collect())
     }
 
@@ -82,7 +82,7 @@ impl Store {
         )
         .fetch_all(&mut *tx)
         .await?;
-        let (mut released, mut blocked, mut events) = (0, 0, Vec::new());
+        let (mut released, mut blocked, mut events) = (Vec::new(), 0, Vec::new());
         for (id, depends_on) in settled {
             // A mangled list must not read as "no dependencies" and release the task.
             let ids: Vec<i64> = serde_json::from_str(&depends_on)
@@ -99,7 +99,7 @@ impl Store {
                 .execute(&mut *tx)
                 .await?;
             let kind = if status == Status::Available {
-                released += 1;
+                released.push(id);
                 "task.ready"
             } else {
                 blocked += 1;
@@ -112,8 +112,9 @@ impl Store {
                 json!({"reason": reason, "dependency": true}),
             ));
         }
-        self.commit(tx, now, events, released > 0).await?;
-        Ok((released, blocked))
+        let count = released.len();
+        self.commit(tx, now, events, super::Wake::tasks(released)).await?;
+        Ok((count, blocked))
     }
 
     /// Deletes events older than `before`; returns how many.

@@ -18,6 +18,7 @@ mod rows;
 mod runs;
 mod stats;
 mod tasks;
+mod waiters;
 mod writer;
 
 use std::path::Path;
@@ -38,6 +39,7 @@ pub use notifications::{NotificationFilter, NotificationPage, Outgoing};
 pub use runs::LiveRun;
 pub use stats::{MinuteCount, Stats};
 pub use tasks::{TaskFilter, TaskPage, Why};
+pub use waiters::{Waiting, Wants, Work};
 
 /// How hard a commit tries to reach the disk.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
@@ -166,21 +168,56 @@ impl Default for StoreOptions {
     }
 }
 
+/// What a change wakes: the tasks it made claimable (their ids; each wakes at most one waiting
+/// long poll that could take it), and the loops woken by work (the assignment loop), which any
+/// such task wakes, and so does freed capacity.
+#[derive(Debug, Default)]
+pub(crate) struct Wake {
+    tasks: Vec<i64>,
+    loops: bool,
+}
+
+impl Wake {
+    /// These tasks may have become claimable.
+    pub(crate) fn tasks(tasks: Vec<i64>) -> Self {
+        Self {
+            loops: !tasks.is_empty(),
+            tasks,
+        }
+    }
+
+    /// Task `id` became claimable if `ready`.
+    pub(crate) fn task_if(id: i64, ready: bool) -> Self {
+        Self::tasks(if ready { vec![id] } else { Vec::new() })
+    }
+
+    /// No task, but capacity was freed (a run ended): the loops woken by work look again.
+    pub(crate) fn capacity() -> Self {
+        Self {
+            tasks: Vec::new(),
+            loops: true,
+        }
+    }
+}
+
 /// Where committed changes are announced: the event channel and the wake-up signals.
 #[derive(Clone)]
 pub(crate) struct Publisher {
     /// Committed events, for SSE and other live subscribers.
     events: broadcast::Sender<Event>,
-    /// Bumped whenever claimable work may have appeared (wakes long polls).
+    /// Bumped whenever claimable work may have appeared (wakes the loops woken by work).
     work: watch::Sender<u64>,
+    /// Long polls waiting for work, woken task by task.
+    waiters: waiters::Waiters,
     /// Bumped whenever something may need a notification (wakes the notify loop).
     outbox: watch::Sender<u64>,
 }
 
 impl Publisher {
-    /// Publishes committed events and, if `woke`, wakes waiting claimers; events that may call
-    /// for a notification wake the notify loop.
-    fn publish(&self, events: Vec<Event>, woke: bool) {
+    /// Publishes committed events, announces `work` to waiting long polls and, with `loops`,
+    /// wakes the loops woken by work; events that may call for a notification wake the notify
+    /// loop.
+    fn publish(&self, events: Vec<Event>, work: Vec<Work>, loops: bool) {
         if events
             .iter()
             .any(|e| crate::domain::notification::TRIGGER_EVENTS.contains(&e.kind.as_str()))
@@ -191,9 +228,10 @@ impl Publisher {
             // No subscribers is fine: the events are in the database.
             let _ = self.events.send(event);
         }
-        if woke {
+        if loops || !work.is_empty() {
             self.work.send_modify(|n| *n = n.wrapping_add(1));
         }
+        self.waiters.announce(work);
     }
 }
 
@@ -238,8 +276,8 @@ pub struct Store {
     reader: SqlitePool,
     /// Where committed changes are announced.
     publisher: Publisher,
-    /// How many long polls are waiting on `work` right now.
-    work_waiters: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    /// Claim-next attempts run so far.
+    claim_attempts: Arc<std::sync::atomic::AtomicU64>,
     /// Principals by token hash, forgotten whenever an async write commits.
     principals: Arc<agents::PrincipalCache>,
     /// Bumped whenever an agent's token is replaced or revoked (ends the streams it held open).
@@ -285,9 +323,20 @@ impl Store {
         let (events, _) = broadcast::channel(4096);
         let (work, _) = watch::channel(0);
         let (outbox, _) = watch::channel(0);
-        let publisher = Publisher { events, work, outbox };
+        let publisher = Publisher {
+            events,
+            work,
+            waiters: waiters::Waiters::default(),
+            outbox,
+        };
         let gate = Arc::new(Mutex::new(()));
-        let batch = writer::Writer::start(path, options.durability, gate.clone(), publisher.clone())?;
+        let batch = writer::Writer::start(
+            path,
+            options.durability,
+            gate.clone(),
+            publisher.clone(),
+            rows::to_json(&options.human_kinds),
+        )?;
         let (tokens, _) = watch::channel(0);
         Ok(Self {
             writer,
@@ -295,7 +344,7 @@ impl Store {
             gate,
             reader,
             publisher,
-            work_waiters: Default::default(),
+            claim_attempts: Default::default(),
             principals: Default::default(),
             tokens,
             options: std::sync::Arc::new(options),
@@ -313,35 +362,24 @@ impl Store {
         self.publisher.events.receiver_count()
     }
 
-    /// Subscribes to "work may have appeared" signals.
+    /// Subscribes to "work may have appeared" signals (for the loops woken by work).
     pub fn watch_work(&self) -> watch::Receiver<u64> {
         self.publisher.work.subscribe()
     }
 
-    /// Waits until `work` (from [`Store::watch_work`]) says work may have appeared, counted in
-    /// [`Store::work_waiters`] while it waits.
-    pub async fn wait_for_work(&self, work: &mut watch::Receiver<u64>) {
-        use std::sync::atomic::Ordering;
-        struct Waiting<'a>(&'a std::sync::atomic::AtomicUsize);
-        impl Drop for Waiting<'_> {
-            fn drop(&mut self) {
-                self.0.fetch_sub(1, Ordering::SeqCst);
-            }
-        }
-        self.work_waiters.fetch_add(1, Ordering::SeqCst);
-        let _waiting = Waiting(&self.work_waiters);
-        // The sender lives in `self`, so the channel cannot close while this waits.
-        let _ = work.changed().await;
+    /// A long poll's place in line for work it `wants` (see `waiters.rs`).
+    pub fn waiter(&self, wants: Wants) -> Waiting {
+        self.publisher.waiters.waiter(wants)
     }
 
-    /// How many long polls are waiting for work at this moment (for tests and diagnostics).
+    /// How many long polls are in line for work at this moment (for tests and diagnostics).
     pub fn work_waiters(&self) -> usize {
-        self.work_waiters.load(std::sync::atomic::Ordering::SeqCst)
+        self.publisher.waiters.armed()
     }
 
-    /// Wakes everything waiting for work (new tasks, released leases, lifted blocks).
-    pub fn wake_workers(&self) {
-        self.publisher.work.send_modify(|n| *n = n.wrapping_add(1));
+    /// How many claim-next attempts have run (for tests and diagnostics).
+    pub fn claim_next_attempts(&self) -> u64 {
+        self.claim_attempts.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Subscribes to "a notification may be due" signals.
@@ -365,19 +403,20 @@ impl Store {
     }
 
     /// Writes `events` in `tx`, commits the change and its events together, then publishes
-    /// them (and wakes waiting claimers if `woke`).
+    /// them and wakes what `wake` says.
     async fn commit(
         &self,
         mut tx: WriteTx,
         now: Timestamp,
         events: Vec<NewEvent>,
-        woke: bool,
+        wake: Wake,
     ) -> StoreResult<()> {
         let events = events::insert(&mut tx, now, events).await?;
+        let work = waiters::claimable(&mut tx, &wake.tasks, now, &self.options.human_kinds).await?;
         tx.tx.commit().await?;
         self.principals.forget();
         // Still under the gate: no later commit can publish first.
-        self.publisher.publish(events, woke);
+        self.publisher.publish(events, work, wake.loops);
         Ok(())
     }
 

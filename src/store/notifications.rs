@@ -16,7 +16,7 @@ use crate::domain::{
 
 use super::leases::{unblock_in, Claimed};
 use super::rows::{to_json, TaskRow, TASK_COLUMNS};
-use super::{Store, StoreError, StoreResult};
+use super::{Store, StoreError, StoreResult, Wake};
 
 const COLUMNS: &str = "id, task_id, human, to_addr, subject, reason, status, attempts, last_error, \
     next_attempt_at, body_text, body_html, action, acted_at, created_at, sent_at";
@@ -311,7 +311,7 @@ impl Store {
             actor: Some("loop:notify".into()),
             data: json!({"notification": id, "to": n.to, "reason": n.reason, "attempts": n.attempts}),
         };
-        self.commit(tx, now, vec![event], false).await
+        self.commit(tx, now, vec![event], Wake::default()).await
     }
 
     /// Records a failed attempt: retried at `retry_at`, or failed for good when `None`.
@@ -341,7 +341,7 @@ impl Store {
         } else {
             Vec::new()
         };
-        self.commit(tx, now, events, false).await
+        self.commit(tx, now, events, Wake::default()).await
     }
 
     async fn attempt_done(
@@ -432,9 +432,9 @@ impl Store {
                 unblock_in(&mut tx, task_id, who, Some("taken from an email".into()), now).await?;
             events.push(event);
         }
-        let (claim, more, woke) = self.claim_in(&mut tx, task_id, who, lease, now).await?;
+        let (claim, more, ready) = self.claim_in(&mut tx, task_id, who, lease, now).await?;
         events.extend(more);
-        self.commit(tx, now, events, woke).await?;
+        self.commit(tx, now, events, super::Wake::tasks(ready)).await?;
         Ok(claim)
     }
 
@@ -495,7 +495,7 @@ impl Store {
             &n.human,
             json!({"decision": "human", "reason": reason, "declined": true}),
         );
-        self.commit(tx, now, vec![event], false).await?;
+        self.commit(tx, now, vec![event], Wake::default()).await?;
         if next.is_some() {
             self.wake_outbox();
         }

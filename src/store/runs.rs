@@ -8,7 +8,7 @@ use crate::domain::event::NewEvent;
 use crate::domain::{Run, RunStatus, Task, Timestamp};
 
 use super::rows::{TaskRow, TASK_COLUMNS};
-use super::{Store, StoreError, StoreResult};
+use super::{Store, StoreError, StoreResult, Wake};
 
 const RUN_COLUMNS: &str = "id, task_id, agent_type, status, holder, fence, pid, started_at, ended_at, \
     exit_code, cpu_percent, memory_bytes, error";
@@ -110,7 +110,7 @@ impl Store {
             &run.holder,
             json!({"run_id": run.id, "agent_type": run.agent_type, "pid": pid, "fence": fence}),
         );
-        self.commit(tx, now, vec![event], false).await
+        self.commit(tx, now, vec![event], Wake::default()).await
     }
 
     /// Stores a CPU and memory sample of a live run.
@@ -158,7 +158,7 @@ impl Store {
             &run.holder,
             json!({"run_id": run.id, "status": status, "exit_code": exit_code, "error": error}),
         );
-        self.commit(tx, now, vec![event], true).await?;
+        self.commit(tx, now, vec![event], super::Wake::capacity()).await?;
         self.tokens_changed();
         Run::try_from(row)
     }
@@ -274,7 +274,7 @@ impl Store {
         } else {
             Vec::new()
         };
-        self.commit(tx, now, events, false).await?;
+        self.commit(tx, now, events, Wake::default()).await?;
         Ok(changed)
     }
 

@@ -12,7 +12,7 @@ use crate::domain::input::{TaskPatch, TaskSpec};
 use crate::domain::{InputError, Lease, Principal, Priority, Route, Status, Task, TaskRef, Timestamp};
 
 use super::rows::{to_json, TaskRow, TASK_COLUMNS};
-use super::{deps, Store, StoreError, StoreResult};
+use super::{deps, Store, StoreError, StoreResult, Wake};
 
 /// Filters for listing tasks; all optional.
 #[derive(Debug, Clone, Default)]
@@ -241,7 +241,7 @@ impl Store {
         }
 
         let mut events = Vec::new();
-        let mut woke = false;
+        let mut ready = Vec::new();
         for (id, new) in &slots {
             if !*new {
                 continue;
@@ -255,7 +255,9 @@ impl Store {
                 .bind(id)
                 .execute(&mut *tx)
                 .await?;
-            woke |= status == Status::Available;
+            if status == Status::Available {
+                ready.push(*id);
+            }
             events.push(NewEvent::task(
                 "task.created",
                 *id,
@@ -272,7 +274,7 @@ impl Store {
             event.data["title"] = json!(task.title);
             event.data["priority"] = json!(task.priority);
         }
-        self.commit(tx, now, events, woke).await?;
+        self.commit(tx, now, events, Wake::tasks(ready)).await?;
         Ok(out)
     }
 
@@ -451,7 +453,7 @@ impl Store {
                 &actor.name,
                 json!({"fields": changed}),
             )],
-            woke && updated.status == Status::Available,
+            Wake::task_if(id, woke && updated.status == Status::Available),
         )
         .await?;
         Ok(updated)

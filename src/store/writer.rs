@@ -16,15 +16,17 @@ use tokio::sync::{mpsc, oneshot, Mutex};
 use crate::domain::event::NewEvent;
 use crate::domain::{Event, Timestamp};
 
+use super::waiters::{claimable_on, Work};
 use super::{Durability, Publisher, StoreError, StoreResult};
 
 /// Most operations in one transaction.
 const MAX_BATCH: usize = 256;
 
-/// What one operation produced: its events (published after the commit) and how to answer it.
+/// What one operation produced: its events and the work it made claimable (published after
+/// the commit), and how to answer it.
 struct Staged {
     events: Vec<Event>,
-    woke: bool,
+    work: Vec<Work>,
     /// Its changes could not be undone: the transaction must not commit.
     poisoned: bool,
     /// The database error the operation failed with, if it failed with one.
@@ -34,7 +36,11 @@ struct Staged {
 
 /// An operation: run on the writer's connection inside the open transaction, or refused with
 /// the error that kept the transaction from beginning.
-type Job = Box<dyn FnOnce(Result<&Connection, &rusqlite::Error>, Timestamp) -> Staged + Send>;
+type Job = Box<dyn FnOnce(Context<'_>, Timestamp) -> Staged + Send>;
+
+/// What an operation runs with: the writer's connection inside the open transaction (or the
+/// error that kept the transaction from beginning), and the kinds meant for people as JSON.
+type Context<'a> = (Result<&'a Connection, &'a rusqlite::Error>, &'a str);
 
 enum Message {
     Run(Job),
@@ -54,6 +60,7 @@ impl Writer {
         durability: Durability,
         gate: Arc<Mutex<()>>,
         publisher: Publisher,
+        human_kinds: String,
     ) -> anyhow::Result<Writer> {
         let conn = Connection::open(path)?;
         conn.busy_timeout(Duration::from_secs(10))?;
@@ -73,20 +80,20 @@ impl Writer {
         let (jobs, inbox) = mpsc::unbounded_channel();
         std::thread::Builder::new()
             .name("taskyard-writer".into())
-            .spawn(move || run(conn, inbox, gate, publisher))?;
+            .spawn(move || run(conn, inbox, gate, publisher, human_kinds))?;
         Ok(Writer { jobs })
     }
 
     /// Runs `op` in the writer's next transaction and answers once that transaction committed.
-    /// `op` returns its result, the events to record and whether work may have appeared.
+    /// `op` returns its result, the events to record and the tasks it may have made claimable.
     pub(super) async fn write<R, F>(&self, op: F) -> StoreResult<R>
     where
         R: Send + 'static,
-        F: FnOnce(&Connection, Timestamp) -> StoreResult<(R, Vec<NewEvent>, bool)> + Send + 'static,
+        F: FnOnce(&Connection, Timestamp) -> StoreResult<(R, Vec<NewEvent>, Vec<i64>)> + Send + 'static,
     {
         let (tx, rx) = oneshot::channel();
-        let job: Job = Box::new(move |conn, now| match conn {
-            Ok(conn) => stage(conn, now, op, tx),
+        let job: Job = Box::new(move |(conn, human_kinds), now| match conn {
+            Ok(conn) => stage(conn, now, human_kinds, op, tx),
             Err(err) => refuse(StoreError::Sqlite(copy_error(err)), tx),
         });
         self.jobs
@@ -106,17 +113,23 @@ impl Writer {
 }
 
 /// Runs one operation inside its own savepoint; a refusal rolls back only this operation.
-fn stage<R, F>(conn: &Connection, now: Timestamp, op: F, reply: oneshot::Sender<StoreResult<R>>) -> Staged
+fn stage<R, F>(
+    conn: &Connection,
+    now: Timestamp,
+    human_kinds: &str,
+    op: F,
+    reply: oneshot::Sender<StoreResult<R>>,
+) -> Staged
 where
     R: Send + 'static,
-    F: FnOnce(&Connection, Timestamp) -> StoreResult<(R, Vec<NewEvent>, bool)>,
+    F: FnOnce(&Connection, Timestamp) -> StoreResult<(R, Vec<NewEvent>, Vec<i64>)>,
 {
     // The caller went away (a dropped request, a timeout): nobody could learn of the change, so
     // it is not made — a claim nobody receives would hold a task and spend an attempt.
     if reply.is_closed() {
         return Staged {
             events: Vec::new(),
-            woke: false,
+            work: Vec::new(),
             poisoned: false,
             failure: None,
             answer: Box::new(|_| {}),
@@ -132,7 +145,10 @@ where
                     "a write operation panicked; it was undone".into(),
                 ))
             })
-            .and_then(|(value, events, woke)| Ok((value, insert_events(conn, now, events)?, woke)))
+            .and_then(|(value, events, ready)| {
+                let work = claimable_on(conn, &ready, now, human_kinds)?;
+                Ok((value, insert_events(conn, now, events)?, work))
+            })
             .and_then(|done| Ok(conn.execute_batch("RELEASE op").map(|()| done)?));
         if done.is_err() && !conn.is_autocommit() {
             // Undo this operation only; if even that fails, the whole transaction goes (the
@@ -146,9 +162,9 @@ where
         done
     })();
     match attempt {
-        Ok((value, events, woke)) => Staged {
+        Ok((value, events, work)) => Staged {
             events,
-            woke,
+            work,
             poisoned,
             failure: None,
             answer: Box::new(move |committed| {
@@ -168,7 +184,7 @@ where
 fn refuse<R: Send + 'static>(err: StoreError, reply: oneshot::Sender<StoreResult<R>>) -> Staged {
     Staged {
         events: Vec::new(),
-        woke: false,
+        work: Vec::new(),
         poisoned: false,
         failure: match &err {
             StoreError::Sqlite(e) => Some(copy_error(e)),
@@ -186,6 +202,7 @@ fn run(
     mut inbox: mpsc::UnboundedReceiver<Message>,
     gate: Arc<Mutex<()>>,
     publisher: Publisher,
+    human_kinds: String,
 ) {
     let mut stopped = None;
     // Operations a transaction lost before running them: they go first into the next one.
@@ -223,7 +240,7 @@ fn run(
         if begun.is_ok() {
             let mut jobs = batch.into_iter();
             for job in jobs.by_ref() {
-                let done = job(Ok(&conn), now);
+                let done = job((Ok(&conn), &human_kinds), now);
                 // SQLite ends the whole transaction on some errors (a full disk, say): what ran
                 // before is undone, and what has not run yet waits for the next transaction.
                 if done.poisoned {
@@ -245,7 +262,7 @@ fn run(
                 staged.push(done);
             }
         } else if let Err(err) = &begun {
-            staged.extend(batch.into_iter().map(|job| job(Err(err), now)));
+            staged.extend(batch.into_iter().map(|job| job((Err(err), &human_kinds), now)));
         }
         let committed = match lost {
             Some(err) => Err(err),
@@ -254,7 +271,7 @@ fn run(
         match committed {
             Ok(()) => {
                 for staged in staged {
-                    publisher.publish(staged.events, staged.woke);
+                    publisher.publish(staged.events, staged.work, false);
                     (staged.answer)(Ok(()));
                 }
             }

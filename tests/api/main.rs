@@ -30,3 +30,4 @@ mod smtp;
 mod spawn;
 mod streams;
 mod support;
+mod wakeups;
