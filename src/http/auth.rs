@@ -96,13 +96,14 @@ pub async fn principal_for_hash(state: &AppState, hash: &[u8; 32]) -> ApiResult<
 /// looked at (unless it authenticated from there lately), and an unknown token counts as a
 /// failure.
 pub async fn checked_principal(state: &AppState, ip: ClientIp, hash: &[u8; 32]) -> ApiResult<Principal> {
-    state.throttle.before_check(ip, hash)?;
+    let charged = state.throttle.before_check(ip, hash)?;
     let found = principal_for_hash(state, hash).await;
-    match &found {
-        Ok(_) => state.throttle.succeeded(ip, hash),
-        Err(ApiError::Unauthorized(_)) => state.throttle.failed(ip),
-        Err(_) => {}
-    }
+    let valid = match &found {
+        Ok(_) => Some(true),
+        Err(ApiError::Unauthorized(_)) => Some(false),
+        Err(_) => None,
+    };
+    state.throttle.checked(ip, hash, charged, valid);
     found
 }
 

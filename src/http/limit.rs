@@ -30,16 +30,6 @@ impl RateLimiter {
 
     /// Takes one change from `who`'s bucket at `now`; when it is empty, the seconds to wait.
     pub fn check(&self, who: &str, now: Instant) -> Result<(), u64> {
-        self.bucket(who, now, true)
-    }
-
-    /// Whether `who`'s bucket holds one at `now`, taking nothing; when it is empty, the seconds
-    /// until it does.
-    pub fn peek(&self, who: &str, now: Instant) -> Result<(), u64> {
-        self.bucket(who, now, false)
-    }
-
-    fn bucket(&self, who: &str, now: Instant, take: bool) -> Result<(), u64> {
         if self.per_second <= 0.0 {
             return Ok(());
         }
@@ -56,12 +46,18 @@ impl RateLimiter {
             (*level + now.saturating_duration_since(*at).as_secs_f64() * self.per_second).min(self.burst);
         *at = now;
         if *level >= 1.0 {
-            if take {
-                *level -= 1.0;
-            }
+            *level -= 1.0;
             Ok(())
         } else {
             Err(((1.0 - *level) / self.per_second).ceil().max(1.0) as u64)
+        }
+    }
+
+    /// Puts back one taken from `who`'s bucket (never beyond the burst).
+    pub fn give_back(&self, who: &str) {
+        let mut buckets = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((level, _)) = buckets.get_mut(who) {
+            *level = (*level + 1.0).min(self.burst);
         }
     }
 }
@@ -90,9 +86,12 @@ mod tests {
             "refilled at 2/s"
         );
         assert!(limiter.check("a", t0 + Duration::from_millis(500)).is_err());
-        assert_eq!(limiter.peek("b", t0), Ok(()));
-        assert_eq!(limiter.peek("b", t0), Ok(()), "a look takes nothing");
-        assert!(limiter.peek("a", t0 + Duration::from_millis(500)).is_err());
+        limiter.give_back("a");
+        assert_eq!(
+            limiter.check("a", t0 + Duration::from_millis(500)),
+            Ok(()),
+            "one given back"
+        );
         assert_eq!(
             RateLimiter::new(0.0, 1).check("a", t0),
             Ok(()),

@@ -89,20 +89,23 @@ impl Throttle {
             })
     }
 
-    /// Before the token with SHA-256 `hash` from `ip` is checked: refused when the address has
-    /// used up its failed authentications, unless this token authenticated from it lately.
-    pub fn before_check(&self, ip: ClientIp, hash: &[u8; 32]) -> Result<(), ApiError> {
-        let Some(ip) = ip.0 else { return Ok(()) };
-        let Err(retry_after) = self.failures.peek(&ip.to_string(), Instant::now()) else {
-            return Ok(());
-        };
+    /// Before the token with SHA-256 `hash` from `ip` is checked. A token that authenticated
+    /// from this address lately passes; any other takes one from the address's failures,
+    /// given back if it turns out valid (see [`Throttle::checked`]), so however many guesses
+    /// run at once, no more are checked than the bucket holds. Refused when it is empty;
+    /// otherwise whether a failure was charged.
+    pub fn before_check(&self, ip: ClientIp, hash: &[u8; 32]) -> Result<bool, ApiError> {
+        let Some(ip) = ip.0 else { return Ok(false) };
         if self
             .trusted()
             .get(&(ip, *hash))
             .is_some_and(|at| at.elapsed() < TRUSTED_FOR)
         {
-            return Ok(());
+            return Ok(false);
         }
+        let Err(retry_after) = self.failures.check(&ip.to_string(), Instant::now()) else {
+            return Ok(true);
+        };
         Err(ApiError::RateLimited {
             detail: format!(
                 "too many failed authentications from {ip} (server.auth_failures_burst = {}, \
@@ -114,9 +117,18 @@ impl Throttle {
         })
     }
 
-    /// The token with SHA-256 `hash` authenticated from `ip`: trusted there for an hour.
-    pub fn succeeded(&self, ip: ClientIp, hash: &[u8; 32]) {
+    /// After [`Throttle::before_check`] (which `charged` a failure or not): whether the token
+    /// with SHA-256 `hash` from `ip` was valid (`Some(true)`), not valid (`Some(false)`), or
+    /// could not be checked (`None`). Only an invalid token keeps the failure it was charged; a
+    /// valid one is trusted at this address for an hour.
+    pub fn checked(&self, ip: ClientIp, hash: &[u8; 32], charged: bool, valid: Option<bool>) {
         let Some(ip) = ip.0 else { return };
+        if charged && valid != Some(false) {
+            self.failures.give_back(&ip.to_string());
+        }
+        if valid != Some(true) {
+            return;
+        }
         let now = Instant::now();
         let mut trusted = self.trusted();
         if trusted
@@ -134,7 +146,8 @@ impl Throttle {
         trusted.insert((ip, *hash), now);
     }
 
-    /// An authentication from `ip` failed: one less it may fail before it is refused.
+    /// An authentication from `ip` that [`Throttle::before_check`] did not see (a one-time
+    /// code) failed: one less it may fail before it is refused.
     pub fn failed(&self, ip: ClientIp) {
         if let Some(ip) = ip.0 {
             let _ = self.failures.check(&ip.to_string(), Instant::now());
@@ -155,10 +168,12 @@ mod tests {
         });
         let here = ClientIp(Some([10, 0, 0, 1].into()));
         let there = ClientIp(Some([10, 0, 0, 2].into()));
-        throttle.succeeded(here, &[1; 32]);
-        throttle.failed(here);
-        assert!(throttle.before_check(here, &[2; 32]).is_ok());
-        throttle.failed(here);
+        let charged = throttle.before_check(here, &[1; 32]).unwrap();
+        throttle.checked(here, &[1; 32], charged, Some(true));
+        for _ in 0..2 {
+            let charged = throttle.before_check(here, &[2; 32]).unwrap();
+            throttle.checked(here, &[2; 32], charged, Some(false));
+        }
         let refused = throttle.before_check(here, &[2; 32]).unwrap_err().to_string();
         assert!(refused.contains("server.auth_failures_burst = 2"), "{refused}");
         assert!(throttle.before_check(here, &[1; 32]).is_ok(), "trusted here");
