@@ -53,6 +53,14 @@ impl RateLimiter {
         }
     }
 
+    /// True while `who`'s bucket is full at `now`: nothing was taken from it lately.
+    pub fn is_full(&self, who: &str, now: Instant) -> bool {
+        let buckets = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
+        buckets.get(who).is_none_or(|(level, at)| {
+            level + now.saturating_duration_since(*at).as_secs_f64() * self.per_second >= self.burst
+        })
+    }
+
     /// Puts back one taken from `who`'s bucket (never beyond the burst).
     pub fn give_back(&self, who: &str) {
         let mut buckets = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
@@ -86,6 +94,11 @@ mod tests {
             "refilled at 2/s"
         );
         assert!(limiter.check("a", t0 + Duration::from_millis(500)).is_err());
+        assert!(
+            limiter.is_full("b", t0 + Duration::from_millis(500)),
+            "b took one, refilled"
+        );
+        assert!(!limiter.is_full("a", t0 + Duration::from_millis(500)));
         limiter.give_back("a");
         assert_eq!(
             limiter.check("a", t0 + Duration::from_millis(500)),

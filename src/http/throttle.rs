@@ -90,10 +90,12 @@ impl Throttle {
     }
 
     /// Before the token with SHA-256 `hash` from `ip` is checked. A token that authenticated
-    /// from this address lately passes; any other takes one from the address's failures,
-    /// given back if it turns out valid (see [`Throttle::checked`]), so however many guesses
-    /// run at once, no more are checked than the bucket holds. Refused when it is empty;
-    /// otherwise whether a failure was charged.
+    /// from this address lately passes, and so does any while the address has not failed
+    /// lately (its failure bucket is full: a fleet of new agents starting at once is not
+    /// held up). Once it has, a token takes one from the bucket before it is checked, given
+    /// back if it turns out valid (see [`Throttle::checked`]), so however many guesses run at
+    /// once, no more are checked than the bucket holds. Refused when it is empty; otherwise
+    /// whether a failure was charged.
     pub fn before_check(&self, ip: ClientIp, hash: &[u8; 32]) -> Result<bool, ApiError> {
         let Some(ip) = ip.0 else { return Ok(false) };
         if self
@@ -103,7 +105,12 @@ impl Throttle {
         {
             return Ok(false);
         }
-        let Err(retry_after) = self.failures.check(&ip.to_string(), Instant::now()) else {
+        let key = ip.to_string();
+        let now = Instant::now();
+        if self.failures.is_full(&key, now) {
+            return Ok(false);
+        }
+        let Err(retry_after) = self.failures.check(&key, now) else {
             return Ok(true);
         };
         Err(ApiError::RateLimited {
@@ -119,12 +126,16 @@ impl Throttle {
 
     /// After [`Throttle::before_check`] (which `charged` a failure or not): whether the token
     /// with SHA-256 `hash` from `ip` was valid (`Some(true)`), not valid (`Some(false)`), or
-    /// could not be checked (`None`). Only an invalid token keeps the failure it was charged; a
-    /// valid one is trusted at this address for an hour.
+    /// could not be checked (`None`). An invalid token costs the address one failure (the one
+    /// it was charged, or one now); a valid one is trusted at this address for an hour.
     pub fn checked(&self, ip: ClientIp, hash: &[u8; 32], charged: bool, valid: Option<bool>) {
         let Some(ip) = ip.0 else { return };
-        if charged && valid != Some(false) {
-            self.failures.give_back(&ip.to_string());
+        match (charged, valid) {
+            (true, Some(true) | None) => self.failures.give_back(&ip.to_string()),
+            (false, Some(false)) => {
+                let _ = self.failures.check(&ip.to_string(), Instant::now());
+            }
+            _ => {}
         }
         if valid != Some(true) {
             return;
