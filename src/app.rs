@@ -3,7 +3,6 @@
 
 use std::collections::HashMap;
 use std::future::Future;
-use std::io::Write;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
@@ -54,7 +53,8 @@ impl App {
     /// Prepares everything and binds the listener; nothing is served until [`App::run`].
     pub async fn build(config: Config) -> anyhow::Result<App> {
         let data_dir = config.server.data_dir.clone();
-        create_private_dir(&data_dir)?;
+        crate::files::private_dir(&data_dir)
+            .with_context(|| format!("cannot create the data folder {}", data_dir.display()))?;
         let admin_token = match &config.server.admin_token {
             Some(token) => token.clone(),
             None => admin_token_from_file(&data_dir)?,
@@ -114,6 +114,15 @@ impl App {
             config.server.rate_limit_per_second,
             config.server.rate_limit_burst,
         ));
+        let streams = crate::http::streams::Streams::new(crate::http::streams::StreamLimits {
+            streams: config.server.max_streams,
+            streams_per_token: config.server.max_streams_per_token,
+            long_polls_per_token: config.server.max_long_polls_per_token,
+        });
+        let sessions = Arc::new(crate::http::session::Sessions::new(
+            config.server.max_sessions_per_principal,
+        ));
+        let throttle = Arc::new(crate::http::throttle::Throttle::new(&config.server));
         let state = AppState {
             store,
             config,
@@ -122,8 +131,10 @@ impl App {
             seen: Arc::new(Mutex::new(HashMap::new())),
             loops,
             notifier,
-            sessions: Arc::new(crate::http::session::Sessions::default()),
+            sessions,
             limiter,
+            streams,
+            throttle,
         };
         Ok(App {
             listener,
@@ -171,32 +182,24 @@ impl App {
         let loops = state.loops.clone();
         loops.context().spawner.reconcile().await?;
         loops.start().await?;
+        let server = &state.config.server;
+        let limits = crate::serve::limits(
+            server.max_connections,
+            server.header_timeout.0,
+            server.idle_timeout.0,
+        );
         let router = http::router(state);
-        axum::serve(listener, router)
-            .with_graceful_shutdown(async move {
-                signal.await;
-                tracing::info!("shutting down: finishing in-flight requests");
-                let _ = shutdown.send(true);
-            })
-            .await
-            .context("the HTTP server failed")?;
+        crate::serve::serve(listener, router, limits, async move {
+            signal.await;
+            tracing::info!("shutting down: finishing in-flight requests");
+            let _ = shutdown.send(true);
+        })
+        .await;
         loops.stop().await;
         store.close().await;
         tracing::info!("stopped");
         Ok(())
     }
-}
-
-fn create_private_dir(dir: &Path) -> anyhow::Result<()> {
-    std::fs::create_dir_all(dir)
-        .with_context(|| format!("cannot create the data folder {}", dir.display()))?;
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
-            .with_context(|| format!("cannot restrict permissions of {}", dir.display()))?;
-    }
-    Ok(())
 }
 
 /// Reads `<data-dir>/admin.token`, creating it (mode 0600) with a random token on first start.
@@ -214,35 +217,12 @@ fn admin_token_from_file(data_dir: &Path) -> anyhow::Result<Secret> {
         }
         Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
             let token = auth::new_token();
-            create_secret_file(&path, &token)?;
+            crate::files::create_secret_file(&path, &token)?;
             tracing::info!(path = %path.display(), "created a new admin token");
             Ok(Secret::new(token))
         }
         Err(err) => Err(err).with_context(|| format!("cannot read {}", path.display())),
     }
-}
-
-/// Creates `path` (it must not exist) readable by this user only, holding `secret` and a newline,
-/// and makes it durable. A failed write (a full disk, say) removes the file again, so the next
-/// start creates it afresh instead of finding it empty.
-pub fn create_secret_file(path: &Path, secret: &str) -> anyhow::Result<()> {
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create_new(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        options.mode(0o600);
-    }
-    let mut file = options
-        .open(path)
-        .with_context(|| format!("cannot create {}", path.display()))?;
-    let written = writeln!(file, "{secret}").and_then(|()| file.sync_all());
-    if let Err(err) = written {
-        drop(file);
-        let _ = std::fs::remove_file(path);
-        return Err(err).with_context(|| format!("cannot write {}", path.display()));
-    }
-    Ok(())
 }
 
 /// Reads the admin token a local CLI should use: `<data-dir>/admin.token`.

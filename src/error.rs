@@ -57,9 +57,16 @@ pub enum ApiError {
         /// Seconds until the next change is allowed.
         retry_after: u64,
     },
-    /// The caller has used up a limit, such as its open MCP sessions (429).
-    #[error("{0}")]
-    RateLimited(String),
+    /// The caller has used up a limit: on what it may hold open at once (MCP sessions,
+    /// streams, long polls) or on attempts (logins, failed authentication) (429, with
+    /// Retry-After).
+    #[error("{detail}")]
+    RateLimited {
+        /// What limit, named by its setting and value.
+        detail: String,
+        /// Seconds after which trying again may succeed.
+        retry_after: u64,
+    },
     /// The disk under the data folder is full: nothing was changed (507); the cause is logged.
     #[error("the server's storage is full, so nothing was changed; try again once space is freed")]
     StorageFull(#[source] StoreError),
@@ -111,7 +118,7 @@ impl ApiError {
             ApiError::PayloadTooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
             ApiError::MethodNotAllowed(_) => (StatusCode::METHOD_NOT_ALLOWED, "invalid_input"),
             ApiError::TooManyChanges { .. } => (StatusCode::TOO_MANY_REQUESTS, "rate_limited"),
-            ApiError::RateLimited(_) => (StatusCode::TOO_MANY_REQUESTS, "rate_limited"),
+            ApiError::RateLimited { .. } => (StatusCode::TOO_MANY_REQUESTS, "rate_limited"),
             ApiError::StorageFull(_) => (StatusCode::INSUFFICIENT_STORAGE, "storage_full"),
             ApiError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
             ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
@@ -200,7 +207,8 @@ impl IntoResponse for ApiError {
         let body = serde_json::to_vec(&problem).unwrap_or_default();
         let mut response =
             (status, [(header::CONTENT_TYPE, "application/problem+json")], body).into_response();
-        if let ApiError::TooManyChanges { retry_after, .. } = self {
+        if let ApiError::TooManyChanges { retry_after, .. } | ApiError::RateLimited { retry_after, .. } = self
+        {
             response
                 .headers_mut()
                 .insert(header::RETRY_AFTER, retry_after.into());

@@ -7,7 +7,9 @@
 //! - [`mcp`]: MCP over streamable HTTP at `/mcp`: tools that call the REST API's own functions.
 //! - [`error`]: the problem+json error every HTTP caller sees.
 //! - [`config`]: defaults < file < env < flags.
+//! - [`files`]: private files and folders (0600 / 0700) for secrets, backups, logs and prompts.
 //! - [`app`]: boot (data folder, admin token, store, listener) and graceful shutdown.
+//! - [`serve`]: the accept loop: connection cap, header and idle timeouts, graceful shutdown.
 //! - [`client`]: the HTTP client behind the CLI.
 //! - [`loops`]: scheduled loops, one file per kind.
 //! - [`host`]: the host's CPU, memory and disk, and whether it is overloaded.
@@ -24,11 +26,13 @@ pub mod client;
 pub mod config;
 pub mod domain;
 pub mod error;
+pub mod files;
 pub mod host;
 pub mod http;
 pub mod loops;
 pub mod mcp;
 pub mod notify;
+pub mod serve;
 pub mod spawn;
 pub mod stdout;
 pub mod store;

@@ -8,6 +8,13 @@ use taskyard::config::{Config, LogFormat};
 use taskyard::App;
 use tracing_subscriber::EnvFilter;
 
+/// jemalloc instead of the system allocator: glibc keeps memory freed by many threads in its
+/// per-thread arenas, so a server that held thousands of streams stayed that large after they
+/// closed. jemalloc's background threads hand freed pages back to the system within seconds,
+/// whether or not the server is busy.
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let runtime = match tokio::runtime::Runtime::new() {

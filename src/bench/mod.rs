@@ -189,6 +189,13 @@ pub async fn run(args: &BenchArgs) -> anyhow::Result<Value> {
             r.agents, r.idle_cpu_percent
         ));
         say(format!("    pickup of {} trickled tasks: {}", r.tasks, r.pickup));
+        let ms = |v: Option<f64>| v.map_or("?".to_string(), |v| format!("{v:.2} ms"));
+        say(format!(
+            "    server CPU per create no agent can take: {} with no agent waiting, {} with all {} waiting",
+            ms(r.unmatched_create_cpu_ms.no_waiters),
+            ms(r.unmatched_create_cpu_ms.all_waiting),
+            r.agents
+        ));
         report["long_poll"] = json!(r);
     }
 

@@ -183,15 +183,52 @@ pub struct LongPollReport {
     pub tasks: usize,
     /// From a task's creation to an agent holding it.
     pub pickup: Summary,
+    /// Server CPU time per created task that no waiting agent can take, in milliseconds:
+    /// before the agents started waiting, and while they all waited.
+    pub unmatched_create_cpu_ms: UnmatchedCost,
 }
 
-/// `clients` long-poll claim-next while `tasks` tasks trickle in one every `gap`.
+/// Server CPU time per create that matches no waiting agent (`None` against a server the
+/// benchmark did not start).
+#[derive(Debug, Clone, Serialize)]
+pub struct UnmatchedCost {
+    /// With no agent waiting.
+    pub no_waiters: Option<f64>,
+    /// With every agent waiting.
+    pub all_waiting: Option<f64>,
+}
+
+/// Creates `n` tasks in a project no agent asks for; the server's CPU milliseconds per create.
+async fn unmatched_creates(server: &mut BenchServer, n: usize) -> anyhow::Result<Option<f64>> {
+    let admin = server.admin();
+    let before = server.cpu_ms();
+    for i in 0..n {
+        admin
+            .post(
+                "/tasks",
+                &json!({"title": format!("nobody's {i}"), "project": "unmatched"}),
+            )
+            .await?;
+    }
+    // Let wake-ups the creates caused run their course.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    Ok(before
+        .zip(server.cpu_ms())
+        .map(|(before, after)| after.saturating_sub(before) as f64 / n as f64))
+}
+
+/// Tasks created to measure what a create nobody can take costs.
+const UNMATCHED: usize = 100;
+
+/// `clients` long-poll claim-next while `tasks` tasks trickle in one every `gap`; before and
+/// while they wait, creates that match none of them measure what a waiter costs the server.
 pub async fn long_poll(
     server: &mut BenchServer,
     clients: &[Client],
     tasks: usize,
     gap: Duration,
 ) -> anyhow::Result<LongPollReport> {
+    let no_waiters = unmatched_creates(server, UNMATCHED).await?;
     let created: Arc<Mutex<HashMap<i64, Instant>>> = Arc::new(Mutex::new(HashMap::new()));
     let pickups: Arc<Mutex<Vec<Duration>>> = Arc::new(Mutex::new(Vec::new()));
     let remaining = Arc::new(std::sync::atomic::AtomicUsize::new(tasks));
@@ -204,7 +241,7 @@ pub async fn long_poll(
                 match client
                     .post(
                         "/claims/next",
-                        &json!({"wait_seconds": 20, "projects": ["trickle"]}),
+                        &json!({"wait_seconds": 60, "projects": ["trickle"]}),
                     )
                     .await
                 {
@@ -238,6 +275,7 @@ pub async fn long_poll(
     server.usage();
     tokio::time::sleep(Duration::from_secs(10)).await;
     let idle_cpu_percent = server.usage().map(|(_, cpu)| cpu).unwrap_or(f32::NAN);
+    let all_waiting = unmatched_creates(server, UNMATCHED).await?;
     let admin = server.admin();
     for i in 0..tasks {
         let mut map = created.lock().await;
@@ -266,6 +304,10 @@ pub async fn long_poll(
         idle_cpu_percent,
         tasks,
         pickup: summarise(&mut pickups),
+        unmatched_create_cpu_ms: UnmatchedCost {
+            no_waiters,
+            all_waiting,
+        },
     })
 }
 

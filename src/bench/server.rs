@@ -107,6 +107,18 @@ impl BenchServer {
         system.process(pid).map(|p| (p.memory(), p.cpu_usage()))
     }
 
+    /// CPU time (user and system, milliseconds) a server this benchmark started has used so far.
+    pub fn cpu_ms(&mut self) -> Option<u64> {
+        let pid = Pid::from_u32(self.child.as_ref()?.id()?);
+        let system = self.system.as_mut()?;
+        system.refresh_processes_specifics(
+            ProcessesToUpdate::Some(&[pid]),
+            true,
+            ProcessRefreshKind::nothing().with_cpu(),
+        );
+        system.process(pid).map(|p| p.accumulated_cpu_time())
+    }
+
     /// Stops a server this benchmark started.
     pub async fn stop(mut self) {
         if let Some(mut child) = self.child.take() {

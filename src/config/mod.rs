@@ -12,12 +12,13 @@ use std::collections::BTreeMap;
 use crate::domain::input::word;
 use crate::domain::time::Span;
 use crate::domain::Priority;
-use crate::store::Durability;
 
 mod notify;
+mod server;
 mod warnings;
 
 pub use notify::{HumanConfig, NotifyConfig, SmtpConfig, SmtpTls, Transport};
+pub use server::ServerConfig;
 
 /// The name of the config file looked for in the working directory.
 pub const DEFAULT_CONFIG_FILE: &str = "taskyard.toml";
@@ -71,67 +72,6 @@ pub struct Config {
     pub notify: NotifyConfig,
     /// `[[humans]]`: the people who take work by email.
     pub humans: Vec<HumanConfig>,
-}
-
-/// `[server]` settings.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct ServerConfig {
-    /// Address to listen on.
-    pub bind: SocketAddr,
-    /// Data folder: database, run logs, admin token.
-    pub data_dir: PathBuf,
-    /// Loop definitions, one TOML file per loop; each adds a loop or replaces the built-in loop
-    /// of its name.
-    pub loops_dir: PathBuf,
-    /// Run the built-in loops (each unless a file of its name in `loops_dir` replaces it);
-    /// `false` runs only the loops of `loops_dir`.
-    pub builtin_loops: bool,
-    /// The URL people and agents reach this server at (for links); default `http://<bind>`.
-    pub public_url: Option<String>,
-    /// Log format.
-    pub log_format: LogFormat,
-    /// Largest request body in bytes.
-    pub max_body_bytes: usize,
-    /// Default lease length in seconds.
-    pub lease_seconds: u64,
-    /// Base of the exponential backoff after a retryable failure, in seconds.
-    pub retry_backoff_seconds: u64,
-    /// `normal` (survives a process crash) or `full` (fsync per commit; survives power loss).
-    pub durability: Durability,
-    /// Changes (non-GET requests) allowed per token per second; 0 turns the limit off.
-    pub rate_limit_per_second: f64,
-    /// How many changes one token may make in a burst.
-    pub rate_limit_burst: u32,
-    /// Open MCP sessions allowed at once, over all tokens.
-    pub mcp_max_sessions: usize,
-    /// Open MCP sessions allowed at once for one token's principal.
-    pub mcp_max_sessions_per_agent: usize,
-    /// The admin token; only from `TASKYARD_ADMIN_TOKEN`, never from the file.
-    #[serde(skip)]
-    pub admin_token: Option<Secret>,
-}
-
-impl Default for ServerConfig {
-    fn default() -> Self {
-        Self {
-            bind: SocketAddr::from(([127, 0, 0, 1], 7311)),
-            data_dir: PathBuf::from(".taskyard"),
-            loops_dir: PathBuf::from("loops"),
-            builtin_loops: true,
-            public_url: None,
-            log_format: LogFormat::Human,
-            max_body_bytes: 1024 * 1024,
-            lease_seconds: 300,
-            retry_backoff_seconds: 30,
-            durability: Durability::Normal,
-            rate_limit_per_second: 200.0,
-            rate_limit_burst: 400,
-            mcp_max_sessions: 1000,
-            mcp_max_sessions_per_agent: 32,
-            admin_token: None,
-        }
-    }
 }
 
 /// `[routing]` settings.
@@ -216,8 +156,11 @@ impl Default for SpawnerConfig {
 pub struct AgentTypeConfig {
     /// Program and arguments; `{task.id}`, `{task.title}`, `{prompt}`, … expand inside each.
     pub command: Vec<String>,
-    /// Extra environment.
+    /// Extra environment (runs start with a clean one: see `spawn/environment.rs`).
     pub env: BTreeMap<String, String>,
+    /// Variables of the server's environment passed on to runs as they are (an API key for
+    /// the agent program, say); nothing else of it is, beyond a short allow-list.
+    pub env_passthrough: Vec<String>,
     /// Working directory.
     pub workdir: Option<PathBuf>,
     /// Longest run (default 1h).
@@ -226,6 +169,17 @@ pub struct AgentTypeConfig {
     pub max_concurrent: Option<usize>,
     /// Prompt template (default: the built-in one).
     pub prompt: Option<String>,
+}
+
+/// Checks one `env_passthrough` name: a variable name, and never the admin token's.
+pub fn check_passthrough(name: &str) -> Result<(), String> {
+    if name.is_empty() || name.contains(['=', '\0']) {
+        return Err(format!("{name:?} is not an environment variable's name"));
+    }
+    if name == "TASKYARD_ADMIN_TOKEN" {
+        return Err("the server's admin token is never passed to programs".into());
+    }
+    Ok(())
 }
 
 /// Values from flags and environment variables (clap merges the two), applied over the file.
@@ -324,62 +278,7 @@ impl Config {
             field: field.to_string(),
             message,
         };
-        let s = &self.server;
-        if !(1..=86_400).contains(&s.lease_seconds) {
-            return Err(invalid(
-                "server.lease_seconds",
-                "must be between 1 and 86400".into(),
-            ));
-        }
-        if !(1024..=64 * 1024 * 1024).contains(&s.max_body_bytes) {
-            return Err(invalid(
-                "server.max_body_bytes",
-                "must be between 1024 and 67108864".into(),
-            ));
-        }
-        if !(s.rate_limit_per_second.is_finite() && s.rate_limit_per_second >= 0.0) {
-            return Err(invalid(
-                "server.rate_limit_per_second",
-                "must be a number, 0 or more".into(),
-            ));
-        }
-        if s.retry_backoff_seconds > 3_600 {
-            return Err(invalid(
-                "server.retry_backoff_seconds",
-                "must be at most 3600".into(),
-            ));
-        }
-        if !(1..=100_000).contains(&s.mcp_max_sessions) {
-            return Err(invalid(
-                "server.mcp_max_sessions",
-                "must be between 1 and 100000".into(),
-            ));
-        }
-        if !(1..=s.mcp_max_sessions).contains(&s.mcp_max_sessions_per_agent) {
-            return Err(invalid(
-                "server.mcp_max_sessions_per_agent",
-                format!(
-                    "must be between 1 and server.mcp_max_sessions ({})",
-                    s.mcp_max_sessions
-                ),
-            ));
-        }
-        if let Some(url) = &s.public_url {
-            if !(url.starts_with("http://") || url.starts_with("https://")) {
-                return Err(invalid(
-                    "server.public_url",
-                    format!("{url:?} is not an http(s) URL"),
-                ));
-            }
-        }
-        if let Some(token) = &s.admin_token {
-            if token.expose().len() < 16 {
-                return Err(invalid(
-                    "TASKYARD_ADMIN_TOKEN",
-                    "must be at least 16 characters".into(),
-                ));
-            }
-        }
+        self.server.validate()?;
         if self.spawner.max_concurrent == 0 {
             return Err(invalid("spawner.max_concurrent", "must be at least 1".into()));
         }
@@ -389,6 +288,10 @@ impl Config {
                     &format!("agent_types.{name}.command"),
                     "names no program".into(),
                 ));
+            }
+            for (i, var) in t.env_passthrough.iter().enumerate() {
+                check_passthrough(var)
+                    .map_err(|m| invalid(&format!("agent_types.{name}.env_passthrough[{i}]"), m))?;
             }
             if t.max_concurrent == Some(0) {
                 return Err(invalid(
@@ -548,5 +451,13 @@ mod tests {
         config.server.admin_token = Some(Secret::new("super-secret-token-value"));
         assert!(!format!("{config:?}").contains("super-secret"));
         assert!(!config.to_redacted_toml().contains("super-secret"));
+    }
+
+    #[test]
+    fn passthrough_names_are_checked() {
+        assert!(check_passthrough("ANTHROPIC_API_KEY").is_ok());
+        assert!(check_passthrough("").is_err());
+        assert!(check_passthrough("A=B").is_err());
+        assert!(check_passthrough("TASKYARD_ADMIN_TOKEN").is_err());
     }
 }

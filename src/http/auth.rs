@@ -17,6 +17,7 @@ use crate::error::{ApiError, ApiResult};
 use crate::store::StoreResult;
 
 use super::credential::Credential;
+use super::throttle::ClientIp;
 use super::{session, AppState};
 
 /// How often at most an agent's `last_seen` is written.
@@ -90,6 +91,22 @@ pub async fn principal_for_hash(state: &AppState, hash: &[u8; 32]) -> ApiResult<
     Ok(principal)
 }
 
+/// Resolves a token presented by a client at `ip`, within the throttle on failed
+/// authentication: an address that has used up its failures is refused before the token is
+/// looked at (unless it authenticated from there lately), and an unknown token counts as a
+/// failure.
+pub async fn checked_principal(state: &AppState, ip: ClientIp, hash: &[u8; 32]) -> ApiResult<Principal> {
+    let charged = state.throttle.before_check(ip, hash)?;
+    let found = principal_for_hash(state, hash).await;
+    let valid = match &found {
+        Ok(_) => Some(true),
+        Err(ApiError::Unauthorized(_)) => Some(false),
+        Err(_) => None,
+    };
+    state.throttle.checked(ip, hash, charged, valid);
+    found
+}
+
 /// Middleware: every `/api/v1` request needs a valid bearer token, or the dashboard's session
 /// cookie (from a host this server answers to, with the session's CSRF token on mutations).
 /// `/mcp` takes bearer tokens only: no browser has business there. The request carries its
@@ -99,7 +116,7 @@ pub async fn authenticate(State(state): State<AppState>, mut req: Request, next:
     let browser_ok = path != "/mcp" && !path.starts_with("/mcp/");
     let principal = if let Some(token) = bearer(req.headers()) {
         let hash = hash_token(token);
-        principal_for_hash(&state, &hash)
+        checked_principal(&state, ClientIp::of(req.extensions()), &hash)
             .await
             .map(|p| (p, Credential::Token(hash)))
     } else if let Some(cookie) = session::cookie(req.headers()).filter(|_| browser_ok) {

@@ -17,7 +17,7 @@ use crate::domain::input::{
 };
 use crate::domain::{Principal, Role, Task, Timestamp};
 use crate::error::{ApiResult, Problem};
-use crate::store::{ClaimFilter, Claimed};
+use crate::store::{ClaimFilter, Claimed, Wants};
 
 use super::auth::{check_scope, require};
 use super::extract::Json;
@@ -54,7 +54,8 @@ pub async fn claim(
 /// Claim the best ready task for the caller (capabilities, then priority, then age).
 /// With `wait_seconds`, waits up to that long for work to appear. 204 when there is none.
 #[utoipa::path(post, path = "/claims/next", tag = "claims", request_body = ClaimNext,
-    responses((status = 200, body = Claimed), (status = 204, description = "no work fits")),
+    responses((status = 200, body = Claimed), (status = 204, description = "no work fits"),
+              (status = 429, body = Problem, description = "too many long polls waiting")),
     security(("bearer" = [])))]
 pub async fn claim_next(
     State(state): State<AppState>,
@@ -201,6 +202,11 @@ pub async fn claim_next_unless(
         )));
     }
     let spec = body.parse()?;
+    // Held while this call may wait.
+    let _waiting = match spec.wait_seconds {
+        0 => None,
+        _ => Some(state.streams.start_long_poll(&who.name)?),
+    };
     let lease = spec
         .lease_seconds
         .map(Duration::from_secs)
@@ -210,8 +216,13 @@ pub async fn claim_next_unless(
         projects: spec.projects,
     };
     let deadline = Instant::now() + Duration::from_secs(spec.wait_seconds);
-    // Subscribe before the first attempt so that work created in between is not missed.
-    let mut work = state.store.bus().watch_work();
+    // In line before the first attempt, so that work created in between is not missed; new work
+    // wakes only waiters that could take it, one per task, first come first served.
+    let mut waiting = state.store.bus().waiter(Wants {
+        capabilities: filter.capabilities.clone(),
+        projects: filter.projects.clone(),
+        person: who.is_person(),
+    });
     let mut shutdown = state.shutdown.clone();
     loop {
         // A lease claimed once shutdown has started, or after the caller gave up, would reach
@@ -219,22 +230,29 @@ pub async fn claim_next_unless(
         if *shutdown.borrow_and_update() || give_up.is_cancelled() {
             return Ok(None);
         }
-        work.borrow_and_update();
+        if spec.wait_seconds > 0 {
+            waiting.arm();
+        }
         let attempt = Timestamp::now();
-        if let Some(claimed) = state.store.claim_next(who, &filter, lease).await? {
-            return Ok(Some(claimed));
+        let claimed = state.store.claim_next(who, &filter, lease).await?;
+        let again = waiting.after_attempt(claimed.as_ref().map(|c| c.task.id));
+        if claimed.is_some() {
+            return Ok(claimed);
         }
         if Instant::now() >= deadline {
             return Ok(None);
         }
-        // Sleep until new work is announced, a backoff or lease runs out, or the deadline.
+        if again {
+            continue;
+        }
+        // Sleep until fitting work is announced, a backoff or lease runs out, or the deadline.
         let mut until = deadline;
         if let Some(at) = state.store.next_timed_wakeup(attempt).await? {
             let ms = (at.millis() - Timestamp::now().millis()).max(0) as u64;
             until = until.min(Instant::now() + Duration::from_millis(ms + 5));
         }
         tokio::select! {
-            _ = state.store.bus().wait_for_work(&mut work) => {}
+            _ = waiting.woken() => {}
             _ = tokio::time::sleep_until(until) => {}
             _ = shutdown.changed() => {}
             _ = give_up.cancelled() => {}

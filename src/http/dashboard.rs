@@ -13,8 +13,11 @@ use serde::Deserialize;
 
 use crate::notify::email::escape;
 
-use super::auth::{hash_token, principal_for_hash};
+use crate::error::ApiError;
+
+use super::auth::{checked_principal, hash_token, principal_for_hash};
 use super::session::{self, clear_cookie, set_cookie};
+use super::throttle::ClientIp;
 use super::AppState;
 
 const INDEX: &str = include_str!("../../dashboard/index.html");
@@ -88,28 +91,17 @@ fn refused_host() -> Response {
         .into_response()
 }
 
+/// Whether the session cookie carries `Secure` (see [`session::secure_cookie`]).
+fn secure_cookie(state: &AppState) -> bool {
+    session::secure_cookie(state.config.server.public_url.as_deref())
+}
+
 fn redirect_with_cookie(to: &str, cookie: String) -> Response {
     let mut response = Redirect::to(to).into_response();
     if let Ok(value) = HeaderValue::from_str(&cookie) {
         response.headers_mut().insert(header::SET_COOKIE, value);
     }
     response
-}
-
-/// The cookie is `Secure` when the browser came through the HTTPS public URL (a Secure cookie
-/// set over plain HTTP, say on 127.0.0.1, would be dropped by the browser).
-fn secure(state: &AppState, headers: &HeaderMap) -> bool {
-    let https = state
-        .config
-        .server
-        .public_url
-        .as_deref()
-        .is_some_and(|u| u.starts_with("https://"));
-    let host = headers
-        .get(header::HOST)
-        .and_then(|v| v.to_str().ok())
-        .map(|h| h.split(':').next().unwrap_or(h).to_ascii_lowercase());
-    https && host.is_some() && host == state.public_host()
 }
 
 async fn index(State(state): State<AppState>, headers: HeaderMap) -> Response {
@@ -138,30 +130,58 @@ struct LoginQuery {
     code: Option<String>,
 }
 
+/// The login page for a refused attempt: too many from this address, or from this token.
+fn too_many(refused: ApiError) -> Response {
+    let retry_after = match &refused {
+        ApiError::RateLimited { retry_after, .. } => *retry_after,
+        _ => 1,
+    };
+    let mut page = login_page(StatusCode::TOO_MANY_REQUESTS, &refused.to_string());
+    page.headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from(retry_after));
+    page
+}
+
+/// A new session for the token with SHA-256 `hash`, and the redirect that sets its cookie.
+async fn start_session(state: &AppState, hash: [u8; 32], owner: &str) -> Response {
+    redirect_with_cookie(
+        "/",
+        set_cookie(&state.sessions.create(hash, owner), secure_cookie(state)),
+    )
+}
+
 async fn login_form(
     State(state): State<AppState>,
+    ip: ClientIp,
     headers: HeaderMap,
     Query(q): Query<LoginQuery>,
 ) -> Response {
     if !session::host_ok(&headers, state.public_host().as_deref()) {
         return refused_host();
     }
-    match q.code {
-        None => login_page(StatusCode::OK, ""),
-        Some(code) => match state.sessions.redeem(&code) {
-            Some(hash) => redirect_with_cookie(
-                "/",
-                set_cookie(&state.sessions.create(hash), secure(&state, &headers)),
-            ),
-            None => login_page(
-                StatusCode::UNAUTHORIZED,
-                "That login link was already used or has expired. Log in with a token.",
-            ),
-        },
+    let Some(code) = q.code else {
+        return login_page(StatusCode::OK, "");
+    };
+    if let Err(refused) = state.throttle.login(ip) {
+        return too_many(refused);
+    }
+    let owner = match state.sessions.redeem(&code) {
+        Some(hash) => principal_for_hash(&state, &hash).await.map(|who| (hash, who)),
+        None => {
+            state.throttle.failed(ip);
+            Err(ApiError::Unauthorized("unknown code".into()))
+        }
+    };
+    match owner {
+        Ok((hash, who)) => start_session(&state, hash, &who.name).await,
+        Err(_) => login_page(
+            StatusCode::UNAUTHORIZED,
+            "That login link was already used or has expired. Log in with a token.",
+        ),
     }
 }
 
-async fn login(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
+async fn login(State(state): State<AppState>, ip: ClientIp, headers: HeaderMap, body: Bytes) -> Response {
     if !session::host_ok(&headers, state.public_host().as_deref()) {
         return refused_host();
     }
@@ -175,19 +195,20 @@ async fn login(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -
     if token.is_empty() {
         return login_page(StatusCode::UNAUTHORIZED, "Enter a token.");
     }
+    if let Err(refused) = state.throttle.login(ip) {
+        return too_many(refused);
+    }
     let hash = hash_token(&token);
-    match principal_for_hash(&state, &hash).await {
+    match checked_principal(&state, ip, &hash).await {
         Ok(who) if who.scope.is_none() => {
             tracing::info!(user = %who.name, "dashboard login");
-            redirect_with_cookie(
-                "/",
-                set_cookie(&state.sessions.create(hash), secure(&state, &headers)),
-            )
+            start_session(&state, hash, &who.name).await
         }
         Ok(_) => login_page(
             StatusCode::FORBIDDEN,
             "A spawned run's token cannot open the dashboard.",
         ),
+        Err(refused @ ApiError::RateLimited { .. }) => too_many(refused),
         Err(_) => login_page(StatusCode::UNAUTHORIZED, "That token is not valid."),
     }
 }

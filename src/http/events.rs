@@ -1,7 +1,7 @@
 //! `/events`: Server-Sent Events of every committed change. A client resumes after a
 //! disconnect with `Last-Event-ID`; a subscriber that falls behind is refilled from the
 //! database, so it never misses an event silently. A stream ends when the session or token
-//! that opened it stops being valid.
+//! that opened it stops being valid, and counts against the stream limits while open.
 
 use std::convert::Infallible;
 use std::time::Duration;
@@ -96,11 +96,12 @@ impl Kinds {
 #[utoipa::path(get, path = "/events", tag = "events", params(EventsQuery,
         ("Last-Event-ID" = Option<i64>, Header, description = "resume after this event id")),
     responses((status = 200, content_type = "text/event-stream", description = "the event stream"),
-              (status = 422, body = Problem)),
+              (status = 422, body = Problem),
+              (status = 429, body = Problem, description = "too many open streams")),
     security(("bearer" = [])))]
 pub async fn events(
     State(state): State<AppState>,
-    _who: Principal,
+    who: Principal,
     credential: Credential,
     headers: HeaderMap,
     Query(query): Query<EventsQuery>,
@@ -114,6 +115,7 @@ pub async fn events(
                 .ok_or_else(|| InputError::new("Last-Event-ID", "must be an event id"))
         })
         .transpose()?;
+    let slot = state.streams.open_stream(&who.name)?;
     // Subscribe before reading the starting point, so nothing falls between the two.
     let live = state.store.bus().subscribe();
     let newest = state.store.last_event_id().await?;
@@ -137,7 +139,7 @@ pub async fn events(
             .unwrap_or_else(|_| SseEvent::default().comment("unserialisable event")))
     });
     // Cut off, the stream drops its receiver, and the pump stops.
-    let stream = credential.limit(state, stream);
+    let stream = slot.hold(credential.limit(state, stream));
     Ok(Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
 }
 

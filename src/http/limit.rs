@@ -1,5 +1,7 @@
-//! Rate limits on changes: a token bucket per principal (token), refilled at
-//! `server.rate_limit_per_second` up to `server.rate_limit_burst`. Reads are never limited.
+//! Token buckets: one per key, refilled at a steady rate up to a burst. Changes are limited per
+//! principal (`server.rate_limit_per_second`, `server.rate_limit_burst`; reads never are), and
+//! the same buckets, keyed by client address, limit logins and failed authentication (see
+//! `throttle.rs`).
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -8,7 +10,7 @@ use std::time::Instant;
 /// Buckets beyond this many are pruned (full ones first) so the map cannot grow without end.
 const MAX_BUCKETS: usize = 10_000;
 
-/// Token buckets, one per principal.
+/// Token buckets, one per key (a principal's name, a client address).
 pub struct RateLimiter {
     per_second: f64,
     burst: f64,
@@ -50,6 +52,22 @@ impl RateLimiter {
             Err(((1.0 - *level) / self.per_second).ceil().max(1.0) as u64)
         }
     }
+
+    /// True while `who`'s bucket is full at `now`: nothing was taken from it lately.
+    pub fn is_full(&self, who: &str, now: Instant) -> bool {
+        let buckets = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
+        buckets.get(who).is_none_or(|(level, at)| {
+            level + now.saturating_duration_since(*at).as_secs_f64() * self.per_second >= self.burst
+        })
+    }
+
+    /// Puts back one taken from `who`'s bucket (never beyond the burst).
+    pub fn give_back(&self, who: &str) {
+        let mut buckets = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((level, _)) = buckets.get_mut(who) {
+            *level = (*level + 1.0).min(self.burst);
+        }
+    }
 }
 
 #[cfg(test)]
@@ -76,6 +94,17 @@ mod tests {
             "refilled at 2/s"
         );
         assert!(limiter.check("a", t0 + Duration::from_millis(500)).is_err());
+        assert!(
+            limiter.is_full("b", t0 + Duration::from_millis(500)),
+            "b took one, refilled"
+        );
+        assert!(!limiter.is_full("a", t0 + Duration::from_millis(500)));
+        limiter.give_back("a");
+        assert_eq!(
+            limiter.check("a", t0 + Duration::from_millis(500)),
+            Ok(()),
+            "one given back"
+        );
         assert_eq!(
             RateLimiter::new(0.0, 1).check("a", t0),
             Ok(()),

@@ -18,7 +18,9 @@ pub mod openapi;
 pub mod runs;
 pub mod session;
 pub mod stats;
+pub mod streams;
 pub mod tasks;
+pub mod throttle;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -59,6 +61,10 @@ pub struct AppState {
     pub sessions: Arc<session::Sessions>,
     /// Rate limits on changes, per token.
     pub limiter: Arc<limit::RateLimiter>,
+    /// Open streams and waiting long polls, within their limits.
+    pub streams: Arc<streams::Streams>,
+    /// Logins and failed authentication, per client address.
+    pub throttle: Arc<throttle::Throttle>,
 }
 
 impl AppState {

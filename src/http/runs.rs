@@ -108,11 +108,12 @@ pub struct LogQuery {
 
 /// A run's output (stdout and stderr together), as plain text.
 #[utoipa::path(get, path = "/runs/{id}/log", tag = "runs", params(("id" = i64, Path, description = "run id"), LogQuery),
-    responses((status = 200, content_type = "text/plain", description = "the log"), (status = 404, body = Problem)),
+    responses((status = 200, content_type = "text/plain", description = "the log"), (status = 404, body = Problem),
+              (status = 429, body = Problem, description = "too many open streams (when following)")),
     security(("bearer" = [])))]
 pub async fn run_log(
     State(state): State<AppState>,
-    _who: Principal,
+    who: Principal,
     credential: Credential,
     Path(id): Path<i64>,
     Query(q): Query<LogQuery>,
@@ -145,6 +146,7 @@ pub async fn run_log(
             .map_err(|e| ApiError::Internal(e.into()))?;
         return Ok((text, out).into_response());
     }
+    let slot = state.streams.open_stream(&who.name)?;
     let store = state.store.clone();
     let mut shutdown = state.shutdown.clone();
     let stream = async_stream_log(
@@ -157,7 +159,7 @@ pub async fn run_log(
             let _ = shutdown.changed().await;
         },
     );
-    let stream = credential.limit(state, stream);
+    let stream = slot.hold(credential.limit(state, stream));
     Ok((text, Body::from_stream(stream)).into_response())
 }
 

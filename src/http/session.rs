@@ -21,8 +21,10 @@ pub const CSRF_HEADER: &str = "x-csrf-token";
 pub const SESSION_TTL: Duration = Duration::from_secs(12 * 3600);
 /// How long the one-time login link printed at startup stays valid.
 pub const LOGIN_CODE_TTL: Duration = Duration::from_secs(3600);
-/// Most sessions kept at once; the oldest go first.
-const MAX_SESSIONS: usize = 1_000;
+/// Most sessions kept at once; the oldest go first. Each principal has its own, smaller limit
+/// (`server.max_sessions_per_principal`), so no token holder can end others' sessions by
+/// logging in again and again.
+const MAX_SESSIONS: usize = 10_000;
 
 /// One logged-in browser.
 #[derive(Debug, Clone)]
@@ -34,14 +36,17 @@ pub struct Session {
     pub csrf: String,
     /// When it ends.
     pub expires: Instant,
+    /// The name of the principal it acts as.
+    pub owner: String,
 }
 
 /// A SHA-256 digest.
 type Digest32 = [u8; 32];
 
 /// The live sessions and login codes.
-#[derive(Default)]
 pub struct Sessions {
+    /// Most sessions one principal may have.
+    per_owner: usize,
     sessions: Mutex<HashMap<[u8; 32], Session>>,
     /// Login code hash → (expiry, token hash).
     codes: Mutex<HashMap<Digest32, (Instant, Digest32)>>,
@@ -63,22 +68,55 @@ fn random_hex() -> String {
     hex::encode(rand::random::<[u8; 32]>())
 }
 
+impl Default for Sessions {
+    fn default() -> Self {
+        Self::new(16)
+    }
+}
+
+/// The key of the oldest of `sessions` that `keep` picks.
+fn oldest(sessions: &HashMap<[u8; 32], Session>, keep: impl Fn(&Session) -> bool) -> Option<[u8; 32]> {
+    sessions
+        .iter()
+        .filter(|(_, s)| keep(s))
+        .min_by_key(|(_, s)| s.expires)
+        .map(|(k, _)| *k)
+}
+
 impl Sessions {
-    /// Starts a session acting as the token with hash `token_hash`; returns the cookie value.
-    pub fn create(&self, token_hash: [u8; 32]) -> String {
+    /// No sessions yet; one principal may have `per_owner` at once.
+    pub fn new(per_owner: usize) -> Self {
+        Self {
+            per_owner: per_owner.max(1),
+            sessions: Mutex::default(),
+            codes: Mutex::default(),
+            ended: watch::Sender::default(),
+        }
+    }
+
+    /// Starts a session acting as the token with hash `token_hash`, which belongs to the
+    /// principal `owner`; returns the cookie value. The owner's oldest session makes room when
+    /// it has its limit already.
+    pub fn create(&self, token_hash: [u8; 32], owner: &str) -> String {
         let id = random_hex();
         let session = Session {
             token_hash,
             csrf: random_hex(),
             expires: Instant::now() + SESSION_TTL,
+            owner: owner.to_string(),
         };
         let mut sessions = self.sessions.lock().unwrap_or_else(|p| p.into_inner());
         let now = Instant::now();
         sessions.retain(|_, s| s.expires > now);
         let mut evicted = false;
+        if sessions.values().filter(|s| s.owner == owner).count() >= self.per_owner {
+            if let Some(key) = oldest(&sessions, |s| s.owner == owner) {
+                evicted = sessions.remove(&key).is_some();
+            }
+        }
         if sessions.len() >= MAX_SESSIONS {
-            if let Some(oldest) = sessions.iter().min_by_key(|(_, s)| s.expires).map(|(k, _)| *k) {
-                evicted = sessions.remove(&oldest).is_some();
+            if let Some(key) = oldest(&sessions, |_| true) {
+                evicted |= sessions.remove(&key).is_some();
             }
         }
         sessions.insert(key(&id), session);
@@ -151,7 +189,15 @@ pub fn cookie(headers: &HeaderMap) -> Option<&str> {
         .filter(|v| !v.is_empty())
 }
 
-/// The `Set-Cookie` value that stores a session (`Secure` when served over HTTPS).
+/// True when session cookies carry `Secure`: whenever `server.public_url` is an `https://`
+/// address. Behind a TLS proxy this server sees plain HTTP whatever the browser used, and the
+/// Host a request names is no proof of how it came, so the URL the server is published under
+/// decides; such a cookie is never sent over plain HTTP.
+pub fn secure_cookie(public_url: Option<&str>) -> bool {
+    public_url.is_some_and(|url| url.len() >= 8 && url[..8].eq_ignore_ascii_case("https://"))
+}
+
+/// The `Set-Cookie` value that stores a session (`Secure` when `secure`).
 pub fn set_cookie(value: &str, secure: bool) -> String {
     format!(
         "{COOKIE}={value}; Path=/; HttpOnly; SameSite=Strict; Max-Age={}{}",
@@ -277,8 +323,8 @@ mod tests {
 
     #[test]
     fn sessions_codes_and_cookies() {
-        let sessions = Sessions::default();
-        let id = sessions.create([1; 32]);
+        let sessions = Sessions::new(2);
+        let id = sessions.create([1; 32], "a");
         let session = sessions.get(&id).unwrap();
         assert_eq!(session.token_hash, [1; 32]);
         let h = headers(&[
@@ -299,8 +345,16 @@ mod tests {
             "ending no session announces nothing"
         );
 
+        // One principal's sessions make room for each other, not for others'.
+        let mine = [sessions.create([4; 32], "b"), sessions.create([4; 32], "b")];
+        let other = sessions.create([5; 32], "c");
+        let newest = sessions.create([4; 32], "b");
+        assert!(sessions.get(&mine[0]).is_none(), "b's oldest made room");
+        assert!(sessions.get(&mine[1]).is_some() && sessions.get(&newest).is_some());
+        assert!(sessions.get(&other).is_some(), "c's session is not b's to end");
+
         // An expired session is gone, though nobody removed it.
-        let id = sessions.create([3; 32]);
+        let id = sessions.create([3; 32], "a");
         sessions
             .sessions
             .lock()
@@ -309,6 +363,11 @@ mod tests {
             .unwrap()
             .expires = Instant::now();
         assert!(sessions.get(&id).is_none() && sessions.get_by_key(&key(&id)).is_none());
+
+        assert!(set_cookie("v", secure_cookie(Some("https://yard.example.com"))).ends_with("; Secure"));
+        assert!(set_cookie("v", secure_cookie(Some("HTTPS://yard.example.com/x"))).ends_with("; Secure"));
+        assert!(!set_cookie("v", secure_cookie(Some("http://127.0.0.1:7311"))).contains("Secure"));
+        assert!(!set_cookie("v", secure_cookie(None)).contains("Secure"));
 
         let code = sessions.login_code([2; 32]);
         assert_eq!(sessions.redeem(&code), Some([2; 32]));

@@ -221,7 +221,8 @@ pub async fn why(
     Ok(axum::Json(explain(&state, &id).await?))
 }
 
-/// Cancel a task and its unfinished subtasks (admin or the task's creator).
+/// Cancel a task and its unfinished subtasks (an admin, or the agent that created every
+/// unfinished task in the subtree while nobody else holds a live lease in it).
 #[utoipa::path(post, path = "/tasks/{id}/cancel", tag = "tasks", request_body = NoteBody,
     params(("id" = String, Path, description = "task id or key")),
     responses((status = 200, body = Task), (status = 403, body = Problem), (status = 409, body = Problem)),

@@ -1,9 +1,10 @@
 //! `command`: runs a configured program (argv, never a shell string) with a timeout, and
 //! upserts the tasks it prints on stdout as JSON lines (`key` required; same body as
-//! `POST /tasks`). The program gets `TASKYARD_URL` and a `TASKYARD_TOKEN` minted for this run;
-//! its exit code and the tail of its stderr are recorded with the run.
+//! `POST /tasks`). The program starts with a clean environment (see `spawn/environment.rs`)
+//! plus `TASKYARD_URL` and a `TASKYARD_TOKEN` minted for this run; its exit code and the tail of
+//! its stderr are recorded with the run.
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::Stdio;
 use std::sync::Arc;
@@ -17,9 +18,11 @@ use serde::Deserialize;
 use serde_json::json;
 use tokio::io::{AsyncRead, AsyncReadExt};
 
+use crate::config::check_passthrough;
 use crate::domain::input::{parse_json, CreateTask, TaskPatch, TaskSpec};
 use crate::domain::{Principal, Role, Status, Task};
 use crate::http::auth::{hash_token, new_token};
+use crate::spawn::environment::program_env;
 
 use super::{settings, Loop, LoopContext, Outcome, Span};
 
@@ -40,7 +43,10 @@ struct CommandLoop {
     timeout: Span,
     /// Extra environment.
     #[serde(default)]
-    env: HashMap<String, String>,
+    env: BTreeMap<String, String>,
+    /// Variables of the server's environment passed on as they are.
+    #[serde(default)]
+    env_passthrough: Vec<String>,
     /// Working directory.
     workdir: Option<PathBuf>,
 }
@@ -54,6 +60,9 @@ pub fn build(name: &str, table: &toml::Table) -> Result<Arc<dyn Loop>, String> {
     let mut c: CommandLoop = settings(table)?;
     if c.command.is_empty() || c.command[0].trim().is_empty() {
         return Err("command must name a program: command = [\"program\", \"arg\", …]".into());
+    }
+    for (i, var) in c.env_passthrough.iter().enumerate() {
+        check_passthrough(var).map_err(|m| format!("env_passthrough[{i}]: {m}"))?;
     }
     c.name = name.to_string();
     Ok(Arc::new(c))
@@ -198,8 +207,8 @@ impl Loop for CommandLoop {
                 .await?;
             let mut cmd = tokio::process::Command::new(&self.command[0]);
             cmd.args(&self.command[1..])
-                .envs(&self.env)
-                .env_remove("TASKYARD_ADMIN_TOKEN")
+                .env_clear()
+                .envs(program_env(&self.env_passthrough, &self.env))
                 .env("TASKYARD_URL", &ctx.url)
                 .env("TASKYARD_TOKEN", &token)
                 .stdin(Stdio::null())

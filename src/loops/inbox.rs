@@ -4,7 +4,17 @@
 //! or `failed/`. Files not ending in `.json` are ignored, so writers write under another name and
 //! rename; an unparsable file younger than `settle` is left for the next run in case it is
 //! still being written.
+//!
+//! Others may write into the folder, so nothing in it is trusted: only regular files are read
+//! (opened without following links, and checked again on the open handle); links, pipes and
+//! folders named `*.json` are answered with an error and moved aside themselves, never what they
+//! point to; answers are written under a fresh random name and renamed into place, which
+//! replaces whatever sat under the answer's name instead of writing through it; and `processed/`
+//! and `failed/` must be real folders.
 
+use std::fs::OpenOptions;
+use std::io::{Read, Write};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -47,11 +57,18 @@ enum Fate {
     Waiting,
 }
 
-/// Writes `value` to `path` atomically (temporary file, then rename); a failed write (a full
+/// Writes `value` to `path` atomically: into a new file under a random hidden name (created
+/// exclusively, so nothing placed there beforehand is written through), then renamed over
+/// `path`, which replaces a link found there rather than following it. A failed write (a full
 /// disk, say) leaves no temporary file behind.
-fn write_atomically(path: &Path, value: &Value) -> std::io::Result<()> {
-    let tmp = path.with_extension("json.tmp");
-    let written = std::fs::write(&tmp, serde_json::to_vec_pretty(value).unwrap_or_default())
+fn write_atomically(dir: &Path, path: &Path, value: &Value) -> std::io::Result<()> {
+    let stem = path.file_name().unwrap_or_default().to_string_lossy();
+    let tmp = dir.join(crate::files::temporary_name(&stem));
+    let written = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&tmp)
+        .and_then(|mut file| file.write_all(&serde_json::to_vec_pretty(value).unwrap_or_default()))
         .and_then(|()| std::fs::rename(&tmp, path));
     if written.is_err() {
         let _ = std::fs::remove_file(&tmp);
@@ -59,16 +76,92 @@ fn write_atomically(path: &Path, value: &Value) -> std::io::Result<()> {
     written
 }
 
-/// Moves `file` into `folder`, never overwriting an earlier file of the same name.
-fn move_into(file: &Path, folder: &Path) -> std::io::Result<()> {
+/// Checks that `folder` (`processed/` or `failed/`) is a real folder, or absent.
+fn check_folder(folder: &Path) -> anyhow::Result<()> {
+    match std::fs::symlink_metadata(folder) {
+        Ok(meta) if meta.is_dir() => Ok(()),
+        Ok(_) => anyhow::bail!(
+            "{} is not a folder (a link or a file); the inbox moves no request through it: \
+             remove it",
+            folder.display()
+        ),
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(err) => Err(err).with_context(|| format!("cannot look at {}", folder.display())),
+    }
+}
+
+/// Moves `file` (the entry itself, even a link) into `folder`, never over an earlier entry of
+/// the same name.
+fn move_into(file: &Path, folder: &Path) -> anyhow::Result<()> {
+    check_folder(folder)?;
     std::fs::create_dir_all(folder)?;
     let name = file.file_name().unwrap_or_default();
     let mut target = folder.join(name);
-    if target.exists() {
+    if std::fs::symlink_metadata(&target).is_ok() {
         let stamp = chrono::Utc::now().format("%Y%m%dT%H%M%S%.3f");
         target = folder.join(format!("{}.{stamp}", name.to_string_lossy()));
     }
-    std::fs::rename(file, target)
+    Ok(std::fs::rename(file, target)?)
+}
+
+/// What an inbox entry holds.
+enum Request {
+    /// A regular file's content and when it last changed.
+    Read { bytes: Vec<u8>, modified: SystemTime },
+    /// A regular file larger than allowed.
+    TooLarge,
+    /// Not a regular file: what it is instead.
+    NotRegular(&'static str),
+}
+
+fn describe(kind: std::fs::FileType) -> &'static str {
+    use std::os::unix::fs::FileTypeExt;
+    if kind.is_symlink() {
+        "a symbolic link"
+    } else if kind.is_dir() {
+        "a folder"
+    } else if kind.is_fifo() {
+        "a pipe"
+    } else if kind.is_socket() {
+        "a socket"
+    } else {
+        "a device"
+    }
+}
+
+/// Reads the entry at `path` if it is a regular file of at most `limit` bytes. It is opened
+/// without following links (and without waiting, should a pipe take its place meanwhile), and
+/// its type and size are judged again on the open handle.
+fn read_request(path: &Path, limit: u64) -> std::io::Result<Request> {
+    let kind = std::fs::symlink_metadata(path)?.file_type();
+    if !kind.is_file() {
+        return Ok(Request::NotRegular(describe(kind)));
+    }
+    let file = match OpenOptions::new()
+        .read(true)
+        .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_NONBLOCK)
+        .open(path)
+    {
+        Ok(file) => file,
+        // Replaced by a link since it was looked at.
+        Err(err) if err.raw_os_error() == Some(nix::libc::ELOOP) => {
+            return Ok(Request::NotRegular("a symbolic link"))
+        }
+        Err(err) => return Err(err),
+    };
+    let meta = file.metadata()?;
+    if !meta.is_file() {
+        return Ok(Request::NotRegular(describe(meta.file_type())));
+    }
+    let mut bytes = Vec::new();
+    file.take(limit + 1).read_to_end(&mut bytes)?;
+    if meta.len() > limit || bytes.len() as u64 > limit {
+        return Ok(Request::TooLarge);
+    }
+    Ok(Request::Read {
+        bytes,
+        modified: meta.modified()?,
+    })
 }
 
 fn problem(err: ApiError) -> Value {
@@ -87,19 +180,18 @@ impl Inbox {
             .map(|s| s.to_string_lossy().into_owned())
             .unwrap_or_default();
         let response = dir.join(format!("{stem}.response.json"));
-        let meta = std::fs::metadata(file)?;
         let limit = ctx.config.server.max_body_bytes as u64;
-        let answer = if meta.len() > limit {
-            problem(ApiError::PayloadTooLarge(format!(
+        let name = file.file_name().unwrap_or_default().to_string_lossy();
+        let answer = match read_request(file, limit)? {
+            Request::NotRegular(what) => problem(ApiError::BadRequest(format!(
+                "{name} is not a regular file but {what}; the inbox reads only regular files"
+            ))),
+            Request::TooLarge => problem(ApiError::PayloadTooLarge(format!(
                 "the file is larger than {limit} bytes"
-            )))
-        } else {
-            let bytes = std::fs::read(file)?;
-            match parse_json::<CreateTask>(&bytes) {
+            ))),
+            Request::Read { bytes, modified } => match parse_json::<CreateTask>(&bytes) {
                 Err(JsonError::Syntax(m)) => {
-                    let age = SystemTime::now()
-                        .duration_since(meta.modified()?)
-                        .unwrap_or_default();
+                    let age = SystemTime::now().duration_since(modified).unwrap_or_default();
                     if age < self.settle.0 {
                         return Ok(Fate::Waiting);
                     }
@@ -123,10 +215,10 @@ impl Inbox {
                         },
                     }
                 }
-            }
+            },
         };
         let ok = answer["ok"] == json!(true);
-        write_atomically(&response, &answer)
+        write_atomically(dir, &response, &answer)
             .with_context(|| format!("cannot write {}", response.display()))?;
         move_into(file, &dir.join(if ok { "processed" } else { "failed" }))?;
         Ok(if ok { Fate::Ingested } else { Fate::Failed })
@@ -148,11 +240,16 @@ impl Loop for Inbox {
     fn run_once<'a>(&'a self, ctx: &'a LoopContext) -> BoxFuture<'a, anyhow::Result<Outcome>> {
         Box::pin(async move {
             let dir = self.dir(ctx);
-            std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+            // Created private when missing; a folder named in the settings keeps its mode.
+            crate::files::create_dir_private(&dir)
+                .with_context(|| format!("cannot create {}", dir.display()))?;
+            check_folder(&dir.join("processed"))?;
+            check_folder(&dir.join("failed"))?;
+            // Every entry named like a request, whatever it is: what is not a regular file is
+            // answered too, so whoever dropped it learns why nothing happened.
             let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)?
                 .flatten()
                 .map(|e| e.path())
-                .filter(|p| p.is_file())
                 .filter(|p| {
                     let name = p
                         .file_name()

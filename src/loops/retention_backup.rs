@@ -1,4 +1,5 @@
-//! `retention-backup`: prunes events and spawned-run logs past their age, then writes an online
+//! `retention-backup`: prunes events, spawned runs' logs and folders (their prompts) past their
+//! age, then writes an online
 //! backup of the database to `<data-dir>/backups/` (with `VACUUM INTO`), keeping the newest N.
 //! A backup is a complete database: `taskyard serve --data-dir` on a folder holding it as
 //! `taskyard.db` opens it.
@@ -22,7 +23,8 @@ struct RetentionBackup {
     /// Events older than this are deleted.
     #[serde(default = "thirty_days")]
     events_max_age: Span,
-    /// Run logs (`<data-dir>/runs/*.log`) older than this are deleted.
+    /// Run logs (`<data-dir>/runs/*.log`) and run folders (`runs/<id>/`) older than this are
+    /// deleted.
     #[serde(default = "fourteen_days")]
     run_logs_max_age: Span,
     /// Backups kept; 0 turns backups off.
@@ -62,10 +64,27 @@ fn prune_files(dir: &Path, suffix: &str, cutoff: SystemTime) -> std::io::Result<
     Ok(removed)
 }
 
+/// Deletes the run folders (`runs/<id>/`, holding a run's prompt) in `dir` last modified before
+/// `cutoff`; returns how many.
+fn prune_run_folders(dir: &Path, cutoff: SystemTime) -> std::io::Result<usize> {
+    let mut removed = 0;
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Ok(0);
+    };
+    for entry in entries.flatten() {
+        // The entry's own type: a link is never followed into.
+        if entry.file_type()?.is_dir() && entry.metadata()?.modified()? < cutoff {
+            std::fs::remove_dir_all(entry.path())?;
+            removed += 1;
+        }
+    }
+    Ok(removed)
+}
+
 /// Writes a new backup and deletes all but the newest `keep`; returns the new file.
 async fn backup(ctx: &LoopContext, keep: usize) -> anyhow::Result<(PathBuf, usize)> {
     let dir = ctx.data_dir.join("backups");
-    std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    crate::files::private_dir(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
     let stamp = chrono::Utc::now().format("%Y%m%dT%H%M%S%.3fZ");
     let target = dir.join(format!("taskyard-{stamp}.db"));
     let partial = dir.join(format!(".taskyard-{stamp}.db.partial"));
@@ -73,9 +92,18 @@ async fn backup(ctx: &LoopContext, keep: usize) -> anyhow::Result<(PathBuf, usiz
     // whole. A half backup takes space, which may be what made it fail (a full disk): it is
     // deleted at once, and any a crash left behind before the next backup starts.
     prune_files(&dir, ".db.partial", SystemTime::now())?;
-    if let Err(err) = ctx.store.backup_into(&partial).await {
+    // Created empty and private first: SQLite would create it readable by everyone (a backup
+    // holds every token hash and task), and it writes into an empty file it is given.
+    let written = match crate::files::create_private_file(&partial) {
+        Ok(file) => {
+            drop(file);
+            ctx.store.backup_into(&partial).await.map_err(anyhow::Error::new)
+        }
+        Err(err) => Err(anyhow::Error::new(err)),
+    };
+    if let Err(err) = written {
         let _ = std::fs::remove_file(&partial);
-        return Err(anyhow::Error::new(err).context(format!("cannot write a backup into {}", dir.display())));
+        return Err(err.context(format!("cannot write a backup into {}", dir.display())));
     }
     std::fs::rename(&partial, &target)?;
     let mut backups: Vec<PathBuf> = std::fs::read_dir(&dir)?
@@ -105,11 +133,10 @@ impl Loop for RetentionBackup {
                 .store
                 .prune_events(now.plus_millis(-(self.events_max_age.0.as_millis() as i64)))
                 .await?;
-            let logs = prune_files(
-                &ctx.data_dir.join("runs"),
-                ".log",
-                SystemTime::now() - self.run_logs_max_age.0,
-            )?;
+            let runs = ctx.data_dir.join("runs");
+            let cutoff = SystemTime::now() - self.run_logs_max_age.0;
+            let logs = prune_files(&runs, ".log", cutoff)?;
+            let folders = prune_run_folders(&runs, cutoff)?;
             let (backup, dropped) = if self.backups_keep > 0 {
                 let (path, dropped) = backup(ctx, self.backups_keep).await?;
                 (Some(path), dropped)
@@ -125,7 +152,8 @@ impl Loop for RetentionBackup {
             };
             Ok(Outcome::new(
                 summary,
-                json!({"events_pruned": events, "run_logs_pruned": logs, "backup": backup,
+                json!({"events_pruned": events, "run_logs_pruned": logs, "run_folders_pruned": folders,
+                       "backup": backup,
                        "backups_removed": dropped}),
             ))
         })

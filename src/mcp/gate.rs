@@ -58,10 +58,19 @@ pub async fn gate(State(gate): State<Arc<Gate>>, request: Request, next: Next) -
             let credential = (request.method() == Method::GET)
                 .then(|| request.extensions().get::<Credential>().cloned())
                 .flatten();
+            // A GET opens the session's stream of server messages: it counts as a stream.
+            let slot = match (&credential, request.extensions().get::<Principal>()) {
+                (Some(_), Some(who)) => match gate.state.streams.open_stream(&who.name) {
+                    Ok(slot) => Some(slot),
+                    Err(refused) => return refused.into_response(),
+                },
+                _ => None,
+            };
             let response = next.run(request).await;
-            match credential {
-                Some(credential) if response.status().is_success() => response.map(|body| {
-                    Body::from_stream(credential.limit(gate.state.clone(), body.into_data_stream()))
+            match (credential, slot) {
+                (Some(credential), Some(slot)) if response.status().is_success() => response.map(|body| {
+                    let messages = credential.limit(gate.state.clone(), body.into_data_stream());
+                    Body::from_stream(slot.hold(messages))
                 }),
                 _ => response,
             }
@@ -138,10 +147,10 @@ async fn admit(gate: &Arc<Gate>, request: Request) -> Result<(Request, Option<Ca
                 method: Some(method), ..
             }),
         ) if method == "initialize" => {
-            let admission = gate
-                .registry
-                .admit(owner)
-                .map_err(|full| ApiError::RateLimited(full.to_string()))?;
+            let admission = gate.registry.admit(owner).map_err(|full| ApiError::RateLimited {
+                detail: full.to_string(),
+                retry_after: 30,
+            })?;
             request.extensions_mut().insert(admission);
             Ok((request, None))
         }

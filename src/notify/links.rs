@@ -54,7 +54,7 @@ impl LinkSigner {
             }
             Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
                 let key: [u8; 32] = rand::random();
-                crate::app::create_secret_file(&path, &hex::encode(key))?;
+                crate::files::create_secret_file(&path, &hex::encode(key))?;
                 Ok(Self::new(key))
             }
             Err(err) => Err(err).with_context(|| format!("cannot read {}", path.display())),

@@ -36,9 +36,18 @@ impl Mailer {
     pub fn from_config(config: &NotifyConfig, data_dir: &std::path::Path) -> anyhow::Result<Mailer> {
         match config.transport {
             Transport::File => {
-                let dir = config.file_dir.clone().unwrap_or_else(|| data_dir.join("mail"));
-                std::fs::create_dir_all(&dir)
-                    .with_context(|| format!("cannot create the mail folder {}", dir.display()))?;
+                // The emails carry live take links: their folder is private. A folder of the
+                // operator's own choosing keeps its mode if it exists.
+                let (dir, ours) = match &config.file_dir {
+                    Some(dir) => (dir.clone(), false),
+                    None => (data_dir.join("mail"), true),
+                };
+                let made = if ours {
+                    crate::files::private_dir(&dir)
+                } else {
+                    crate::files::create_dir_private(&dir)
+                };
+                made.with_context(|| format!("cannot create the mail folder {}", dir.display()))?;
                 Ok(Mailer::File(dir))
             }
             Transport::Smtp => {
@@ -107,14 +116,17 @@ impl Mailer {
     }
 }
 
-/// Writes one message into `dir` as `<random hex>.eml`: under a hidden temporary name first,
-/// renamed once complete, so a reader of the folder never sees half a message, and a failed write
-/// (a full disk, say) leaves nothing behind to be sent twice or to take space.
+/// Writes one message into `dir` as `<random hex>.eml` (0600: it holds live links): under a
+/// hidden temporary name first, renamed once complete, so a reader of the folder never sees half
+/// a message, and a failed write (a full disk, say) leaves nothing behind to be sent twice or to
+/// take space.
 async fn write_eml(dir: &std::path::Path, raw: &[u8]) -> std::io::Result<()> {
     let id = hex::encode(rand::random::<[u8; 16]>());
     let partial = dir.join(format!(".{id}.eml.partial"));
     let written = async {
-        let mut file = tokio::fs::File::create(&partial).await?;
+        let mut file = tokio::fs::OpenOptions::from(crate::files::new_private_file())
+            .open(&partial)
+            .await?;
         file.write_all(raw).await?;
         // The writes are buffered: their error surfaces at a flush, while sync_all would keep it
         // for a later call and report success.

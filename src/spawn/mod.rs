@@ -1,8 +1,10 @@
 //! The auto-spawner: routing available work (`router.rs`), the assignment pass that applies it
 //! (`assign.rs`), starting and supervising agent processes (`supervisor.rs`), settling runs
-//! left over from a previous server (`reconcile.rs`), and prompt rendering (`prompt.rs`).
+//! left over from a previous server (`reconcile.rs`), prompt rendering (`prompt.rs`), and the
+//! clean environment programs start with (`environment.rs`).
 
 mod assign;
+pub mod environment;
 mod process;
 pub mod prompt;
 mod reconcile;
@@ -96,6 +98,11 @@ impl Spawner {
     /// The log file of a run.
     pub fn log_path(&self, run_id: i64) -> PathBuf {
         self.runs_dir().join(format!("{run_id}.log"))
+    }
+
+    /// The folder of a run's own files (its prompt).
+    pub fn run_dir(&self, run_id: i64) -> PathBuf {
+        self.runs_dir().join(run_id.to_string())
     }
 
     /// The principal the spawner acts as when it settles leases itself.

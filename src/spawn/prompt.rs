@@ -1,6 +1,7 @@
 //! Rendering the prompt and the command's argv for a run. Placeholders are replaced inside
 //! each argv element; nothing is ever passed through a shell, so task text cannot become a
-//! command.
+//! command. The prompt always reaches the run as a file (`{prompt_file}`,
+//! `TASKYARD_PROMPT_FILE`); in an argument or `TASKYARD_PROMPT` only when it fits there.
 
 use crate::domain::Task;
 
@@ -17,7 +18,8 @@ Acceptance criteria:
 
 You hold this task's lease as run {run.id}. These variables are set for you: TASKYARD_URL,
 TASKYARD_TOKEN (valid for this task and its subtasks only), TASKYARD_TASK_ID, TASKYARD_FENCE,
-TASKYARD_RUN_ID.
+TASKYARD_RUN_ID, TASKYARD_PROMPT_FILE (this prompt, as a file). The taskyard command is on your
+PATH (its full path is in TASKYARD_BIN).
 
 Report progress every few minutes (it also keeps your lease alive):
   taskyard task progress --percent 50 --note \"what you are doing\"
@@ -41,11 +43,51 @@ pub struct Context<'a> {
     pub fence: i64,
     /// The rendered prompt (empty while rendering the prompt itself).
     pub prompt: &'a str,
+    /// The path of the file holding the rendered prompt.
+    pub prompt_file: &'a str,
+}
+
+/// The longest single argument, or `NAME=value` environment string, Linux passes to a program
+/// (`MAX_ARG_STRLEN`, 128 KiB), less a margin.
+pub const MAX_ARG_BYTES: usize = 128 * 1024 - 1024;
+
+/// True when `value` fits into the environment as `name=value`.
+pub fn fits_env(name: &str, value: &str) -> bool {
+    name.len() + 1 + value.len() < MAX_ARG_BYTES
+}
+
+/// The command's argv with placeholders expanded, or why it cannot be passed to a program: an
+/// argument longer than one may be. The message names `{prompt_file}` when a `{prompt}` made it
+/// so, since that is the way out.
+pub fn argv(command: &[String], ctx: &Context<'_>) -> Result<Vec<String>, String> {
+    command
+        .iter()
+        .enumerate()
+        .map(|(i, template)| {
+            let arg = render(template, ctx);
+            if arg.len() < MAX_ARG_BYTES {
+                return Ok(arg);
+            }
+            let cure = if template.contains("{prompt}") {
+                "; pass {prompt_file} (the path of a file holding the prompt) instead of {prompt}, \
+                 or have the program read TASKYARD_PROMPT_FILE"
+            } else {
+                "; pass less of the task in the command, or have the program read \
+                 TASKYARD_PROMPT_FILE"
+            };
+            Err(format!(
+                "argument {i} of the command would be {} bytes, more than the {} one argument may \
+                 hold{cure}",
+                arg.len(),
+                MAX_ARG_BYTES
+            ))
+        })
+        .collect()
 }
 
 /// Replaces `{task.id}`, `{task.title}`, `{task.description}`, `{task.priority}`,
 /// `{task.kind}`, `{task.project}`, `{task.key}`, `{task.acceptance_criteria}`, `{run.id}`,
-/// `{fence}` and `{prompt}` in `template`. Unknown braces are left as they are. Values are
+/// `{fence}`, `{prompt}` and `{prompt_file}` in `template`. Unknown braces are left as they are. Values are
 /// inserted once (a title containing `{prompt}` is not expanded again).
 pub fn render(template: &str, ctx: &Context<'_>) -> String {
     let t = ctx.task;
@@ -58,7 +100,7 @@ pub fn render(template: &str, ctx: &Context<'_>) -> String {
             .collect::<Vec<_>>()
             .join("\n")
     };
-    let values: [(&str, String); 11] = [
+    let values: [(&str, String); 12] = [
         ("{task.id}", t.id.to_string()),
         ("{task.title}", t.title.clone()),
         ("{task.description}", t.description.clone()),
@@ -69,6 +111,7 @@ pub fn render(template: &str, ctx: &Context<'_>) -> String {
         ("{task.acceptance_criteria}", criteria),
         ("{run.id}", ctx.run_id.to_string()),
         ("{fence}", ctx.fence.to_string()),
+        ("{prompt_file}", ctx.prompt_file.to_string()),
         ("{prompt}", ctx.prompt.to_string()),
     ];
     let mut out = String::with_capacity(template.len());
@@ -104,6 +147,7 @@ mod tests {
             run_id: 7,
             fence: 3,
             prompt: "PROMPT",
+            prompt_file: "/runs/7/prompt.md",
         };
         assert_eq!(render("{task.id}:{run.id}:{fence}", &ctx), "1:7:3");
         assert_eq!(
@@ -113,5 +157,31 @@ mod tests {
         );
         assert_eq!(render("{prompt} {unknown} {", &ctx), "PROMPT {unknown} {");
         assert!(render(DEFAULT_PROMPT, &ctx).contains("TASKYARD_FENCE"));
+        assert_eq!(render("{prompt_file}|{prompt}", &ctx), "/runs/7/prompt.md|PROMPT");
+    }
+
+    #[test]
+    fn arguments_too_long_for_a_program_are_refused_with_the_way_out() {
+        let task = sample_task();
+        let big = "p".repeat(MAX_ARG_BYTES);
+        let ctx = Context {
+            task: &task,
+            run_id: 7,
+            fence: 3,
+            prompt: &big,
+            prompt_file: "/runs/7/prompt.md",
+        };
+        let command = |args: &[&str]| args.iter().map(|a| a.to_string()).collect::<Vec<_>>();
+        assert_eq!(
+            argv(&command(&["claude", "-p", "{prompt_file}"]), &ctx).unwrap(),
+            ["claude", "-p", "/runs/7/prompt.md"]
+        );
+        let err = argv(&command(&["claude", "-p", "{prompt}"]), &ctx).unwrap_err();
+        assert!(
+            err.contains("argument 2") && err.contains("{prompt_file}"),
+            "{err}"
+        );
+        assert!(fits_env("TASKYARD_PROMPT", "short"));
+        assert!(!fits_env("TASKYARD_PROMPT", &big));
     }
 }

@@ -18,6 +18,7 @@ use crate::domain::{Change, Event, Principal, Refused, Routed, Run, RunStatus, S
 use crate::http::auth::{hash_token, new_token};
 use crate::store::{Claimed, StoreError};
 
+use super::environment;
 use super::process::{self, Sampler};
 use super::prompt::{self, Context};
 use super::{Spawner, StopRequest};
@@ -108,6 +109,15 @@ async fn copy_capped(
     }
 }
 
+/// Creates `path` as a new private file; a file left there by an earlier database's run of the
+/// same id goes first.
+async fn fresh_private_file(path: &std::path::Path) -> std::io::Result<tokio::fs::File> {
+    let _ = tokio::fs::remove_file(path).await;
+    tokio::fs::OpenOptions::from(crate::files::new_private_file())
+        .open(path)
+        .await
+}
+
 impl Spawner {
     /// Claims `task` for a new run of `agent_type` (the router's `reason`) and starts its
     /// process. A run is recorded only once its claim succeeded.
@@ -181,8 +191,9 @@ impl Spawner {
         }
     }
 
-    /// Starts the process: argv from the agent type with placeholders expanded, the
-    /// `TASKYARD_*` environment, its own process group, output piped into the run log.
+    /// Starts the process: argv from the agent type with placeholders expanded, a clean
+    /// environment (see `environment.rs`) with the `TASKYARD_*` variables, its own process group,
+    /// output piped into the run log.
     async fn launch(
         &self,
         run: &Run,
@@ -193,46 +204,58 @@ impl Spawner {
         let task = &claim.task;
         let fence = claim.lease.fence;
         let template = cfg.prompt.as_deref().unwrap_or(prompt::DEFAULT_PROMPT);
-        let rendered = prompt::render(
-            template,
-            &Context {
-                task,
-                run_id: run.id,
-                fence,
-                prompt: "",
-            },
-        );
-        let ctx = Context {
+        let prompt_path = self.run_dir(run.id).join("prompt.md");
+        let prompt_file = prompt_path.to_string_lossy();
+        let mut ctx = Context {
             task,
             run_id: run.id,
             fence,
-            prompt: &rendered,
+            prompt: "",
+            prompt_file: &prompt_file,
         };
-        let argv: Vec<String> = cfg.command.iter().map(|a| prompt::render(a, &ctx)).collect();
+        let rendered = prompt::render(template, &ctx);
+        ctx.prompt = &rendered;
+        let argv = prompt::argv(&cfg.command, &ctx)?;
         let Some((program, args)) = argv.split_first() else {
             return Err(format!("agent type {} has no command", run.agent_type));
         };
-        std::fs::create_dir_all(self.runs_dir())
-            .map_err(|e| format!("cannot create the runs folder: {e}"))?;
-        let log = tokio::fs::File::create(self.log_path(run.id))
+        crate::files::private_dir(&self.runs_dir())
+            .and_then(|()| crate::files::private_dir(&self.run_dir(run.id)))
+            .map_err(|e| format!("cannot create the run's folder: {e}"))?;
+        let mut prompt_out = fresh_private_file(&prompt_path)
+            .await
+            .map_err(|e| format!("cannot create the prompt file: {e}"))?;
+        let written = async {
+            prompt_out.write_all(rendered.as_bytes()).await?;
+            prompt_out.flush().await
+        };
+        written
+            .await
+            .map_err(|e| format!("cannot write the prompt file: {e}"))?;
+        let log = fresh_private_file(&self.log_path(run.id))
             .await
             .map_err(|e| format!("cannot create the run log: {e}"))?;
         let mut cmd = tokio::process::Command::new(program);
         cmd.args(args)
-            .env_remove("TASKYARD_ADMIN_TOKEN")
-            .envs(&cfg.env)
+            .env_clear()
+            .envs(environment::program_env(&cfg.env_passthrough, &cfg.env))
             .env("TASKYARD_URL", &self.url)
             .env("TASKYARD_TOKEN", token)
             .env("TASKYARD_TASK_ID", task.id.to_string())
             .env("TASKYARD_FENCE", fence.to_string())
             .env("TASKYARD_RUN_ID", run.id.to_string())
-            .env("TASKYARD_PROMPT", &rendered)
+            .env("TASKYARD_PROMPT_FILE", &prompt_path)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .process_group(0)
             // A restart leaves runs alive for reconciliation, so the server never kills on drop.
             .kill_on_drop(false);
+        // A prompt too big for the environment is in the file only (a program that needs it
+        // from the environment would not start at all otherwise).
+        if prompt::fits_env("TASKYARD_PROMPT", &rendered) {
+            cmd.env("TASKYARD_PROMPT", &rendered);
+        }
         if let Some(dir) = &cfg.workdir {
             cmd.current_dir(dir);
         }

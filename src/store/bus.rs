@@ -1,14 +1,17 @@
 //! The event bus: where a backend announces what it committed, and where the rest of the
-//! server listens — live events for SSE, the dashboard and MCP, and wake-ups for long polls
-//! (work may have appeared), the notify loop (something may need telling) and open streams (a
-//! token may have stopped working). A backend publishes only after its commit, in commit order.
+//! server listens — live events for SSE, the dashboard and MCP, and wake-ups: long polls, task
+//! by task (see `waiters.rs`), the loops woken by work (work or capacity may have appeared), the
+//! notify loop (something may need telling) and open streams (a token may have stopped
+//! working). A backend publishes only after its commit, in commit order.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use tokio::sync::{broadcast, watch};
 
 use crate::domain::Event;
+
+use super::waiters::{Waiters, Waiting, Wants, Work};
 
 /// Events a slow subscriber may fall behind by before it must refill from the event log.
 const LIVE_BUFFER: usize = 4096;
@@ -18,14 +21,16 @@ const LIVE_BUFFER: usize = 4096;
 pub struct EventBus {
     /// Committed events, for SSE and other live subscribers.
     events: broadcast::Sender<Event>,
-    /// Bumped whenever claimable work may have appeared (wakes long polls and the assignment loop).
+    /// Bumped whenever work or capacity may have appeared (wakes the assignment loop).
     work: watch::Sender<u64>,
+    /// Long polls waiting for work, woken task by task.
+    waiters: Waiters,
     /// Bumped whenever something may need a notification (wakes the notify loop).
     outbox: watch::Sender<u64>,
     /// Bumped whenever a token was replaced or revoked (ends the streams it held open).
     tokens: watch::Sender<u64>,
-    /// How many long polls are waiting for work right now.
-    waiters: Arc<AtomicUsize>,
+    /// Claim-next attempts made so far (for tests and diagnostics).
+    claim_attempts: Arc<AtomicU64>,
 }
 
 impl Default for EventBus {
@@ -35,7 +40,8 @@ impl Default for EventBus {
             work: watch::channel(0).0,
             outbox: watch::channel(0).0,
             tokens: watch::channel(0).0,
-            waiters: Arc::default(),
+            waiters: Waiters::default(),
+            claim_attempts: Arc::default(),
         }
     }
 }
@@ -45,8 +51,10 @@ fn bump(signal: &watch::Sender<u64>) {
 }
 
 impl EventBus {
-    /// Announces committed events, in commit order; `woke` says work may have appeared.
-    pub fn publish(&self, events: Vec<Event>, woke: bool) {
+    /// Announces committed events, in commit order; `work` (tasks claim-next may now hand out)
+    /// wakes one fitting long poll each, and `loops` (tasks became available, or spawn capacity
+    /// was freed) wakes the loops woken by work.
+    pub fn publish(&self, events: Vec<Event>, work: Vec<Work>, loops: bool) {
         if events.iter().any(|e| e.change.concerns_people()) {
             bump(&self.outbox);
         }
@@ -54,9 +62,10 @@ impl EventBus {
             // No subscribers is fine: the events are in the log.
             let _ = self.events.send(event);
         }
-        if woke {
+        if loops || !work.is_empty() {
             bump(&self.work);
         }
+        self.waiters.announce(work);
     }
 
     /// Subscribes to events committed from now on.
@@ -69,34 +78,29 @@ impl EventBus {
         self.events.receiver_count()
     }
 
-    /// Subscribes to "work may have appeared" signals.
+    /// Subscribes to "work or capacity may have appeared" signals (the loops woken by work).
     pub fn watch_work(&self) -> watch::Receiver<u64> {
         self.work.subscribe()
     }
 
-    /// Waits until `work` (from [`EventBus::watch_work`]) says work may have appeared,
-    /// counted in [`EventBus::work_waiters`] while it waits.
-    pub async fn wait_for_work(&self, work: &mut watch::Receiver<u64>) {
-        struct Waiting<'a>(&'a AtomicUsize);
-        impl Drop for Waiting<'_> {
-            fn drop(&mut self) {
-                self.0.fetch_sub(1, Ordering::SeqCst);
-            }
-        }
-        self.waiters.fetch_add(1, Ordering::SeqCst);
-        let _waiting = Waiting(&self.waiters);
-        // The sender lives in `self`, so the channel cannot close while this waits.
-        let _ = work.changed().await;
+    /// A long poll's place in line for work it `wants` (see `waiters.rs`).
+    pub fn waiter(&self, wants: Wants) -> Waiting {
+        self.waiters.waiter(wants)
     }
 
     /// How many long polls are waiting for work at this moment.
     pub fn work_waiters(&self) -> usize {
-        self.waiters.load(Ordering::SeqCst)
+        self.waiters.armed()
     }
 
-    /// Wakes everything waiting for work.
-    pub fn wake_workers(&self) {
-        bump(&self.work);
+    /// Counts a claim-next attempt.
+    pub fn claim_attempted(&self) {
+        self.claim_attempts.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Claim-next attempts made so far.
+    pub fn claim_next_attempts(&self) -> u64 {
+        self.claim_attempts.load(Ordering::Relaxed)
     }
 
     /// Subscribes to "a notification may be due" signals.

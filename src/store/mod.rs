@@ -10,7 +10,8 @@
 //! - [`Routes`] (`routing.rs`): the router's decisions.
 //! - [`EventLog`] (`events.rs`), [`Agents`] (`agents.rs`), [`Runs`] (`runs.rs`),
 //!   [`Outbox`] (`outbox.rs`), [`Upkeep`] (`upkeep.rs`: loop records and maintenance).
-//! - [`EventBus`] (`bus.rs`): live events and wake-ups, published after each commit.
+//! - [`EventBus`] (`bus.rs`): live events and wake-ups, published after each commit; long polls
+//!   wait in line in `waiters.rs`.
 //! - `why.rs`: whether a task is claimable and why, from the facts any backend gathers.
 
 mod agents;
@@ -24,6 +25,7 @@ mod runs;
 pub mod sqlite;
 mod tasks;
 mod upkeep;
+mod waiters;
 pub mod why;
 
 use std::path::Path;
@@ -40,6 +42,7 @@ pub use routing::{Routes, Routing};
 pub use runs::{LiveRun, Runs};
 pub use tasks::{DependencyState, MinuteCount, Stats, TaskFilter, TaskPage, Tasks, WhyFacts};
 pub use upkeep::{LoopRun, NewLoopRun, Upkeep};
+pub use waiters::{work_of, Waiting, Wants, Work};
 pub use why::{Decision, Why};
 
 /// How hard a commit tries to reach the disk.

@@ -134,7 +134,7 @@ async fn config_check_names_the_file_and_field() {
     std::fs::write(&file, "[server]\nbind = \"127.0.0.1:9999\"\n").unwrap();
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_taskyard"))
         .args(["config", "show", "--config", file.to_str().unwrap()])
-        .env("TASKYARD_ADMIN_TOKEN", "a-very-secret-admin-token")
+        .env("TASKYARD_ADMIN_TOKEN", "a-very-secret-admin-token-0123456789")
         .env("TASKYARD_BIND", "127.0.0.1:8888")
         .output()
         .unwrap();

@@ -17,7 +17,7 @@ use crate::spawn::{sleeping_run, wait_for, SleepingRun};
 use crate::support::{Server, ADMIN_TOKEN};
 
 /// A client that does not follow redirects, so login answers can be inspected.
-fn http() -> reqwest::Client {
+pub(crate) fn http() -> reqwest::Client {
     reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .build()
@@ -26,12 +26,7 @@ fn http() -> reqwest::Client {
 
 /// Logs in with `token`; returns the session cookie (`name=value`) and the page's CSRF token.
 async fn login(server: &Server, token: &str) -> (String, String) {
-    let resp = http()
-        .post(format!("{}/login", server.url))
-        .form(&[("token", token)])
-        .send()
-        .await
-        .unwrap();
+    let resp = crate::logins::post_login(server, token).await;
     assert_eq!(resp.status(), StatusCode::SEE_OTHER);
     assert_eq!(resp.headers()[LOCATION], "/");
     let set = resp.headers()[SET_COOKIE].to_str().unwrap().to_string();

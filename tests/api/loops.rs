@@ -324,7 +324,7 @@ async fn inbox_files_become_tasks_with_responses() {
     assert_eq!(server.all_tasks().await.len(), 2);
 }
 
-fn script(dir: &std::path::Path, name: &str, body: &str) -> String {
+pub(crate) fn script(dir: &std::path::Path, name: &str, body: &str) -> String {
     use std::os::unix::fs::PermissionsExt;
     let path = dir.join(name);
     std::fs::write(&path, format!("#!/bin/sh\n{body}\n")).unwrap();

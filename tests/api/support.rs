@@ -13,6 +13,8 @@ use tokio::task::JoinHandle;
 /// A running server.
 pub struct Server {
     pub url: String,
+    /// The address it listens on (the `url` names `server.public_url` when that is set).
+    pub addr: std::net::SocketAddr,
     pub admin: String,
     pub app_store: taskyard::store::Store,
     pub loops: std::sync::Arc<taskyard::loops::Loops>,
@@ -22,7 +24,7 @@ pub struct Server {
     _dir: Option<TempDir>,
 }
 
-pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789";
+pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789abcdef";
 
 /// A config for tests: port 0, the given data folder, no retry backoff unless changed, and no
 /// scheduled loops (no built-in ones, an empty loops folder), so nothing changes behind a
@@ -67,6 +69,7 @@ impl Server {
     pub async fn boot(config: Config) -> Server {
         let app = App::build(config).await.expect("server boots");
         let url = app.url().to_string();
+        let addr = app.local_addr();
         let app_store = app.store().clone();
         let loops = app.loops();
         let (stop, stopped) = oneshot::channel::<()>();
@@ -75,6 +78,7 @@ impl Server {
         }));
         Server {
             url,
+            addr,
             admin: ADMIN_TOKEN.to_string(),
             app_store,
             loops,
@@ -236,21 +240,55 @@ pub async fn event_kinds_by_task(
 
 /// Starts `taskyard serve` (the real binary) as a child process on `data`, with only the loops
 /// in `loops` (no built-in ones), on a free loopback port, `env` added to its environment
-/// (errors only are logged); returns it and its URL once it answers `/healthz`.
+/// (errors only are logged; a `TASKYARD_CONFIG` there is the config used); returns it and its
+/// URL once it answers `/healthz`.
 pub async fn serve_child(
     data: &Path,
     loops: &Path,
     env: &[(&str, &std::ffi::OsStr)],
+) -> (tokio::process::Child, String) {
+    serve_child_limited(data, loops, env, None).await
+}
+
+/// [`serve_child`], its open-files limit (soft and hard) set to `nofile` when given.
+pub async fn serve_child_limited(
+    data: &Path,
+    loops: &Path,
+    env: &[(&str, &std::ffi::OsStr)],
+    nofile: Option<u32>,
 ) -> (tokio::process::Child, String) {
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
         .unwrap()
         .port();
-    // Read once at startup: it may go when the server is up.
+    // The caller's config (TASKYARD_CONFIG), if any, without the built-in loops. Read once at
+    // startup: the file may go when the server is up.
+    let mut settings: toml::Table = env
+        .iter()
+        .find(|(name, _)| *name == "TASKYARD_CONFIG")
+        .map(|(_, file)| toml::from_str(&std::fs::read_to_string(file).unwrap()).unwrap())
+        .unwrap_or_default();
+    settings
+        .entry("server")
+        .or_insert_with(|| toml::Value::Table(toml::Table::new()))
+        .as_table_mut()
+        .unwrap()
+        .insert("builtin_loops".into(), toml::Value::Boolean(false));
     let config = tempfile::NamedTempFile::new().unwrap();
-    std::fs::write(config.path(), "[server]\nbuiltin_loops = false\n").unwrap();
-    let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_taskyard"))
+    std::fs::write(config.path(), toml::to_string(&settings).unwrap()).unwrap();
+    let bin = env!("CARGO_BIN_EXE_taskyard");
+    let mut command = match nofile {
+        Some(n) => {
+            let mut sh = tokio::process::Command::new("sh");
+            sh.arg("-c")
+                .arg(format!("ulimit -n {n} && exec \"$0\" \"$@\""))
+                .arg(bin);
+            sh
+        }
+        None => tokio::process::Command::new(bin),
+    };
+    let child = command
         .args(["serve", "--bind", &format!("127.0.0.1:{port}")])
         .arg("--config")
         .arg(config.path())

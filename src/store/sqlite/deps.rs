@@ -118,8 +118,8 @@ pub(super) fn release_dependents(tx: &mut Tx<'_>, done: i64, actor: &str) -> Sto
         )?
         .query_map(params![done, tx.now.millis()], |row| row.get::<_, i64>(0))?
         .collect::<Result<Vec<_>, _>>()?;
-    if !ready.is_empty() {
-        tx.wake();
+    for id in &ready {
+        tx.ready(*id);
     }
     tx.events(ready.into_iter().map(|id| {
         NewEvent::task(

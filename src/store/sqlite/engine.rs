@@ -14,9 +14,10 @@ use tokio::sync::{mpsc, oneshot, Semaphore};
 
 use crate::domain::event::NewEvent;
 use crate::domain::{Event, Timestamp};
-use crate::store::{Durability, EventBus, StoreError, StoreResult};
+use crate::store::{Durability, EventBus, StoreError, StoreResult, Work};
 
 use super::agents::PrincipalCache;
+use super::claimable_work;
 use super::events::insert_events;
 
 /// Most operations in one transaction.
@@ -29,7 +30,8 @@ pub(super) struct Tx<'c> {
     /// The time of the whole batch.
     pub now: Timestamp,
     events: Vec<NewEvent>,
-    woke: bool,
+    ready: Vec<i64>,
+    capacity: bool,
     agents_changed: bool,
     tokens_changed: bool,
 }
@@ -52,9 +54,15 @@ impl Tx<'_> {
         self.events.extend(events);
     }
 
-    /// Claimable work may have appeared: long polls and the assignment loop are woken.
-    pub fn wake(&mut self) {
-        self.woke = true;
+    /// Task `id` may have become claimable: a fitting long poll and the assignment loop are
+    /// woken once the change commits.
+    pub fn ready(&mut self, id: i64) {
+        self.ready.push(id);
+    }
+
+    /// Spawn capacity was freed (a run ended): the assignment loop looks again.
+    pub fn capacity_freed(&mut self) {
+        self.capacity = true;
     }
 
     /// Agents changed (a token, role, capabilities): remembered principals are forgotten.
@@ -72,7 +80,9 @@ impl Tx<'_> {
 /// What one operation produced: its events (published after the commit) and how to answer it.
 struct Staged {
     events: Vec<Event>,
-    woke: bool,
+    work: Vec<Work>,
+    /// Tasks became available or capacity was freed: the loops woken by work look again.
+    loops: bool,
     agents_changed: bool,
     tokens_changed: bool,
     /// Its changes could not be undone: the transaction must not commit.
@@ -103,6 +113,8 @@ pub(super) struct Shared {
 #[derive(Clone)]
 pub(super) struct Writer {
     jobs: mpsc::UnboundedSender<Message>,
+    /// The kinds meant for people (who may take work that became claimable).
+    human_kinds: Arc<Vec<String>>,
 }
 
 /// Applies the connection settings every connection of the store uses.
@@ -126,7 +138,12 @@ pub(super) fn configure(conn: &Connection, durability: Durability) -> rusqlite::
 
 impl Writer {
     /// Opens a connection to the (already migrated) database at `path` and starts the thread.
-    pub(super) fn start(path: &Path, durability: Durability, shared: Arc<Shared>) -> anyhow::Result<Writer> {
+    pub(super) fn start(
+        path: &Path,
+        durability: Durability,
+        human_kinds: Vec<String>,
+        shared: Arc<Shared>,
+    ) -> anyhow::Result<Writer> {
         // The connection is used by this thread alone: SQLite's own locking is not needed.
         let conn = Connection::open_with_flags(
             path,
@@ -141,7 +158,10 @@ impl Writer {
                 run(&conn, inbox, &shared);
                 shared.writing.store(false, Ordering::SeqCst);
             })?;
-        Ok(Writer { jobs })
+        Ok(Writer {
+            jobs,
+            human_kinds: Arc::new(human_kinds),
+        })
     }
 
     /// Runs `op` in the writer's next transaction and answers once that transaction committed.
@@ -151,8 +171,9 @@ impl Writer {
         F: FnOnce(&mut Tx<'_>) -> StoreResult<R> + Send + 'static,
     {
         let (tx, rx) = oneshot::channel();
+        let kinds = self.human_kinds.clone();
         let job: Job = Box::new(move |conn, now| match conn {
-            Ok(conn) => stage(conn, now, op, tx),
+            Ok(conn) => stage(conn, now, &kinds, op, tx),
             Err(err) => refuse(copy(err), tx),
         });
         self.jobs
@@ -184,7 +205,13 @@ fn copy(err: &StoreError) -> StoreError {
 }
 
 /// Runs one operation inside its own savepoint; a refusal rolls back only this operation.
-fn stage<R, F>(conn: &Connection, now: Timestamp, op: F, reply: oneshot::Sender<StoreResult<R>>) -> Staged
+fn stage<R, F>(
+    conn: &Connection,
+    now: Timestamp,
+    human_kinds: &[String],
+    op: F,
+    reply: oneshot::Sender<StoreResult<R>>,
+) -> Staged
 where
     R: Send + 'static,
     F: FnOnce(&mut Tx<'_>) -> StoreResult<R>,
@@ -194,7 +221,8 @@ where
     if reply.is_closed() {
         return Staged {
             events: Vec::new(),
-            woke: false,
+            work: Vec::new(),
+            loops: false,
             agents_changed: false,
             tokens_changed: false,
             poisoned: false,
@@ -206,7 +234,8 @@ where
         conn,
         now,
         events: Vec::new(),
-        woke: false,
+        ready: Vec::new(),
+        capacity: false,
         agents_changed: false,
         tokens_changed: false,
     };
@@ -220,8 +249,10 @@ where
                 ))
             })
             .and_then(|value| {
+                // Who may take what became claimable is read in the same change.
+                let work = claimable_work(conn, &tx.ready, human_kinds, now)?;
                 let events = insert_events(conn, now, std::mem::take(&mut tx.events))?;
-                Ok((value, events))
+                Ok((value, events, work))
             })
             .and_then(|done| Ok(conn.execute_batch("RELEASE op").map(|()| done)?));
         if done.is_err() && !conn.is_autocommit() {
@@ -236,9 +267,10 @@ where
         done
     })();
     match attempt {
-        Ok((value, events)) => Staged {
+        Ok((value, events, work)) => Staged {
             events,
-            woke: tx.woke,
+            work,
+            loops: tx.capacity || !tx.ready.is_empty(),
             agents_changed: tx.agents_changed,
             tokens_changed: tx.tokens_changed,
             poisoned,
@@ -259,7 +291,8 @@ where
 fn refuse<R: Send + 'static>(err: StoreError, reply: oneshot::Sender<StoreResult<R>>) -> Staged {
     Staged {
         events: Vec::new(),
-        woke: false,
+        work: Vec::new(),
+        loops: false,
         agents_changed: false,
         tokens_changed: false,
         poisoned: false,
@@ -340,7 +373,7 @@ fn run(conn: &Connection, mut inbox: mpsc::UnboundedReceiver<Message>, shared: &
                     shared.bus.tokens_changed();
                 }
                 for staged in staged {
-                    shared.bus.publish(staged.events, staged.woke);
+                    shared.bus.publish(staged.events, staged.work, staged.loops);
                     (staged.answer)(Ok(()));
                 }
             }

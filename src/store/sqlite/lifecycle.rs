@@ -119,7 +119,7 @@ fn reap(tx: &mut Tx<'_>, only: Option<i64>) -> StoreResult<usize> {
             });
             deps::block_dependents(tx, *id, Status::Failed, "lease-reaper")?;
         } else {
-            tx.wake();
+            tx.ready(*id);
         }
     }
     Ok(expired.len())
@@ -187,7 +187,7 @@ pub(super) fn unblock_in(
         Change::TaskUnblocked { note, status },
     ));
     if status == Status::Available {
-        tx.wake();
+        tx.ready(id);
     }
     Ok(updated)
 }
@@ -308,6 +308,7 @@ impl Leases for Sqlite {
         filter: &ClaimFilter,
         lease: Duration,
     ) -> StoreResult<Option<Claimed>> {
+        self.shared.bus.claim_attempted();
         let (who, filter, kinds) = (who.clone(), filter.clone(), self.options.human_kinds.clone());
         self.write(move |tx| claim_next_in(tx, &who, &filter, lease, &kinds))
             .await
@@ -453,7 +454,7 @@ impl Leases for Sqlite {
             match outcome.retry_at {
                 None => deps::block_dependents(tx, id, Status::Failed, &who.name)?,
                 // A zero backoff makes the task claimable at once.
-                Some(at) if at <= now => tx.wake(),
+                Some(at) if at <= now => tx.ready(id),
                 Some(_) => {}
             }
             Ok(updated)
@@ -486,7 +487,7 @@ impl Leases for Sqlite {
                     note,
                 },
             ));
-            tx.wake();
+            tx.ready(id);
             Ok(updated)
         })
         .await

@@ -23,7 +23,7 @@ use std::sync::Arc;
 use rusqlite::{Connection, OptionalExtension};
 
 use crate::domain::{Task, Timestamp};
-use crate::store::{EventBus, Registry, Store, StoreError, StoreOptions, StoreResult};
+use crate::store::{work_of, EventBus, Registry, Store, StoreError, StoreOptions, StoreResult, Work};
 
 use engine::{Readers, Shared, Writer};
 
@@ -74,7 +74,12 @@ pub async fn open(path: &Path, options: StoreOptions) -> anyhow::Result<Store> {
         principals: Default::default(),
         writing: Default::default(),
     });
-    let writer = Writer::start(path, options.durability, shared.clone())?;
+    let writer = Writer::start(
+        path,
+        options.durability,
+        options.human_kinds.clone(),
+        shared.clone(),
+    )?;
     Ok(Arc::new(Sqlite {
         writer,
         readers: Arc::new(Readers::new(path, options.readers)),
@@ -131,6 +136,33 @@ fn find_task(conn: &Connection, id: i64) -> StoreResult<Option<Task>> {
 /// Task `id` as it stands; not found is a refusal.
 fn fetch_task(conn: &Connection, id: i64) -> StoreResult<Task> {
     find_task(conn, id)?.ok_or_else(|| StoreError::not_found(format!("task #{id}")))
+}
+
+/// The work the tasks `ids` offer claim-next now, as long polls need to judge it (see
+/// [`work_of`]); tasks that are not claimable are left out.
+fn claimable_work(
+    conn: &Connection,
+    ids: &[i64],
+    human_kinds: &[String],
+    now: Timestamp,
+) -> StoreResult<Vec<Work>> {
+    let mut select = conn.prepare_cached(&format!(
+        "SELECT {}, routed_to FROM tasks WHERE id = ?1",
+        rows::TASK_COLUMNS
+    ))?;
+    let mut work = Vec::new();
+    for id in ids {
+        let found = select
+            .query_row([id], |row| {
+                let routed: Option<String> = row.get(rows::TASK_COLUMN_COUNT)?;
+                Ok((rows::task(row)?, routed))
+            })
+            .optional()?;
+        let Some((task, routed)) = found else { continue };
+        let routed = routed.and_then(|r| r.parse().ok());
+        work.extend(work_of(&task?, routed, human_kinds, now));
+    }
+    Ok(work)
 }
 
 /// The tasks `sql` (selecting [`rows::TASK_COLUMNS`]) finds with `params`.

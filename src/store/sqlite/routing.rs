@@ -120,7 +120,7 @@ impl Routes for Sqlite {
             ));
             let task = fetch_task(tx, task_id)?;
             if task.status == Status::Available {
-                tx.wake();
+                tx.ready(task_id);
             }
             Ok(task)
         })

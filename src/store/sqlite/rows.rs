@@ -11,6 +11,9 @@ pub const TASK_COLUMNS: &str = "id, key, project, title, description, priority, 
     fence, lease_holder, lease_expires_at, not_before, progress_percent, progress_note, \
     last_progress_at, result, created_by, created_at, updated_at, claimed_at, completed_at, stalled_at";
 
+/// How many columns [`TASK_COLUMNS`] names.
+pub const TASK_COLUMN_COUNT: usize = 30;
+
 /// One row of `tasks`.
 #[derive(Debug)]
 pub struct TaskRow {

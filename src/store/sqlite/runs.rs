@@ -151,8 +151,7 @@ impl Runs for Sqlite {
                     error,
                 },
             ));
-            // Ending frees capacity.
-            tx.wake();
+            tx.capacity_freed();
             find_run(tx, run.id)
         })
         .await

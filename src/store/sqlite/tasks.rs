@@ -174,7 +174,7 @@ fn create_in(
             None => fetch_task(tx, *id)?,
         };
         if status == Status::Available {
-            tx.wake();
+            tx.ready(*id);
         }
         // The event carries the title and priority so live views need no extra fetch.
         tx.event(NewEvent::task(
@@ -262,7 +262,7 @@ fn patch_in(tx: &mut Tx<'_>, id: i64, patch: TaskPatch, actor: &Principal) -> St
     let updated = fetch_task(tx, id)?;
     woke |= patch.priority.is_some() || patch.capabilities.is_some();
     if woke && updated.status == Status::Available {
-        tx.wake();
+        tx.ready(id);
     }
     // The columns are named as the API names the fields.
     tx.event(NewEvent::task(

@@ -185,6 +185,7 @@ impl Upkeep for Sqlite {
                 )?;
                 let change = if status == Status::Available {
                     released += 1;
+                    tx.ready(id);
                     Change::TaskReady {
                         dependency: Because::Settled(true),
                         reason,
@@ -199,9 +200,6 @@ impl Upkeep for Sqlite {
                     }
                 };
                 tx.event(NewEvent::task(id, "loop:dependency-release", change));
-            }
-            if released > 0 {
-                tx.wake();
             }
             Ok((released, blocked))
         })
