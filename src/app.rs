@@ -1,28 +1,23 @@
 //! Booting the server: prepare the data folder and admin token, open and migrate the store,
 //! bind the listener (port 0 works, for tests), then serve until told to stop.
 
-use std::collections::HashMap;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::Path;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-use crate::config::{Config, Secret};
+use crate::config::{Config, Secret, ADMIN_TOKEN_FILE, DATABASE_FILE};
 use crate::host::HostMonitor;
-use crate::http::{self, auth, AppState};
+use crate::http::{self, AppState};
 use crate::loops::{LoopContext, Loops};
+use crate::service::Service;
 use crate::spawn::Spawner;
 use crate::store::{Store, StoreOptions};
-
-/// The admin token's file inside the data folder.
-pub const ADMIN_TOKEN_FILE: &str = "admin.token";
-/// The database's file inside the data folder.
-pub const DATABASE_FILE: &str = "taskyard.db";
 
 /// Opens the registry the config names, migrated and ready: the embedded SQLite file in the
 /// data folder. (The one place a backend is chosen.)
@@ -110,32 +105,15 @@ impl App {
                 notifier: notifier.clone(),
             },
         ));
-        let limiter = Arc::new(crate::http::limit::RateLimiter::new(
-            config.server.rate_limit_per_second,
-            config.server.rate_limit_burst,
-        ));
-        let streams = crate::http::streams::Streams::new(crate::http::streams::StreamLimits {
-            streams: config.server.max_streams,
-            streams_per_token: config.server.max_streams_per_token,
-            long_polls_per_token: config.server.max_long_polls_per_token,
-        });
-        let sessions = Arc::new(crate::http::session::Sessions::new(
-            config.server.max_sessions_per_principal,
-        ));
-        let throttle = Arc::new(crate::http::throttle::Throttle::new(&config.server));
-        let state = AppState {
+        let service = Service::new(
             store,
             config,
-            admin_token_hash: Arc::new(auth::hash_token(admin_token.expose())),
-            shutdown: shutdown_rx,
-            seen: Arc::new(Mutex::new(HashMap::new())),
+            crate::token::hash_token(admin_token.expose()),
+            shutdown_rx,
             loops,
             notifier,
-            sessions,
-            limiter,
-            streams,
-            throttle,
-        };
+        );
+        let state = AppState::new(service);
         Ok(App {
             listener,
             state,
@@ -176,7 +154,7 @@ impl App {
             url,
         } = self;
         tracing::info!(%url, data_dir = %state.config.server.data_dir.display(), "taskyard is listening");
-        let code = state.sessions.login_code(*state.admin_token_hash);
+        let code = state.sessions.login_code(state.admin_token_hash);
         tracing::info!("dashboard: {url}/ (one-time login link, valid for an hour: {url}/login?code={code})");
         let store = state.store.clone();
         let loops = state.loops.clone();
@@ -188,7 +166,8 @@ impl App {
             server.header_timeout.0,
             server.idle_timeout.0,
         );
-        let router = http::router(state);
+        let mcp = crate::mcp::router(&state);
+        let router = http::router(state, mcp);
         crate::serve::serve(listener, router, limits, async move {
             signal.await;
             tracing::info!("shutting down: finishing in-flight requests");
@@ -216,7 +195,7 @@ fn admin_token_from_file(data_dir: &Path) -> anyhow::Result<Secret> {
             Ok(Secret::new(token))
         }
         Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
-            let token = auth::new_token();
+            let token = crate::token::new_token();
             crate::files::create_secret_file(&path, &token)?;
             tracing::info!(path = %path.display(), "created a new admin token");
             Ok(Secret::new(token))

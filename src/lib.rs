@@ -1,14 +1,24 @@
 //! taskyard: a coordination server for fleets of AI coding agents.
 //!
 //! Where things live:
-//! - [`domain`]: tasks, statuses, priorities, agents and validated input; no I/O.
-//! - [`store`]: the SQLite registry; every SQL statement, behind functions named for intent.
-//! - [`http`]: the REST API (one file per resource), auth, SSE and the OpenAPI document.
-//! - [`mcp`]: MCP over streamable HTTP at `/mcp`: tools that call the REST API's own functions.
+//! - [`domain`]: tasks, statuses, priorities, agents, events and validated input, and the rules
+//!   on them as plain functions (the lease lifecycle in `domain::lifecycle`, claim-next in
+//!   `domain::claim`, creation limits in `domain::plan`, cancelling in `domain::cancel`); no I/O.
+//! - [`store`]: the registry behind traits named for what callers use (`store::leases`, …), the
+//!   event bus, and its backends: `store::sqlite` holds every SQL statement; the whole lease
+//!   lifecycle (claim, claim-next, progress, complete, fail, release, block, unblock, cancel,
+//!   reaping) is `store::sqlite::lifecycle`.
+//! - [`service`]: the work behind every endpoint (access checks, tasks, claims, stream limits),
+//!   whatever protocol asked for it.
+//! - [`http`]: the REST API (one file per resource, each adapting the service), authentication,
+//!   dashboard sessions, SSE and the OpenAPI document.
+//! - [`mcp`]: MCP over streamable HTTP at `/mcp`: tools that adapt the same service.
 //! - [`error`]: the problem+json error every HTTP caller sees.
 //! - [`config`]: defaults < file < env < flags.
+//! - [`token`]: bearer tokens and the hashes they are stored by.
 //! - [`files`]: private files and folders (0600 / 0700) for secrets, backups, logs and prompts.
-//! - [`app`]: boot (data folder, admin token, store, listener) and graceful shutdown.
+//! - [`app`]: boot (data folder, admin token, the backend, listener), composing the routers, and
+//!   graceful shutdown.
 //! - [`serve`]: the accept loop: connection cap, header and idle timeouts, graceful shutdown.
 //! - [`client`]: the HTTP client behind the CLI.
 //! - [`loops`]: scheduled loops, one file per kind.
@@ -33,9 +43,11 @@ pub mod loops;
 pub mod mcp;
 pub mod notify;
 pub mod serve;
+pub mod service;
 pub mod spawn;
 pub mod stdout;
 pub mod store;
+pub mod token;
 
 pub use app::App;
 pub use config::Config;

@@ -51,7 +51,7 @@ impl BenchServer {
             loops.join("assignment.toml"),
             "kind = \"assignment\"\nschedule = \"every 1h\"\n",
         )?;
-        let token = crate::http::auth::new_token();
+        let token = crate::token::new_token();
         let exe = std::env::current_exe().context("cannot find the taskyard binary")?;
         let child = tokio::process::Command::new(exe)
             .arg("serve")

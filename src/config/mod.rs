@@ -22,6 +22,10 @@ pub use server::ServerConfig;
 
 /// The name of the config file looked for in the working directory.
 pub const DEFAULT_CONFIG_FILE: &str = "taskyard.toml";
+/// The admin token's file inside the data folder.
+pub const ADMIN_TOKEN_FILE: &str = "admin.token";
+/// The embedded database's file inside the data folder.
+pub const DATABASE_FILE: &str = "taskyard.db";
 
 /// A secret value: never shown by `Debug` or `config show`.
 #[derive(Clone, PartialEq, Eq)]
@@ -367,7 +371,7 @@ impl Config {
         } else {
             text.push_str(&format!(
                 "\n# admin token: read from {}\n",
-                self.server.data_dir.join(crate::app::ADMIN_TOKEN_FILE).display()
+                self.server.data_dir.join(ADMIN_TOKEN_FILE).display()
             ));
         }
         text

@@ -12,7 +12,9 @@ use crate::domain::input::CreateAgent;
 use crate::domain::{Agent, Principal, Role};
 use crate::error::{ApiResult, Problem};
 
-use super::auth::{hash_token, new_token, require};
+use crate::service::access::require;
+use crate::token::{hash_token, new_token};
+
 use super::extract::{Json, Query};
 use super::AppState;
 

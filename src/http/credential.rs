@@ -12,7 +12,9 @@ use futures::{Stream, StreamExt};
 
 use crate::error::ApiError;
 
-use super::{auth, AppState};
+use crate::service::access;
+
+use super::AppState;
 
 /// How often an open stream looks again unprompted. Logouts and every token change this server
 /// makes are announced, and a session's expiry is awaited exactly; this bounds how long a change
@@ -20,7 +22,7 @@ use super::{auth, AppState};
 const RECHECK: Duration = Duration::from_secs(5);
 
 /// The credential a request was authenticated with (put in its extensions by
-/// [`auth::authenticate`]).
+/// [`super::auth::authenticate`]).
 #[derive(Debug, Clone)]
 pub enum Credential {
     /// A bearer token, by its SHA-256.
@@ -49,7 +51,7 @@ impl Credential {
                 token_hash
             }
         };
-        match auth::token_valid(state, token_hash).await {
+        match access::token_valid(state, token_hash).await {
             Ok(valid) => valid,
             Err(err) => {
                 tracing::warn!(error = %err, "cannot confirm an open stream's token; ending the stream");

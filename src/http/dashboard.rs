@@ -15,7 +15,10 @@ use crate::notify::email::escape;
 
 use crate::error::ApiError;
 
-use super::auth::{checked_principal, hash_token, principal_for_hash};
+use crate::service::access::principal_for_hash;
+use crate::token::hash_token;
+
+use super::auth::checked_principal;
 use super::session::{self, clear_cookie, set_cookie};
 use super::throttle::ClientIp;
 use super::AppState;

@@ -11,9 +11,9 @@ use crate::domain::{Principal, Role};
 use crate::error::{ApiError, ApiResult, Problem};
 use crate::host::HostStatus;
 use crate::loops::{LoopInfo, RunNowError};
+use crate::service::access::require;
 use crate::store::LoopRun;
 
-use super::auth::require;
 use super::AppState;
 
 /// The routes of this file.

@@ -1,6 +1,6 @@
-//! The HTTP surface: the REST API under `/api/v1`, `/healthz`, `/mcp` (mounted from [`crate::mcp`]),
-//! and the shared state handlers use.
-//! Each resource has its own file with a `router()`; none of them writes SQL.
+//! The HTTP surface: the REST API under `/api/v1`, `/healthz`, the dashboard and its login, and
+//! the state handlers share. Each resource has its own file with a `router()` whose handlers
+//! adapt [`crate::service`]; `/mcp` is mounted by `app.rs` under the same limits.
 
 pub mod agents;
 pub mod auth;
@@ -18,59 +18,71 @@ pub mod openapi;
 pub mod runs;
 pub mod session;
 pub mod stats;
-pub mod streams;
 pub mod tasks;
 pub mod throttle;
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::ops::Deref;
+use std::sync::Arc;
+use std::time::Duration;
 
 use axum::extract::DefaultBodyLimit;
 use axum::http::{Method, Uri};
 use axum::Router;
-use tokio::sync::watch;
 use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
 use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 
-use crate::config::Config;
-use crate::domain::TaskRef;
-use crate::error::{ApiError, ApiResult};
-use crate::store::Store;
+use crate::error::ApiError;
+use crate::service::Service;
 
-/// Everything a handler needs; cheap to clone.
+/// Everything a handler needs: the service, and what only HTTP has (dashboard sessions, rate
+/// limits, the throttle on logins and failed authentication). Cheap to clone; dereferences to
+/// [`Parts`] and on to the [`Service`].
 #[derive(Clone)]
-pub struct AppState {
-    /// The task registry.
-    pub store: Store,
-    /// The effective configuration.
-    pub config: Arc<Config>,
-    /// SHA-256 of the admin token.
-    pub admin_token_hash: Arc<[u8; 32]>,
-    /// Becomes `true` when shutdown starts: long polls and event streams end at once.
-    pub shutdown: watch::Receiver<bool>,
-    /// When each agent's `last_seen` was last written, so it is written at most every few seconds.
-    pub seen: Arc<Mutex<HashMap<i64, Instant>>>,
-    /// The scheduled loops.
-    pub loops: Arc<crate::loops::Loops>,
-    /// Emails to people, and their take and decline links.
-    pub notifier: Arc<crate::notify::Notifier>,
+pub struct AppState(Arc<Parts>);
+
+/// What [`AppState`] holds.
+pub struct Parts {
+    /// The work behind every endpoint.
+    pub service: Service,
     /// Dashboard sessions and one-time login codes.
-    pub sessions: Arc<session::Sessions>,
+    pub sessions: session::Sessions,
     /// Rate limits on changes, per token.
-    pub limiter: Arc<limit::RateLimiter>,
-    /// Open streams and waiting long polls, within their limits.
-    pub streams: Arc<streams::Streams>,
+    pub limiter: limit::RateLimiter,
     /// Logins and failed authentication, per client address.
-    pub throttle: Arc<throttle::Throttle>,
+    pub throttle: throttle::Throttle,
+}
+
+impl Deref for AppState {
+    type Target = Parts;
+
+    fn deref(&self) -> &Parts {
+        &self.0
+    }
+}
+
+impl Deref for Parts {
+    type Target = Service;
+
+    fn deref(&self) -> &Service {
+        &self.service
+    }
 }
 
 impl AppState {
-    /// The default lease length.
-    pub fn default_lease(&self) -> Duration {
-        Duration::from_secs(self.config.server.lease_seconds)
+    /// The HTTP state over `service`, with limits from its configuration.
+    pub fn new(service: Service) -> Self {
+        let server = &service.config.server;
+        let sessions = session::Sessions::new(server.max_sessions_per_principal);
+        let limiter = limit::RateLimiter::new(server.rate_limit_per_second, server.rate_limit_burst);
+        let throttle = throttle::Throttle::new(server);
+        AppState(Arc::new(Parts {
+            service,
+            sessions,
+            limiter,
+            throttle,
+        }))
     }
 
     /// The origin (`scheme://host[:port]`) of `server.public_url`, if set.
@@ -91,21 +103,14 @@ impl AppState {
         };
         Some(host.to_ascii_lowercase())
     }
-
-    /// Resolves a path segment (id or key) to a task id.
-    pub async fn task_id(&self, raw: &str) -> ApiResult<i64> {
-        match TaskRef::parse(raw) {
-            TaskRef::Id(id) => Ok(id),
-            key => Ok(self.store.task(&key).await?.id),
-        }
-    }
 }
 
 /// The longest a request may take to produce its response headers (long polls last up to 60 s).
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(90);
 
-/// Builds the whole HTTP router: `/api/v1`, `/healthz`, `/mcp` and the OpenAPI document.
-pub fn router(state: AppState) -> Router {
+/// Builds the whole HTTP router: `/api/v1`, `/healthz`, the dashboard, the OpenAPI document,
+/// and `mounts` (the MCP endpoint, composed by `app.rs`) under the same limits.
+pub fn router(state: AppState, mounts: Router<AppState>) -> Router {
     let api = OpenApiRouter::new()
         .merge(tasks::router())
         .merge(claims::router())
@@ -129,7 +134,7 @@ pub fn router(state: AppState) -> Router {
         .merge(links::router())
         .merge(dashboard::router())
         .merge(openapi::router(doc))
-        .merge(crate::mcp::router(&state))
+        .merge(mounts)
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(state.config.server.max_body_bytes))

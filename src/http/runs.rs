@@ -16,8 +16,8 @@ use utoipa_axum::routes;
 
 use crate::domain::{InputError, Principal, Role, Run, RunStatus};
 use crate::error::{ApiError, ApiResult, Problem};
+use crate::service::access::require;
 
-use super::auth::require;
 use super::credential::Credential;
 use super::extract::{Path, Query};
 use super::AppState;

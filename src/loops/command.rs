@@ -21,8 +21,8 @@ use tokio::io::{AsyncRead, AsyncReadExt};
 use crate::config::check_passthrough;
 use crate::domain::input::{parse_json, CreateTask, TaskPatch, TaskSpec};
 use crate::domain::{Principal, Role, Status, Task};
-use crate::http::auth::{hash_token, new_token};
 use crate::spawn::environment::program_env;
+use crate::token::{hash_token, new_token};
 
 use super::{settings, Loop, LoopContext, Outcome, Span};
 

@@ -11,7 +11,7 @@ use tokio_util::sync::CancellationToken;
 use crate::domain::input::parse_json;
 use crate::domain::{InputError, Principal, TaskRef};
 use crate::error::{ApiError, ApiResult};
-use crate::http::{claims, tasks, AppState};
+use crate::service::{claims, tasks, Service};
 use crate::store::Claimed;
 
 use super::tools::{NoFields, ToolName};
@@ -38,28 +38,28 @@ impl Done {
 /// Runs `tool` with `args` as `who`. A waiting claim_next stops waiting once `give_up` is
 /// cancelled; no call is cut off half-done.
 pub async fn call(
-    state: &AppState,
+    service: &Service,
     who: &Principal,
     tool: ToolName,
     args: JsonObject,
     give_up: &CancellationToken,
 ) -> ApiResult<Done> {
     let value = match tool {
-        ToolName::ListTasks => answer(tasks::list(state, read(args)?).await?),
+        ToolName::ListTasks => answer(tasks::list(service, read(args)?).await?),
         ToolName::GetTask => {
             let (task, NoFields {}) = on_task(args)?;
-            answer(tasks::detail(state, &task).await?)
+            answer(tasks::detail(service, &task).await?)
         }
         ToolName::Why => {
             let (task, NoFields {}) = on_task(args)?;
-            answer(tasks::explain(state, &task).await?)
+            answer(tasks::explain(service, &task).await?)
         }
         ToolName::ClaimTask => {
             let (task, body) = on_task(args)?;
-            let claimed = claims::claim_task(state, who, &task, body).await?;
+            let claimed = claims::claim(service, who, &task, body).await?;
             return Ok(Done::Claimed(Box::new(claimed)));
         }
-        ToolName::ClaimNext => match claims::claim_next_unless(state, who, read(args)?, give_up).await? {
+        ToolName::ClaimNext => match claims::claim_next_unless(service, who, read(args)?, give_up).await? {
             Some(claimed) => return Ok(Done::Claimed(Box::new(claimed))),
             None => Ok(json!({
                 "task": null,
@@ -70,26 +70,26 @@ pub async fn call(
         },
         ToolName::UpdateProgress => {
             let (task, body) = on_task(args)?;
-            answer(claims::report_progress(state, who, &task, body).await?)
+            answer(claims::progress(service, who, &task, body).await?)
         }
         ToolName::CompleteTask => {
             let (task, body) = on_task(args)?;
-            answer(claims::complete_task(state, who, &task, body).await?)
+            answer(claims::complete(service, who, &task, body).await?)
         }
         ToolName::FailTask => {
             let (task, body) = on_task(args)?;
-            answer(claims::fail_task(state, who, &task, body).await?)
+            answer(claims::fail(service, who, &task, body).await?)
         }
         ToolName::ReleaseTask => {
             let (task, body) = on_task(args)?;
-            answer(claims::release_task(state, who, &task, body).await?)
+            answer(claims::release(service, who, &task, body).await?)
         }
         ToolName::BlockTask => {
             let (task, body) = on_task(args)?;
-            answer(claims::block_task(state, who, &task, body).await?)
+            answer(claims::block(service, who, &task, body).await?)
         }
         ToolName::CreateTask => {
-            let (task, created) = tasks::create(state, who, read(args)?).await?;
+            let (task, created) = tasks::create(service, who, read(args)?).await?;
             Ok(json!({ "created": created, "task": answer(task)? }))
         }
     };
@@ -98,10 +98,10 @@ pub async fn call(
 
 /// Hands back a lease whose answer can reach nobody, giving the attempt back, so the task is
 /// at once available to others instead of waiting for the lease to expire.
-pub async fn hand_back(state: &AppState, who: &Principal, claimed: &Claimed) {
+pub async fn hand_back(service: &Service, who: &Principal, claimed: &Claimed) {
     let note = "the MCP request that claimed it was cancelled before its answer was sent";
     let (id, fence) = (claimed.task.id, claimed.lease.fence);
-    match state.store.release(id, who, fence, Some(note.into())).await {
+    match service.store.release(id, who, fence, Some(note.into())).await {
         Ok(_) => tracing::info!(
             task = id,
             fence,

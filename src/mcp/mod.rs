@@ -60,9 +60,9 @@ pub fn router(state: &AppState) -> Router<AppState> {
         // request here carries a bearer token such a page cannot have, and the server may be
         // reached under any name it is deployed behind.
         .disable_allowed_hosts();
-    let handler_state = state.clone();
+    let service = state.service.clone();
     let service = StreamableHttpService::new(
-        move || Ok(server::Taskyard::new(handler_state.clone())),
+        move || Ok(server::Taskyard::new(service.clone())),
         sessions.clone(),
         config,
     );

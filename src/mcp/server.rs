@@ -22,7 +22,7 @@ use tokio::sync::mpsc;
 
 use crate::domain::{Principal, Role};
 use crate::error::ApiError;
-use crate::http::AppState;
+use crate::service::Service;
 
 use super::calls::{self, Done};
 use super::tools::{self, ToolName};
@@ -39,8 +39,8 @@ const INSTRUCTIONS: &str = "taskyard hands out tasks under exclusive leases. To 
 
 /// The handler of one MCP session.
 pub struct Taskyard {
-    /// The server's shared state.
-    state: AppState,
+    /// The service.
+    service: Service,
     /// The session's lease watcher, once the client is initialized.
     watcher: Mutex<Option<Watcher>>,
     /// Set when the client asked for errors only: lease warnings are then not sent.
@@ -53,10 +53,10 @@ pub struct Taskyard {
 
 impl Taskyard {
     /// A handler for a new session. Cheap: rmcp also makes one for each request it validates.
-    pub fn new(state: AppState) -> Self {
+    pub fn new(service: Service) -> Self {
         let (claims, claims_to_watch) = mpsc::unbounded_channel();
         Self {
-            state,
+            service,
             watcher: Mutex::new(None),
             quiet: Arc::new(AtomicBool::new(false)),
             claims,
@@ -122,13 +122,13 @@ impl ServerHandler for Taskyard {
         let args = request.arguments.unwrap_or_default();
         // The call is never dropped part-way on cancellation: a claim cut off after its commit
         // would leave a lease nobody knows of. A waiting claim_next watches the token instead.
-        let done = calls::call(&self.state, &who, tool, args, &context.ct).await;
+        let done = calls::call(&self.service, &who, tool, args, &context.ct).await;
         if let Ok(Done::Claimed(claimed)) = &done {
             if context.ct.is_cancelled() {
                 // rmcp drops the answer to a cancelled request, so the lease would reach nobody.
                 // (A cancel landing after this check still loses the answer; that lease then
                 // expires as any abandoned one does.)
-                calls::hand_back(&self.state, &who, claimed).await;
+                calls::hand_back(&self.service, &who, claimed).await;
             } else {
                 // The watcher may have stopped, or never started for a session-less request.
                 let _ = self.claims.send((claimed.task.id, claimed.lease.fence));
@@ -167,7 +167,7 @@ impl ServerHandler for Taskyard {
             return;
         };
         let watcher = watch::spawn(
-            self.state.clone(),
+            self.service.clone(),
             who.name,
             context.peer,
             self.quiet.clone(),

@@ -14,7 +14,7 @@ use crate::domain::input::{
     BlockTask, ClaimNext, ClaimTask, CompleteTask, CreateTask, FailTask, ReleaseTask, ReportProgress,
 };
 use crate::domain::TaskRef;
-use crate::http::tasks::ListQuery;
+use crate::service::tasks::ListQuery;
 
 /// The arguments of a tool that names a task and takes nothing else.
 #[derive(Debug, Deserialize, JsonSchema)]

@@ -34,7 +34,7 @@ use tokio::sync::mpsc;
 use tokio::task::AbortHandle;
 
 use crate::domain::{Change, Event};
-use crate::http::AppState;
+use crate::service::Service;
 
 /// The running watcher of one session; dropping it stops the watcher.
 pub struct Watcher(AbortHandle);
@@ -52,13 +52,13 @@ pub type Claim = (i64, i64);
 /// arrive on `claims` (the session's own claims). While `quiet` is set (the client asked for
 /// errors only) nothing is sent.
 pub fn spawn(
-    state: AppState,
+    service: Service,
     holder: String,
     peer: Peer<RoleServer>,
     quiet: Arc<AtomicBool>,
     claims: mpsc::UnboundedReceiver<Claim>,
 ) -> Watcher {
-    Watcher(tokio::spawn(run(state, holder, peer, quiet, claims)).abort_handle())
+    Watcher(tokio::spawn(run(service, holder, peer, quiet, claims)).abort_handle())
 }
 
 /// True when a client that asked for messages at `level` and above does not want warnings.
@@ -81,7 +81,7 @@ struct Lost {
 type Held = HashMap<i64, i64>;
 
 async fn run(
-    state: AppState,
+    service: Service,
     holder: String,
     peer: Peer<RoleServer>,
     quiet: Arc<AtomicBool>,
@@ -89,21 +89,21 @@ async fn run(
 ) {
     // What the agent holds as the session starts, read before subscribing; then read again after
     // subscribing, so a lease that ended in between is reported rather than missed.
-    let Some(at_start) = held_now(&state, &holder).await else {
+    let Some(at_start) = held_now(&service, &holder).await else {
         return;
     };
-    let mut events = state.store.bus().subscribe();
+    let mut events = service.store.bus().subscribe();
     let mut leases = Leases::new(at_start);
-    let Some(now) = held_now(&state, &holder).await else {
+    let Some(now) = held_now(&service, &holder).await else {
         return;
     };
     let mut lost = explain(
-        &state,
+        &service,
         &holder,
         leases.resync(&now, "it ended as this session started"),
     )
     .await;
-    let mut shutdown = state.shutdown.clone();
+    let mut shutdown = service.shutdown.clone();
     loop {
         for lost in lost.drain(..) {
             if quiet.load(Ordering::Relaxed) {
@@ -122,17 +122,17 @@ async fn run(
                 leases.hold(task_id, fence);
                 // Events about this lease may have passed before it was known to be this
                 // session's: the database says whether it still stands.
-                match held_now(&state, &holder).await {
-                    Some(now) => explain(&state, &holder, leases.resync(&now, "it ended right after it was claimed")).await,
+                match held_now(&service, &holder).await {
+                    Some(now) => explain(&service, &holder, leases.resync(&now, "it ended right after it was claimed")).await,
                     None => return,
                 }
             }
             next = events.recv() => match next {
                 Ok(event) => leases.judge(&holder, &event).into_iter().collect(),
                 // Fallen behind: the database says what is still held.
-                Err(RecvError::Lagged(_)) => match held_now(&state, &holder).await {
+                Err(RecvError::Lagged(_)) => match held_now(&service, &holder).await {
                     Some(now) => explain(
-                        &state,
+                        &service,
                         &holder,
                         leases.resync(&now, "it ended while this session was catching up with events"),
                     )
@@ -149,10 +149,10 @@ async fn run(
 /// Leases found gone by reading the database were ended by some event this session did not
 /// judge (it passed before the lease was known, or was skipped while catching up). The task's
 /// recent events, committed with the change that ended the lease, tell the reason.
-async fn explain(state: &AppState, holder: &str, lost: Vec<Lost>) -> Vec<Lost> {
+async fn explain(service: &Service, holder: &str, lost: Vec<Lost>) -> Vec<Lost> {
     let mut out = Vec::with_capacity(lost.len());
     for mut gone in lost {
-        if let Ok(events) = state.store.task_events(gone.task_id, 50).await {
+        if let Ok(events) = service.store.task_events(gone.task_id, 50).await {
             let mut alone = Leases::new([(gone.task_id, gone.fence)].into_iter().collect());
             match events.iter().find_map(|e| alone.judge(holder, e)) {
                 Some(why) => gone.why = why.why,
@@ -166,8 +166,8 @@ async fn explain(state: &AppState, holder: &str, lost: Vec<Lost>) -> Vec<Lost> {
     out
 }
 
-async fn held_now(state: &AppState, holder: &str) -> Option<Held> {
-    match state.store.leases_held_by(holder).await {
+async fn held_now(service: &Service, holder: &str) -> Option<Held> {
+    match service.store.leases_held_by(holder).await {
         Ok(leases) => Some(leases.into_iter().collect()),
         Err(err) => {
             tracing::warn!(error = %err, holder, "MCP lease watcher cannot read the leases held; it stops");

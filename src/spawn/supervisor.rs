@@ -15,8 +15,8 @@ use tokio::sync::{broadcast, watch, Mutex};
 use crate::config::AgentTypeConfig;
 use crate::domain::input::ProgressSpec;
 use crate::domain::{Change, Event, Principal, Refused, Routed, Run, RunStatus, Status, Task};
-use crate::http::auth::{hash_token, new_token};
 use crate::store::{Claimed, StoreError};
+use crate::token::{hash_token, new_token};
 
 use super::environment;
 use super::process::{self, Sampler};

@@ -173,14 +173,14 @@ async fn a_run_token_cancels_only_subtasks_it_created_within_its_scope() {
     let task = task["id"].as_i64().unwrap();
     let outside = server.task(json!({"title": "elsewhere"})).await;
     let outside = outside["id"].as_i64().unwrap();
-    let token = taskyard::http::auth::new_token();
+    let token = taskyard::token::new_token();
     server
         .app_store
         .rotate_agent_token(
             "run-1",
             "spawned",
             Role::Agent,
-            &hex::encode(taskyard::http::auth::hash_token(&token)),
+            &hex::encode(taskyard::token::hash_token(&token)),
             Some(task),
         )
         .await

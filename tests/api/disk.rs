@@ -259,7 +259,7 @@ async fn a_full_disk_refuses_changes_clearly_and_recovers_without_a_restart() {
     server.stop().await;
 
     // The stopped server's database and its backup are sound.
-    let db = data.join(taskyard::app::DATABASE_FILE);
+    let db = data.join(taskyard::config::DATABASE_FILE);
     assert_eq!(integrity_check(&db).await, ["ok"]);
     assert_eq!(integrity_check(&backup).await, ["ok"]);
 
