@@ -20,7 +20,7 @@ use server::BenchServer;
 /// Which scenarios to run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Scenario {
-    /// (a) claim → progress → complete throughput with many agents.
+    /// (a) claim-next → complete throughput with many agents.
     Throughput,
     /// (b) claim latency with a small and a very large registry.
     Scale,
@@ -41,8 +41,11 @@ pub struct BenchArgs {
     #[arg(long, value_enum, default_value = "throughput")]
     pub scenario: Scenario,
     /// Tasks for the throughput scenario.
-    #[arg(long, default_value_t = 10_000)]
+    #[arg(long, default_value_t = 60_000)]
     pub tasks: usize,
+    /// Report progress between claim and complete (three requests per cycle instead of two).
+    #[arg(long)]
+    pub progress: bool,
     /// Concurrent agents for the throughput and scale scenarios.
     #[arg(long, default_value_t = 64)]
     pub agents: usize,
@@ -117,7 +120,7 @@ pub async fn run(args: &BenchArgs) -> anyhow::Result<Value> {
     if want(Scenario::Throughput) {
         let seeded = scenarios::seed(&admin, args.tasks, "bench-a", 4).await?;
         let clients = scenarios::agents(&server, "a", args.agents).await?;
-        let r = scenarios::cycles(&clients, "bench-a", usize::MAX).await;
+        let r = scenarios::cycles(&clients, "bench-a", usize::MAX, args.progress).await;
         let (total, bad) = not_exactly_once(&admin, "bench-a").await?;
         say(format!(
             "(a) throughput: {} agents, {} tasks (seeded in {:.1} s)",
@@ -125,14 +128,19 @@ pub async fn run(args: &BenchArgs) -> anyhow::Result<Value> {
             args.tasks,
             seeded.as_secs_f64()
         ));
+        let cycle = match args.progress {
+            true => "claim→progress→complete",
+            false => "claim→complete",
+        };
         say(format!(
-            "    {:.0} claim→progress→complete cycles/s over {:.2} s, {} errors",
+            "    {:.0} {cycle} cycles/s over {:.2} s, {} errors",
             r.cycles_per_second, r.seconds, r.errors
         ));
-        say(format!(
-            "    claim    {}\n    progress {}\n    complete {}",
-            r.claim, r.progress, r.complete
-        ));
+        say(format!("    claim    {}", r.claim));
+        if let Some(progress) = &r.progress {
+            say(format!("    progress {progress}"));
+        }
+        say(format!("    complete {}", r.complete));
         say(format!("    exactly once: {total} tasks, {bad} not completed after exactly one claim, {} completed twice", r.duplicates));
         let rss = rss_mib(&mut server);
         if let Some(rss) = rss {
@@ -157,9 +165,9 @@ pub async fn run(args: &BenchArgs) -> anyhow::Result<Value> {
         }
         let clients = scenarios::agents(&server, "b", args.agents).await?;
         scenarios::seed(&admin, small, "bench-b", 4).await?;
-        let at_small = scenarios::cycles(&clients, "bench-b", 5_000).await;
+        let at_small = scenarios::cycles(&clients, "bench-b", 5_000, false).await;
         let seeded = scenarios::seed(&admin, args.large - small, "bench-b", 4).await?;
-        let at_large = scenarios::cycles(&clients, "bench-b", 5_000).await;
+        let at_large = scenarios::cycles(&clients, "bench-b", 5_000, false).await;
         let rss = rss_mib(&mut server);
         say(format!(
             "(b) claim latency, {} agents, 5,000 cycles each size",

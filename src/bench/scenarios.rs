@@ -53,7 +53,7 @@ pub async fn agents(server: &BenchServer, prefix: &str, n: usize) -> anyhow::Res
     Ok(out)
 }
 
-/// What a claim → progress → complete run measured.
+/// What a run of work cycles (claim-next → complete, or with progress between) measured.
 #[derive(Debug, Clone, Serialize)]
 pub struct CycleReport {
     /// Agents.
@@ -66,8 +66,8 @@ pub struct CycleReport {
     pub cycles_per_second: f64,
     /// Claim-next latency.
     pub claim: Summary,
-    /// Progress latency.
-    pub progress: Summary,
+    /// Progress latency, when the cycle reported progress.
+    pub progress: Option<Summary>,
     /// Complete latency.
     pub complete: Summary,
     /// Calls that failed.
@@ -76,9 +76,14 @@ pub struct CycleReport {
     pub duplicates: usize,
 }
 
-/// `agents` agents each loop claim-next → progress → complete until there is no work or
-/// `max_cycles` cycles are done in total.
-pub async fn cycles(clients: &[Client], project: &str, max_cycles: usize) -> CycleReport {
+/// `agents` agents each loop claim-next → complete (→ progress → complete with `with_progress`)
+/// until there is no work or `max_cycles` cycles are done in total.
+pub async fn cycles(
+    clients: &[Client],
+    project: &str,
+    max_cycles: usize,
+    with_progress: bool,
+) -> CycleReport {
     #[derive(Default)]
     struct Shared {
         claim: Vec<Duration>,
@@ -120,18 +125,20 @@ pub async fn cycles(clients: &[Client], project: &str, max_cycles: usize) -> Cyc
                 };
                 let id = c["task"]["id"].as_i64().unwrap_or_default();
                 let fence = c["lease"]["fence"].clone();
-                let t = Instant::now();
-                if client
-                    .post(
-                        &format!("/tasks/{id}/progress"),
-                        &json!({"fence": fence, "percent": 50}),
-                    )
-                    .await
-                    .is_err()
-                {
-                    errors += 1;
+                if with_progress {
+                    let t = Instant::now();
+                    if client
+                        .post(
+                            &format!("/tasks/{id}/progress"),
+                            &json!({"fence": fence, "percent": 50}),
+                        )
+                        .await
+                        .is_err()
+                    {
+                        errors += 1;
+                    }
+                    progress.push(t.elapsed());
                 }
-                progress.push(t.elapsed());
                 let t = Instant::now();
                 match client
                     .post(
@@ -165,7 +172,7 @@ pub async fn cycles(clients: &[Client], project: &str, max_cycles: usize) -> Cyc
         seconds,
         cycles_per_second: s.done.len() as f64 / seconds,
         claim: summarise(&mut s.claim),
-        progress: summarise(&mut s.progress),
+        progress: with_progress.then(|| summarise(&mut s.progress)),
         complete: summarise(&mut s.complete),
         errors: s.errors,
         duplicates: s.done.len() - unique.len(),

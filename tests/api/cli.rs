@@ -168,4 +168,20 @@ async fn bench_runs_its_own_server_and_checks_exactly_once() {
     assert_eq!(throughput["report"]["duplicates"], 0);
     assert_eq!(throughput["report"]["errors"], 0);
     assert!(throughput["report"]["claim"]["count"].as_u64().unwrap() >= 300);
+    assert!(
+        throughput["report"]["progress"].is_null(),
+        "a cycle is claim-next → complete: {throughput}"
+    );
+
+    // The three-request cycle, on request.
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_taskyard"))
+        .args(["bench", "--tasks", "100", "--agents", "4", "--progress", "--json"])
+        .output()
+        .await
+        .unwrap();
+    let report = stdout_json(&out);
+    let r = &report["throughput"]["report"];
+    assert_eq!(r["cycles"], 100);
+    assert_eq!(r["progress"]["count"], 100, "{r}");
+    assert_eq!(r["errors"], 0);
 }

@@ -108,6 +108,13 @@ pub(super) fn block_dependents(tx: &mut Tx<'_>, dead: i64, status: Status, actor
 
 /// Pending dependents of `done` whose dependencies are now all completed become available.
 pub(super) fn release_dependents(tx: &mut Tx<'_>, done: i64, actor: &str) -> StoreResult<()> {
+    // Most tasks have no dependents: one index probe settles that.
+    let any = tx
+        .prepare_cached("SELECT EXISTS (SELECT 1 FROM task_deps WHERE depends_on_id = ?1)")?
+        .query_row([done], |row| row.get::<_, bool>(0))?;
+    if !any {
+        return Ok(());
+    }
     let ready = tx
         .prepare_cached(
             "UPDATE tasks SET status = 'available', status_reason = NULL, updated_at = ?2 \

@@ -46,17 +46,21 @@ pub(super) fn insert_events(
     now: Timestamp,
     new: Vec<NewEvent>,
 ) -> StoreResult<Vec<Event>> {
+    // The id is the new rowid: `RETURNING` would cost a temporary table per insert.
     let mut insert = conn.prepare_cached(
-        "INSERT INTO events (kind, task_id, actor, data, created_at) VALUES (?1, ?2, ?3, ?4, ?5) RETURNING id",
+        "INSERT INTO events (kind, task_id, actor, data, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
     )?;
     let mut out = Vec::with_capacity(new.len());
     for event in new {
         let (kind, data) = event.change.parts();
-        let id: i64 = insert.query_row(
-            params![kind, event.task_id, event.actor, to_json(&data), now.millis()],
-            |row| row.get(0),
-        )?;
-        out.push(event.recorded(id, now));
+        insert.execute(params![
+            kind,
+            event.task_id,
+            event.actor,
+            to_json(&data),
+            now.millis()
+        ])?;
+        out.push(event.recorded(conn.last_insert_rowid(), now));
     }
     Ok(out)
 }

@@ -18,7 +18,7 @@ mod upkeep;
 use std::path::Path;
 use std::str::FromStr;
 use std::sync::atomic::{AtomicI64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 
 use rusqlite::{Connection, OptionalExtension};
 
@@ -127,7 +127,9 @@ impl Sqlite {
 
 /// Task `id` as it stands, if it exists.
 fn find_task(conn: &Connection, id: i64) -> StoreResult<Option<Task>> {
-    conn.prepare_cached(&format!("SELECT {} FROM tasks WHERE id = ?1", rows::TASK_COLUMNS))?
+    static SQL: LazyLock<String> =
+        LazyLock::new(|| format!("SELECT {} FROM tasks WHERE id = ?1", rows::TASK_COLUMNS));
+    conn.prepare_cached(&SQL)?
         .query_row([id], rows::task)
         .optional()?
         .transpose()

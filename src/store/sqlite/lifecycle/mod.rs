@@ -2,28 +2,27 @@
 //! claim, claim-next, progress, complete, fail, release, block, unblock, cancel, and the return
 //! of expired leases. Each runs as one change on the writer (group commit), applies the rules
 //! of `domain::lifecycle`, `domain::claim` and `domain::cancel`, and records its events in the
-//! same savepoint. Claim-next returns expired leases in the same change before it claims.
+//! same savepoint. Taking work (claim, claim-next, reaping) is in `claim.rs`; holding it and
+//! letting it go (progress, complete, fail, release, block, unblock, cancel) is here.
+
+mod claim;
 
 use std::time::Duration;
 
-use rusqlite::{params, params_from_iter, OptionalExtension, ToSql};
+use rusqlite::params;
 
 use crate::domain::cancel::{may_cancel, Unfinished};
 use crate::domain::input::{CompleteSpec, ProgressSpec};
-use crate::domain::lifecycle::{
-    check_block, check_claim, check_hold, check_unblock, expiring, failing, waiting_on,
-};
+use crate::domain::lifecycle::{check_block, check_hold, check_unblock, failing, waiting_on};
 use crate::domain::{BlockedBy, Change, NewEvent, Principal, Refused, Status, Task, TaskResult, Timestamp};
 use crate::store::{ClaimFilter, Claimed, Leases, StoreError, StoreResult};
 
 use super::engine::Tx;
-use super::rows::{to_json, TaskRow, TASK_COLUMNS};
-use super::{deps, fetch_task, Sqlite};
+use super::rows::to_json;
+use super::{deps, fetch_task, find_task, Sqlite};
 
-/// What a claim sets (parameters: 1 holder, 2 lease end, 3 lease length, 4 now).
-const CLAIM_SET: &str = "status = 'in_progress', fence = fence + 1, attempts = attempts + 1, \
-    lease_holder = ?1, lease_expires_at = ?2, lease_ms = ?3, claimed_at = ?4, updated_at = ?4, \
-    last_progress_at = ?4, status_reason = NULL, not_before = 0, stalled_at = NULL";
+pub(super) use claim::claim_in;
+use claim::{claim_next_in, reap};
 
 /// The task and its descendants, as a recursive CTE named `tree(id)` over `?1`.
 const SUBTREE: &str =
@@ -33,126 +32,14 @@ fn millis(d: Duration) -> i64 {
     i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
 }
 
-/// `sql` (an `UPDATE … RETURNING` the task's columns) run with `params`: the task as changed,
-/// or `None` when no row matched.
-fn update_task(tx: &Tx<'_>, sql: &str, params: impl rusqlite::Params) -> StoreResult<Option<Task>> {
-    tx.prepare_cached(sql)?
-        .query_row(params, TaskRow::read)
-        .optional()?
-        .map(Task::try_from)
-        .transpose()
-}
-
-/// The claim a row just changed to in progress stands for.
-fn claimed(task: Task) -> StoreResult<Claimed> {
-    let lease = task
-        .lease
-        .clone()
-        .ok_or_else(|| StoreError::Corrupt(format!("claimed task #{} has no lease", task.id)))?;
-    Ok(Claimed { task, lease })
-}
-
-/// Records a claim's event.
-fn record_claim(tx: &mut Tx<'_>, c: &Claimed) {
-    tx.event(NewEvent::task(
-        c.task.id,
-        &c.lease.holder,
-        Change::TaskClaimed {
-            holder: c.lease.holder.clone(),
-            fence: c.lease.fence,
-            attempt: c.task.attempts,
-            expires_at: c.lease.expires_at,
-        },
-    ));
-}
-
-/// Returns expired leases (all, or only task `only`'s) to `available`, or to `failed` when
-/// their attempts are used up (see `lifecycle::expiring`). Returns how many.
-fn reap(tx: &mut Tx<'_>, only: Option<i64>) -> StoreResult<usize> {
-    let expired = tx
-        .prepare_cached(
-            "SELECT id, lease_holder, fence, attempts, max_attempts FROM tasks \
-             WHERE status = 'in_progress' AND lease_expires_at <= ?1 AND (?2 IS NULL OR id = ?2)",
-        )?
-        .query_map(params![tx.now.millis(), only], |row| {
-            Ok((
-                row.get::<_, i64>(0)?,
-                row.get::<_, String>(1)?,
-                row.get::<_, i64>(2)?,
-                row.get::<_, i64>(3)?,
-                row.get::<_, i64>(4)?,
-            ))
-        })?
-        .collect::<Result<Vec<_>, _>>()?;
-    for (id, holder, fence, attempts, max_attempts) in &expired {
-        let outcome = expiring(holder, *attempts, *max_attempts);
-        tx.prepare_cached(
-            "UPDATE tasks SET status = ?2, status_reason = ?3, lease_holder = NULL, lease_expires_at = NULL, \
-             updated_at = ?4 WHERE id = ?1",
-        )?
-        .execute(params![
-            id,
-            if outcome.last { "failed" } else { "available" },
-            outcome.reason,
-            tx.now.millis()
-        ])?;
-        tx.event(NewEvent {
-            task_id: Some(*id),
-            actor: None,
-            change: Change::TaskLeaseExpired {
-                holder: holder.clone(),
-                fence: *fence,
-                last: outcome.last,
-            },
-        });
-        if outcome.last {
-            tx.event(NewEvent {
-                task_id: Some(*id),
-                actor: None,
-                change: Change::TaskFailed {
-                    holder: Some(holder.clone()),
-                    fence: *fence,
-                    reason: outcome.reason,
-                    last: true,
-                    retry_at: None,
-                },
-            });
-            deps::block_dependents(tx, *id, Status::Failed, "lease-reaper")?;
-        } else {
-            tx.ready(*id);
-        }
+/// `sql`, an `UPDATE` of task `id` alone, run with `params`: the task as changed, or `None` when
+/// no row matched. The row is read back by id rather than with `RETURNING`, for which SQLite
+/// builds and drops a temporary table on every call.
+fn update_task(tx: &Tx<'_>, id: i64, sql: &str, params: impl rusqlite::Params) -> StoreResult<Option<Task>> {
+    match tx.prepare_cached(sql)?.execute(params)? {
+        0 => Ok(None),
+        _ => find_task(tx, id),
     }
-    Ok(expired.len())
-}
-
-/// Claims task `id` for `who` inside the caller's change: an expired lease on it is returned
-/// first, then `lifecycle::check_claim` decides.
-pub(super) fn claim_in(
-    tx: &mut Tx<'_>,
-    id: i64,
-    who: &Principal,
-    lease: Duration,
-    human_kinds: &[String],
-) -> StoreResult<Claimed> {
-    reap(tx, Some(id))?;
-    let task = fetch_task(tx, id)?;
-    check_claim(&task, who, human_kinds, tx.now)?;
-    let now = tx.now;
-    let task = update_task(
-        tx,
-        &format!("UPDATE tasks SET {CLAIM_SET} WHERE id = ?5 RETURNING {TASK_COLUMNS}"),
-        params![
-            who.name,
-            now.plus_millis(millis(lease)).millis(),
-            millis(lease),
-            now.millis(),
-            id
-        ],
-    )?
-    .ok_or_else(|| StoreError::not_found(format!("task #{id}")))?;
-    let claim = claimed(task)?;
-    record_claim(tx, &claim);
-    Ok(claim)
 }
 
 /// Lifts the block on task `id` inside the caller's change; returns the task after.
@@ -174,10 +61,9 @@ pub(super) fn unblock_in(
     let now = tx.now;
     let updated = update_task(
         tx,
-        &format!(
-            "UPDATE tasks SET status = ?2, status_reason = NULL, not_before = 0, updated_at = ?3 \
-             WHERE id = ?1 RETURNING {TASK_COLUMNS}"
-        ),
+        id,
+        "UPDATE tasks SET status = ?2, status_reason = NULL, not_before = 0, updated_at = ?3 \
+             WHERE id = ?1",
         params![id, status.as_str(), now.millis()],
     )?
     .ok_or_else(|| StoreError::not_found(format!("task #{id}")))?;
@@ -190,98 +76,6 @@ pub(super) fn unblock_in(
         tx.ready(id);
     }
     Ok(updated)
-}
-
-/// The claim-next query for a caller: the best ready task it may take (see `domain::claim`),
-/// changed to in progress. Its text depends only on whether the caller is a person, how many
-/// projects and capabilities it names, and the configured kinds for people.
-fn claim_next_sql(
-    person: bool,
-    projects: Option<usize>,
-    capabilities: usize,
-    human_kinds: &[String],
-) -> String {
-    // Parameters: 1-4 as in CLAIM_SET, then the projects, then the capabilities.
-    let list = |from: usize, n: usize| {
-        (from..from + n)
-            .map(|i| format!("?{i}"))
-            .collect::<Vec<_>>()
-            .join(", ")
-    };
-    let mut filter =
-        String::from("t.status = 'available' AND t.not_before <= ?4 AND t.attempts < t.max_attempts");
-    if let Some(n) = projects {
-        filter.push_str(&format!(" AND t.project IN ({})", list(5, n)));
-    }
-    let caps_from = 5 + projects.unwrap_or(0);
-    if capabilities == 0 {
-        filter.push_str(" AND t.capabilities = '[]'");
-    } else {
-        filter.push_str(&format!(
-            " AND (t.capabilities = '[]' OR NOT EXISTS (SELECT 1 FROM json_each(t.capabilities) c \
-              WHERE c.value NOT IN ({})))",
-            list(caps_from, capabilities)
-        ));
-    }
-    if person {
-        filter.push_str(" AND (t.route <> 'spawn' OR t.routed_to IS 'human')");
-    } else {
-        filter.push_str(" AND t.route NOT IN ('spawn', 'human') AND t.routed_to IS NOT 'human'");
-        if !human_kinds.is_empty() {
-            let kinds: Vec<String> = human_kinds
-                .iter()
-                .map(|k| format!("'{}'", k.replace('\'', "''")))
-                .collect();
-            filter.push_str(&format!(
-                " AND NOT (t.route = 'auto' AND t.kind IN ({}))",
-                kinds.join(", ")
-            ));
-        }
-    }
-    format!(
-        "UPDATE tasks SET {CLAIM_SET} WHERE id = (SELECT t.id FROM tasks t WHERE {filter} \
-         ORDER BY t.priority, t.id LIMIT 1) RETURNING {TASK_COLUMNS}"
-    )
-}
-
-/// One claim-next inside the caller's change: expired leases are returned first (they may be
-/// the best work there is), then the best ready task is claimed.
-fn claim_next_in(
-    tx: &mut Tx<'_>,
-    who: &Principal,
-    filter: &ClaimFilter,
-    lease: Duration,
-    human_kinds: &[String],
-) -> StoreResult<Option<Claimed>> {
-    let expired = tx
-        .prepare_cached(
-            "SELECT EXISTS (SELECT 1 FROM tasks WHERE status = 'in_progress' AND lease_expires_at <= ?1)",
-        )?
-        .query_row([tx.now.millis()], |row| row.get::<_, bool>(0))?;
-    if expired {
-        reap(tx, None)?;
-    }
-    let sql = claim_next_sql(
-        who.is_person(),
-        filter.projects.as_ref().map(Vec::len),
-        filter.capabilities.len(),
-        human_kinds,
-    );
-    let now = tx.now;
-    let (until, length, at) = (
-        now.plus_millis(millis(lease)).millis(),
-        millis(lease),
-        now.millis(),
-    );
-    let mut values: Vec<&dyn ToSql> = vec![&who.name, &until, &length, &at];
-    values.extend(filter.projects.iter().flatten().map(|p| p as &dyn ToSql));
-    values.extend(filter.capabilities.iter().map(|c| c as &dyn ToSql));
-    let Some(task) = update_task(tx, &sql, params_from_iter(values))? else {
-        return Ok(None);
-    };
-    let claim = claimed(task)?;
-    record_claim(tx, &claim);
-    Ok(Some(claim))
 }
 
 /// The refusal for a fenced write that matched no row: the task as it stands says why.
@@ -324,15 +118,14 @@ impl Leases for Sqlite {
             let now = tx.now;
             let updated = update_task(
                 tx,
-                &format!(
-                    "UPDATE tasks SET progress_percent = COALESCE(?2, progress_percent), \
+                id,
+                "UPDATE tasks SET progress_percent = COALESCE(?2, progress_percent), \
                      progress_note = COALESCE(?3, progress_note), updated_at = ?4, \
                      last_progress_at = CASE WHEN ?6 THEN ?4 ELSE last_progress_at END, \
                      stalled_at = CASE WHEN ?6 THEN NULL ELSE stalled_at END, \
                      lease_ms = COALESCE(?5, lease_ms), lease_expires_at = ?4 + COALESCE(?5, lease_ms) \
                      WHERE id = ?1 AND status = 'in_progress' AND fence = ?7 AND (?8 OR lease_holder = ?9) \
-                     RETURNING {TASK_COLUMNS}"
-                ),
+                    ",
                 params![
                     id,
                     spec.percent,
@@ -382,13 +175,12 @@ impl Leases for Sqlite {
             let now = tx.now;
             let updated = update_task(
                 tx,
-                &format!(
-                    "UPDATE tasks SET status = 'completed', status_reason = NULL, result = ?2, \
+                id,
+                "UPDATE tasks SET status = 'completed', status_reason = NULL, result = ?2, \
                      progress_percent = 100, lease_holder = NULL, lease_expires_at = NULL, \
                      completed_at = ?3, updated_at = ?3 \
                      WHERE id = ?1 AND status = 'in_progress' AND fence = ?4 AND lease_holder = ?5 \
-                     RETURNING {TASK_COLUMNS}"
-                ),
+                    ",
                 params![id, to_json(&result), now.millis(), spec.fence, holder],
             )?
             .ok_or_else(|| lease_refusal(tx, id, &who, spec.fence))?;
@@ -423,10 +215,9 @@ impl Leases for Sqlite {
             let now = tx.now;
             let updated = update_task(
                 tx,
-                &format!(
-                    "UPDATE tasks SET status = ?2, status_reason = ?3, not_before = ?4, lease_holder = NULL, \
-                     lease_expires_at = NULL, updated_at = ?5 WHERE id = ?1 RETURNING {TASK_COLUMNS}"
-                ),
+                id,
+                "UPDATE tasks SET status = ?2, status_reason = ?3, not_before = ?4, lease_holder = NULL, \
+                     lease_expires_at = NULL, updated_at = ?5 WHERE id = ?1",
                 params![
                     id,
                     if outcome.retry_at.is_some() {
@@ -470,11 +261,10 @@ impl Leases for Sqlite {
             let now = tx.now;
             let updated = update_task(
                 tx,
-                &format!(
-                    "UPDATE tasks SET status = 'available', status_reason = ?2, attempts = MAX(attempts - 1, 0), \
+                id,
+                "UPDATE tasks SET status = 'available', status_reason = ?2, attempts = MAX(attempts - 1, 0), \
                      lease_holder = NULL, lease_expires_at = NULL, not_before = 0, updated_at = ?3 \
-                     WHERE id = ?1 RETURNING {TASK_COLUMNS}"
-                ),
+                     WHERE id = ?1",
                 params![id, note.as_ref().map(|n| format!("released: {n}")), now.millis()],
             )?
             .ok_or_else(|| StoreError::not_found(format!("task #{id}")))?;
@@ -501,12 +291,11 @@ impl Leases for Sqlite {
             let now = tx.now;
             let updated = update_task(
                 tx,
-                &format!(
-                    "UPDATE tasks SET status = 'blocked', status_reason = ?2, \
+                id,
+                "UPDATE tasks SET status = 'blocked', status_reason = ?2, \
                      attempts = CASE WHEN status = 'in_progress' THEN MAX(attempts - 1, 0) ELSE attempts END, \
                      lease_holder = NULL, lease_expires_at = NULL, updated_at = ?3 \
-                     WHERE id = ?1 RETURNING {TASK_COLUMNS}"
-                ),
+                     WHERE id = ?1",
                 params![id, reason, now.millis()],
             )?
             .ok_or_else(|| StoreError::not_found(format!("task #{id}")))?;
@@ -631,26 +420,5 @@ impl Leases for Sqlite {
             )? as u64)
         })
         .await
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_claim_query_names_only_what_the_caller_asks_for() {
-        let kinds = vec!["architecture".to_string(), "o'brien".to_string()];
-        let agent = claim_next_sql(false, None, 0, &kinds);
-        assert!(agent.contains("t.capabilities = '[]'") && !agent.contains("json_each"));
-        assert!(
-            agent.contains("t.kind IN ('architecture', 'o''brien')"),
-            "{agent}"
-        );
-        let narrow = claim_next_sql(false, Some(2), 3, &kinds);
-        assert!(narrow.contains("t.project IN (?5, ?6)"), "{narrow}");
-        assert!(narrow.contains("NOT IN (?7, ?8, ?9)"), "{narrow}");
-        let person = claim_next_sql(true, None, 1, &kinds);
-        assert!(person.contains("t.routed_to IS 'human'") && !person.contains("t.kind IN"));
     }
 }
