@@ -22,7 +22,8 @@ const EVENT_KINDS = [
   "task.created", "task.updated", "task.ready", "task.claimed", "task.progress", "task.completed",
   "task.failed", "task.released", "task.lease_expired", "task.stalled", "task.blocked",
   "task.unblocked", "task.cancelled", "task.routed", "run.started", "run.exited",
-  "agent.created", "agent.online", "agent.offline", "notification.sent", "notification.failed",
+  "agent.created", "agent.online", "agent.offline", "agent.deactivated", "agent.token_rotated",
+  "agent.deleted", "notification.sent", "notification.failed",
   "loop.ran",
 ];
 
@@ -339,14 +340,22 @@ views.agents = {
   title: "Agents",
   mount() {
     view.innerHTML = `<h1>Agents</h1><div id="data"></div>`;
+    document.getElementById("data").addEventListener("click", (e) => {
+      const button = e.target.closest("button[data-deactivate]");
+      if (button) act(button, () => api("POST", `/agents/${button.dataset.deactivate}/deactivate`, {}));
+    });
     this.data = document.getElementById("data");
   },
   async refresh() {
     const data = this.data;
     const agents = await api("GET", "/agents");
-    data.innerHTML = table(["Name", "Kind", "Role", "Status", "Capabilities", "Last seen"], agents.items.map((a) => [
-      esc(a.name), esc(a.kind), esc(a.role), `<span class="${a.status === "online" ? "ok" : "muted"}">${esc(a.status)}</span>`,
+    const status = { online: "ok", deactivated: "bad" };
+    data.innerHTML = table(["Name", "Kind", "Role", "Status", "Capabilities", "Last seen", ""], agents.items.map((a) => [
+      esc(a.name), esc(a.kind), esc(a.role), `<span class="${status[a.status] ?? "muted"}">${esc(a.status)}</span>`,
       a.capabilities.map((c) => pill(c)).join(""), when(a.last_seen),
+      ROLE === "admin" && a.status !== "deactivated"
+        ? `<button type="button" class="danger" data-deactivate="${a.id}" aria-label="Deactivate ${esc(a.name)}"
+             title="its token stops working and its leases are released">Deactivate</button>` : "",
     ]), "No agents registered.");
   },
 };

@@ -1,7 +1,11 @@
-//! `taskyard agent …`: register agents and list them.
+//! `taskyard agent …`: register agents, list them, deactivate them, rotate their tokens, and
+//! remove those that never acted.
 
 use clap::Subcommand;
+use reqwest::Method;
 use serde_json::{json, Value};
+
+use crate::client::{ApiProblem, Client, ClientError};
 
 use super::output::{self, say};
 use super::{CliResult, ClientArgs, EXIT_OK};
@@ -29,6 +33,43 @@ pub enum AgentCommand {
         #[arg(long)]
         all: bool,
     },
+    /// Deactivate an agent (admin): its token stops working and its leases are released.
+    Deactivate {
+        /// The agent's name or id.
+        agent: String,
+    },
+    /// Give an agent a new token (admin) and print it; the old token stops working.
+    Rotate {
+        /// The agent's name or id.
+        agent: String,
+    },
+    /// Remove an agent that never acted (admin).
+    Remove {
+        /// The agent's name or id.
+        agent: String,
+    },
+}
+
+/// The id of the agent named `agent` (or `agent` itself when it is a number).
+async fn agent_id(client: &Client, agent: &str) -> Result<i64, ClientError> {
+    if let Ok(id) = agent.parse::<i64>() {
+        return Ok(id);
+    }
+    let page = client.get("/agents?all=true").await?;
+    page["items"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|a| a["name"] == agent)
+        .and_then(|a| a["id"].as_i64())
+        .ok_or_else(|| {
+            ClientError::Api(ApiProblem {
+                status: 404,
+                code: "not_found".into(),
+                detail: format!("no agent named {agent:?}"),
+                field: None,
+            })
+        })
 }
 
 /// Runs an agent subcommand.
@@ -86,6 +127,59 @@ pub async fn run(global: &ClientArgs, cmd: AgentCommand) -> CliResult {
                         caps.join(", ")
                     );
                 }
+            }
+        }
+        AgentCommand::Deactivate { agent } => {
+            let id = agent_id(&client, &agent).await?;
+            let done = client
+                .post(&format!("/agents/{id}/deactivate"), &json!({}))
+                .await?
+                .unwrap_or_default();
+            if global.json {
+                output::json(&done);
+            } else {
+                let released: Vec<String> = done["released"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .map(|id| format!("#{id}"))
+                    .collect();
+                say!(
+                    "agent {} deactivated; its token no longer works",
+                    done["agent"]["name"].as_str().unwrap_or("")
+                );
+                match released.is_empty() {
+                    true => say!("it held no leases"),
+                    false => say!("released: {}", released.join(", ")),
+                }
+            }
+        }
+        AgentCommand::Rotate { agent } => {
+            let id = agent_id(&client, &agent).await?;
+            let rotated = client
+                .post(&format!("/agents/{id}/rotate-token"), &json!({}))
+                .await?
+                .unwrap_or_default();
+            if global.json {
+                output::json(&rotated);
+            } else {
+                say!(
+                    "agent {} has a new token; the old one no longer works",
+                    rotated["agent"]["name"].as_str().unwrap_or("")
+                );
+                say!("token: {}", rotated["token"].as_str().unwrap_or(""));
+                say!("(shown only now; only its hash is stored)");
+            }
+        }
+        AgentCommand::Remove { agent } => {
+            let id = agent_id(&client, &agent).await?;
+            client
+                .call::<Value>(Method::DELETE, &format!("/agents/{id}"), None::<&Value>)
+                .await?;
+            if global.json {
+                output::json(&json!({"removed": id}));
+            } else {
+                say!("agent {agent} removed");
             }
         }
     }

@@ -62,7 +62,7 @@ pub struct Agent {
     pub capabilities: Vec<String>,
     /// admin, agent or viewer.
     pub role: Role,
-    /// `online` or `offline`.
+    /// `online`, `offline`, or `deactivated` (its token no longer works).
     pub status: String,
     /// Last authenticated call.
     pub last_seen: Option<Timestamp>,

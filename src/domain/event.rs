@@ -240,6 +240,26 @@ pub enum Change {
         /// The silence allowed.
         silent_for_seconds: u64,
     },
+    /// An agent was deactivated: its token stopped working and its leases were released.
+    #[serde(rename = "agent.deactivated")]
+    AgentDeactivated {
+        /// Its name.
+        agent: String,
+        /// The tasks whose leases it held, now released.
+        released: Vec<i64>,
+    },
+    /// An agent was given a new token; the old one stopped working.
+    #[serde(rename = "agent.token_rotated")]
+    AgentTokenRotated {
+        /// Its name.
+        agent: String,
+    },
+    /// An agent that had never acted was removed.
+    #[serde(rename = "agent.deleted")]
+    AgentDeleted {
+        /// Its name.
+        agent: String,
+    },
     /// An email was delivered.
     #[serde(rename = "notification.sent")]
     NotificationSent {

@@ -1,4 +1,5 @@
-//! `/agents`: register agents (admin) and list them.
+//! `/agents`: register agents, list them, and (admin) deactivate them, rotate their tokens, or
+//! remove those that never acted.
 
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -15,12 +16,16 @@ use crate::error::{ApiResult, Problem};
 use crate::service::access::require;
 use crate::token::{hash_token, new_token};
 
-use super::extract::{Json, Query};
+use super::extract::{Json, Path, Query};
 use super::AppState;
 
 /// The routes of this file.
 pub fn router() -> OpenApiRouter<AppState> {
-    OpenApiRouter::new().routes(routes!(create_agent, list_agents))
+    OpenApiRouter::new()
+        .routes(routes!(create_agent, list_agents))
+        .routes(routes!(delete_agent))
+        .routes(routes!(deactivate_agent))
+        .routes(routes!(rotate_agent_token))
 }
 
 /// A new agent and its token (shown only this once).
@@ -82,4 +87,60 @@ pub async fn list_agents(
         items: state.store.list_agents(query.all.unwrap_or(false)).await?,
         next_cursor: None,
     }))
+}
+
+/// A deactivated agent and the leases it lost.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AgentDeactivated {
+    /// The agent, now `deactivated`.
+    pub agent: Agent,
+    /// The tasks whose leases it held, released back to `available`.
+    pub released: Vec<i64>,
+}
+
+/// Deactivate an agent (admin): its token stops working at once, its open streams end, and the
+/// leases it holds are released, each with a `task.released` event.
+#[utoipa::path(post, path = "/agents/{id}/deactivate", tag = "agents", params(("id" = i64, Path, description = "agent id")),
+    responses((status = 200, body = AgentDeactivated), (status = 404, body = Problem), (status = 409, body = Problem, description = "already deactivated")),
+    security(("bearer" = [])))]
+pub async fn deactivate_agent(
+    State(state): State<AppState>,
+    who: Principal,
+    Path(id): Path<i64>,
+) -> ApiResult<axum::Json<AgentDeactivated>> {
+    require(&who, Role::Admin)?;
+    let (agent, released) = state.store.deactivate_agent(id, &who).await?;
+    Ok(axum::Json(AgentDeactivated { agent, released }))
+}
+
+/// Give an agent a new token (admin), shown only this once; the old token stops working at once.
+#[utoipa::path(post, path = "/agents/{id}/rotate-token", tag = "agents", params(("id" = i64, Path, description = "agent id")),
+    responses((status = 200, body = AgentCreated), (status = 404, body = Problem), (status = 409, body = Problem, description = "deactivated")),
+    security(("bearer" = [])))]
+pub async fn rotate_agent_token(
+    State(state): State<AppState>,
+    who: Principal,
+    Path(id): Path<i64>,
+) -> ApiResult<axum::Json<AgentCreated>> {
+    require(&who, Role::Admin)?;
+    let token = new_token();
+    let agent = state
+        .store
+        .replace_agent_token(id, &hex::encode(hash_token(&token)), &who)
+        .await?;
+    Ok(axum::Json(AgentCreated { agent, token }))
+}
+
+/// Remove an agent that never acted (admin); one with a history must be deactivated instead.
+#[utoipa::path(delete, path = "/agents/{id}", tag = "agents", params(("id" = i64, Path, description = "agent id")),
+    responses((status = 204, description = "removed"), (status = 404, body = Problem), (status = 409, body = Problem, description = "it has acted")),
+    security(("bearer" = [])))]
+pub async fn delete_agent(
+    State(state): State<AppState>,
+    who: Principal,
+    Path(id): Path<i64>,
+) -> ApiResult<StatusCode> {
+    require(&who, Role::Admin)?;
+    state.store.delete_agent(id, &who).await?;
+    Ok(StatusCode::NO_CONTENT)
 }

@@ -38,6 +38,18 @@ pub trait Agents: Send + Sync {
         scope: Option<i64>,
     ) -> StoreResult<Principal>;
 
+    /// Deactivates agent `id`: its token stops working at once (open streams end) and the
+    /// leases it holds are released, each with an event. Returns the agent and those tasks.
+    async fn deactivate_agent(&self, id: i64, actor: &Principal) -> StoreResult<(Agent, Vec<i64>)>;
+
+    /// Gives agent `id` the token hashing to `token_hash`; the old token stops working at once.
+    /// A deactivated agent is refused.
+    async fn replace_agent_token(&self, id: i64, token_hash: &str, actor: &Principal) -> StoreResult<Agent>;
+
+    /// Removes agent `id`, which must never have acted (created, held or changed a task, or
+    /// started a run); an agent with a history is refused: deactivate it instead.
+    async fn delete_agent(&self, id: i64, actor: &Principal) -> StoreResult<Agent>;
+
     /// Makes every configured person (name, capabilities) an agent of kind `human` whose token
     /// nobody knows. A name taken by an agent that is not a person is refused.
     async fn sync_humans(&self, people: &[(String, Vec<String>)]) -> StoreResult<()>;

@@ -422,6 +422,26 @@ async fn a_browser_logs_in_sees_a_new_task_live_and_cancels_it() {
         if view == "#/" {
             find(&client, "svg.chart").await;
         }
+        if view == "#/agents" {
+            // An admin deactivates an agent from its row; its token stops working.
+            let doomed = server.agent("doomed", &[]).await;
+            let (_, page) = server.get(&server.admin, "/agents").await;
+            let id = page["items"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|a| a["name"] == "doomed")
+                .unwrap()["id"]
+                .clone();
+            find(&client, &format!("button[data-deactivate='{id}']"))
+                .await
+                .click()
+                .await
+                .unwrap();
+            let status = find(&client, "#data span.bad").await.text().await.unwrap();
+            assert_eq!(status, "deactivated");
+            assert_eq!(server.get(&doomed, "/tasks").await.0, StatusCode::UNAUTHORIZED);
+        }
         if view == "#/runs" {
             let error = find(&client, "#data .run-error").await.text().await.unwrap();
             assert!(error.contains("exited with code 3"), "{error}");

@@ -27,6 +27,7 @@ mod notify;
 mod prompts;
 mod props;
 mod restart;
+mod revoke;
 mod routing;
 mod smtp;
 mod spawn;

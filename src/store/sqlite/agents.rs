@@ -12,6 +12,7 @@ use crate::domain::{Agent, Change, NewEvent, Principal, Role};
 use crate::store::{Agents, StoreError, StoreResult};
 
 use super::engine::Tx;
+use super::lifecycle::release_all_held_by;
 use super::rows::{json, to_json, AgentRow, AGENT_COLUMNS};
 use super::Sqlite;
 
@@ -86,13 +87,17 @@ pub(super) fn upsert_token(
             "INSERT INTO agents (name, kind, capabilities, role, token_hash, status, created_at, scope_task_id) \
              VALUES (?1, ?2, '[]', ?3, ?4, 'online', ?5, ?6) \
              ON CONFLICT (name) DO UPDATE SET token_hash = excluded.token_hash, role = excluded.role, \
-                 scope_task_id = excluded.scope_task_id \
+                 scope_task_id = excluded.scope_task_id WHERE agents.deactivated_at IS NULL \
              RETURNING id",
         )?
         .query_row(
             params![name, kind, role.as_str(), token_hash, tx.now.millis(), scope],
             |row| row.get(0),
-        )?;
+        )
+        .optional()?
+        .ok_or_else(|| {
+            StoreError::conflict(format!("agent {name:?} is deactivated: it gets no new token"))
+        })?;
     tx.tokens_changed();
     Ok(Principal {
         agent_id: Some(id),
@@ -102,6 +107,16 @@ pub(super) fn upsert_token(
         capabilities: Vec::new(),
         scope,
     })
+}
+
+/// Agent `id` as it stands inside the caller's change.
+fn find_agent(tx: &Tx<'_>, id: i64) -> StoreResult<Agent> {
+    let row = tx
+        .prepare_cached(&format!("SELECT {AGENT_COLUMNS} FROM agents WHERE id = ?1"))?
+        .query_row([id], AgentRow::read)
+        .optional()?
+        .ok_or_else(|| StoreError::not_found(format!("agent #{id}")))?;
+    Agent::try_from(row)
 }
 
 #[async_trait::async_trait]
@@ -241,6 +256,95 @@ impl Agents for Sqlite {
             .await
     }
 
+    async fn deactivate_agent(&self, id: i64, actor: &Principal) -> StoreResult<(Agent, Vec<i64>)> {
+        let actor = actor.clone();
+        self.write(move |tx| {
+            let agent = find_agent(tx, id)?;
+            if agent.status == "deactivated" {
+                return Err(StoreError::conflict(format!(
+                    "agent {:?} is already deactivated",
+                    agent.name
+                )));
+            }
+            tx.prepare_cached(
+                "UPDATE agents SET token_hash = 'revoked:' || name, status = 'offline', deactivated_at = ?2 \
+                 WHERE id = ?1",
+            )?
+            .execute(params![id, tx.now.millis()])?;
+            tx.tokens_changed();
+            let released = release_all_held_by(
+                tx,
+                &agent.name,
+                &actor.name,
+                &format!("agent {} was deactivated", agent.name),
+            )?;
+            tx.event(NewEvent::general(
+                &actor.name,
+                Change::AgentDeactivated {
+                    agent: agent.name.clone(),
+                    released: released.clone(),
+                },
+            ));
+            Ok((find_agent(tx, id)?, released))
+        })
+        .await
+    }
+
+    async fn replace_agent_token(&self, id: i64, token_hash: &str, actor: &Principal) -> StoreResult<Agent> {
+        let (hash, actor) = (token_hash.to_string(), actor.clone());
+        self.write(move |tx| {
+            let agent = find_agent(tx, id)?;
+            if agent.status == "deactivated" {
+                return Err(StoreError::conflict(format!(
+                    "agent {:?} is deactivated: its token cannot be renewed",
+                    agent.name
+                )));
+            }
+            tx.prepare_cached("UPDATE agents SET token_hash = ?2 WHERE id = ?1")?
+                .execute(params![id, hash])?;
+            tx.tokens_changed();
+            tx.event(NewEvent::general(
+                &actor.name,
+                Change::AgentTokenRotated {
+                    agent: agent.name.clone(),
+                },
+            ));
+            Ok(agent)
+        })
+        .await
+    }
+
+    async fn delete_agent(&self, id: i64, actor: &Principal) -> StoreResult<Agent> {
+        let actor = actor.clone();
+        self.write(move |tx| {
+            let agent = find_agent(tx, id)?;
+            // Liveness events are about the agent, not by it.
+            let acted = tx
+                .prepare_cached(
+                    "SELECT EXISTS (SELECT 1 FROM tasks WHERE created_by = ?1 OR lease_holder = ?1) \
+                     OR EXISTS (SELECT 1 FROM events WHERE actor = ?1 AND kind NOT IN ('agent.online', 'agent.offline')) \
+                     OR EXISTS (SELECT 1 FROM runs WHERE holder = ?1)",
+                )?
+                .query_row([&agent.name], |row| row.get::<_, bool>(0))?;
+            if acted {
+                return Err(StoreError::conflict(format!(
+                    "agent {:?} has acted on tasks: its name stays in their history; deactivate it instead",
+                    agent.name
+                )));
+            }
+            tx.prepare_cached("DELETE FROM agents WHERE id = ?1")?.execute([id])?;
+            tx.tokens_changed();
+            tx.event(NewEvent::general(
+                &actor.name,
+                Change::AgentDeleted {
+                    agent: agent.name.clone(),
+                },
+            ));
+            Ok(agent)
+        })
+        .await
+    }
+
     async fn sync_humans(&self, people: &[(String, Vec<String>)]) -> StoreResult<()> {
         let people = people.to_vec();
         self.write(move |tx| {
@@ -307,7 +411,8 @@ impl Agents for Sqlite {
             let names = tx
                 .prepare_cached(
                     "UPDATE agents SET status = 'offline' \
-                     WHERE status = 'online' AND COALESCE(last_seen, created_at) < ?1 RETURNING name",
+                     WHERE status = 'online' AND deactivated_at IS NULL AND COALESCE(last_seen, created_at) < ?1 \
+                     RETURNING name",
                 )?
                 .query_map([tx.now.millis() - quiet], |row| row.get::<_, String>(0))?
                 .collect::<Result<Vec<_>, _>>()?;

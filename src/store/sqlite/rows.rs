@@ -150,7 +150,8 @@ impl TryFrom<TaskRow> for Task {
 
 /// The column list every agent query selects.
 pub const AGENT_COLUMNS: &str =
-    "id, name, kind, capabilities, role, status, last_seen, created_at, scope_task_id";
+    "id, name, kind, capabilities, role, \
+     CASE WHEN deactivated_at IS NULL THEN status ELSE 'deactivated' END, last_seen, created_at, scope_task_id";
 
 /// One row of `agents` (without the token hash).
 #[derive(Debug)]

@@ -101,6 +101,25 @@ pub(super) fn reap(tx: &mut Tx<'_>, only: Option<i64>) -> StoreResult<usize> {
     Ok(expired.len())
 }
 
+/// Refuses a claim by an agent deactivated (or removed) after its request was authenticated:
+/// its token stopped working, and so must a long poll it had already begun.
+fn check_active(tx: &Tx<'_>, who: &Principal) -> StoreResult<()> {
+    let Some(id) = who.agent_id else {
+        return Ok(());
+    };
+    let active = tx
+        .prepare_cached("SELECT deactivated_at IS NULL FROM agents WHERE id = ?1")?
+        .query_row([id], |row| row.get::<_, bool>(0))
+        .optional()?;
+    match active {
+        Some(true) => Ok(()),
+        _ => Err(StoreError::forbidden(format!(
+            "agent {} was deactivated: it can take no work",
+            who.name
+        ))),
+    }
+}
+
 /// Claims task `id` for `who` inside the caller's change: an expired lease on it is returned
 /// first, then `lifecycle::check_claim` decides.
 pub(in crate::store::sqlite) fn claim_in(
@@ -110,6 +129,7 @@ pub(in crate::store::sqlite) fn claim_in(
     lease: Duration,
     human_kinds: &[String],
 ) -> StoreResult<Claimed> {
+    check_active(tx, who)?;
     reap(tx, Some(id))?;
     let task = fetch_task(tx, id)?;
     check_claim(&task, who, human_kinds, tx.now)?;
@@ -215,6 +235,7 @@ pub(super) fn claim_next_in(
     let Some(id) = best else {
         return Ok(None);
     };
+    check_active(tx, who)?;
     let until = tx.now.plus_millis(millis(lease)).millis();
     let task = update_task(tx, id, CLAIM, params![who.name, until, millis(lease), now, id])?
         .ok_or_else(|| StoreError::Corrupt(format!("task #{id} vanished while it was claimed")))?;

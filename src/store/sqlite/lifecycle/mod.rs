@@ -78,6 +78,54 @@ pub(super) fn unblock_in(
     Ok(updated)
 }
 
+/// Hands back `task`, whose lease was checked, to `available` inside the caller's change, the
+/// attempt given back too; `actor` did it.
+fn release_in(tx: &mut Tx<'_>, task: Task, actor: &str, note: Option<String>) -> StoreResult<Task> {
+    let (id, now) = (task.id, tx.now);
+    let updated = update_task(
+        tx,
+        id,
+        "UPDATE tasks SET status = 'available', status_reason = ?2, attempts = MAX(attempts - 1, 0), \
+             lease_holder = NULL, lease_expires_at = NULL, not_before = 0, updated_at = ?3 \
+             WHERE id = ?1",
+        params![id, note.as_ref().map(|n| format!("released: {n}")), now.millis()],
+    )?
+    .ok_or_else(|| StoreError::not_found(format!("task #{id}")))?;
+    let lease = task.lease.as_ref();
+    tx.event(NewEvent::task(
+        id,
+        actor,
+        Change::TaskReleased {
+            holder: lease.map(|l| l.holder.clone()).unwrap_or_default(),
+            fence: lease.map_or(0, |l| l.fence),
+            note,
+        },
+    ));
+    tx.ready(id);
+    Ok(updated)
+}
+
+/// Releases every lease `holder` holds inside the caller's change (its agent was deactivated),
+/// each with a `task.released` event by `actor`; returns the tasks.
+pub(in crate::store::sqlite) fn release_all_held_by(
+    tx: &mut Tx<'_>,
+    holder: &str,
+    actor: &str,
+    note: &str,
+) -> StoreResult<Vec<i64>> {
+    let ids = tx
+        .prepare_cached(
+            "SELECT id FROM tasks WHERE status = 'in_progress' AND lease_holder = ?1 ORDER BY id",
+        )?
+        .query_map([holder], |row| row.get::<_, i64>(0))?
+        .collect::<Result<Vec<_>, _>>()?;
+    for &id in &ids {
+        let task = fetch_task(tx, id)?;
+        release_in(tx, task, actor, Some(note.to_string()))?;
+    }
+    Ok(ids)
+}
+
 /// The refusal for a fenced write that matched no row: the task as it stands says why.
 fn lease_refusal(tx: &Tx<'_>, id: i64, who: &Principal, fence: i64) -> StoreError {
     match fetch_task(tx, id) {
@@ -258,27 +306,7 @@ impl Leases for Sqlite {
         self.write(move |tx| {
             let task = fetch_task(tx, id)?;
             check_hold(&task, &who, fence)?;
-            let now = tx.now;
-            let updated = update_task(
-                tx,
-                id,
-                "UPDATE tasks SET status = 'available', status_reason = ?2, attempts = MAX(attempts - 1, 0), \
-                     lease_holder = NULL, lease_expires_at = NULL, not_before = 0, updated_at = ?3 \
-                     WHERE id = ?1",
-                params![id, note.as_ref().map(|n| format!("released: {n}")), now.millis()],
-            )?
-            .ok_or_else(|| StoreError::not_found(format!("task #{id}")))?;
-            tx.event(NewEvent::task(
-                id,
-                &who.name,
-                Change::TaskReleased {
-                    holder: task.lease.map(|l| l.holder).unwrap_or_default(),
-                    fence,
-                    note,
-                },
-            ));
-            tx.ready(id);
-            Ok(updated)
+            release_in(tx, task, &who.name, note)
         })
         .await
     }
