@@ -29,6 +29,7 @@ pub async fn open_store(config: &Config) -> anyhow::Result<Store> {
         human_kinds: config.routing.human_kinds.clone(),
         max_depth: config.spawner.max_depth,
         max_fanout: config.spawner.max_fanout,
+        telemetry: Arc::default(),
     };
     let data_dir = &config.server.data_dir;
     crate::store::sqlite::open(&data_dir.join(DATABASE_FILE), options)

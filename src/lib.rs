@@ -7,7 +7,7 @@
 //! - [`store`]: the registry behind traits named for what callers use (`store::leases`, …), the
 //!   event bus, and its backends: `store::sqlite` holds every SQL statement; the whole lease
 //!   lifecycle (claim, claim-next, progress, complete, fail, release, block, unblock, cancel,
-//!   reaping) is `store::sqlite::lifecycle`.
+//!   reaping) is `store::sqlite::lifecycle` (`claim.rs` takes work, `mod.rs` holds and ends it).
 //! - [`service`]: the work behind every endpoint (access checks, tasks, claims, stream limits),
 //!   whatever protocol asked for it.
 //! - [`http`]: the REST API (one file per resource, each adapting the service), authentication,
@@ -16,6 +16,7 @@
 //! - [`error`]: the problem+json error every HTTP caller sees.
 //! - [`config`]: defaults < file < env < flags.
 //! - [`token`]: bearer tokens and the hashes they are stored by.
+//! - [`telemetry`]: the Prometheus metrics (served at `/metrics` by `http::metrics`).
 //! - [`files`]: private files and folders (0600 / 0700) for secrets, backups, logs and prompts.
 //! - [`app`]: boot (data folder, admin token, the backend, listener), composing the routers, and
 //!   graceful shutdown.
@@ -47,6 +48,7 @@ pub mod service;
 pub mod spawn;
 pub mod stdout;
 pub mod store;
+pub mod telemetry;
 pub mod token;
 
 pub use app::App;

@@ -43,6 +43,19 @@ impl Secret {
     }
 }
 
+/// Shown redacted when the effective config is printed.
+impl Serialize for Secret {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str("<redacted>")
+    }
+}
+
+impl<'de> Deserialize<'de> for Secret {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        String::deserialize(deserializer).map(Secret)
+    }
+}
+
 impl fmt::Debug for Secret {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("<redacted>")
@@ -455,6 +468,16 @@ mod tests {
         config.server.admin_token = Some(Secret::new("super-secret-token-value"));
         assert!(!format!("{config:?}").contains("super-secret"));
         assert!(!config.to_redacted_toml().contains("super-secret"));
+
+        // The metrics token comes from the file, and goes back out redacted.
+        let config: Config = toml::from_str("[server]\nmetrics_token = \"scrape-secret-value\"\n").unwrap();
+        assert_eq!(
+            config.server.metrics_token.as_ref().map(Secret::expose),
+            Some("scrape-secret-value")
+        );
+        let shown = config.to_redacted_toml();
+        assert!(!shown.contains("scrape-secret"), "{shown}");
+        assert!(shown.contains("metrics_token = \"<redacted>\""), "{shown}");
     }
 
     #[test]

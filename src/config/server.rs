@@ -73,6 +73,8 @@ pub struct ServerConfig {
     pub auth_failures_per_second: f64,
     /// Failed authentications one client address may make in a burst before it is refused.
     pub auth_failures_burst: u32,
+    /// A token that may read `/metrics` and nothing else (any viewer token may too).
+    pub metrics_token: Option<Secret>,
     /// The admin token; only from `TASKYARD_ADMIN_TOKEN`, never from the file.
     #[serde(skip)]
     pub admin_token: Option<Secret>,
@@ -106,6 +108,7 @@ impl Default for ServerConfig {
             login_burst: 20,
             auth_failures_per_second: 2.0,
             auth_failures_burst: 20,
+            metrics_token: None,
             admin_token: None,
         }
     }

@@ -13,6 +13,7 @@ pub mod health;
 pub mod limit;
 pub mod links;
 pub mod loops;
+pub mod metrics;
 pub mod notifications;
 pub mod openapi;
 pub mod runs;
@@ -52,6 +53,8 @@ pub struct Parts {
     pub limiter: limit::RateLimiter,
     /// Logins and failed authentication, per client address.
     pub throttle: throttle::Throttle,
+    /// When `/metrics` last read the registry's figures.
+    pub metrics_read_at: tokio::sync::Mutex<Option<std::time::Instant>>,
 }
 
 impl Deref for AppState {
@@ -82,6 +85,7 @@ impl AppState {
             sessions,
             limiter,
             throttle,
+            metrics_read_at: tokio::sync::Mutex::new(None),
         }))
     }
 
@@ -131,12 +135,17 @@ pub fn router(state: AppState, mounts: Router<AppState>) -> Router {
     Router::new()
         .merge(api)
         .merge(health::router())
+        .merge(metrics::router())
         .merge(links::router())
         .merge(dashboard::router())
         .merge(openapi::router(doc))
         .merge(mounts)
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            metrics::count_requests,
+        ))
         .layer(DefaultBodyLimit::max(state.config.server.max_body_bytes))
         .layer(TimeoutLayer::with_status_code(
             axum::http::StatusCode::REQUEST_TIMEOUT,

@@ -12,6 +12,7 @@ use crate::domain::input::{
 use crate::domain::{Principal, Role, Task, Timestamp};
 use crate::error::{ApiError, ApiResult};
 use crate::store::{ClaimFilter, Claimed, Wants};
+use crate::telemetry::Telemetry;
 
 use super::access::{acting_on, require};
 use super::Service;
@@ -31,6 +32,15 @@ pub async fn claim(service: &Service, who: &Principal, id: &str, body: ClaimTask
 /// `None` when nothing fits by then (or the server is shutting down).
 pub async fn claim_next(service: &Service, who: &Principal, body: ClaimNext) -> ApiResult<Option<Claimed>> {
     claim_next_unless(service, who, body, &CancellationToken::new()).await
+}
+
+/// Observes how long a claim-next call took, waiting included, when it ends in any way.
+struct WaitTimer(std::sync::Arc<Telemetry>, Instant);
+
+impl Drop for WaitTimer {
+    fn drop(&mut self) {
+        self.0.claim_next_wait.observe(self.1.elapsed().as_secs_f64());
+    }
 }
 
 /// [`claim_next`] for a caller that may stop waiting: once `give_up` is cancelled, no
@@ -62,7 +72,11 @@ pub async fn claim_next_unless(
         capabilities: spec.capabilities.unwrap_or_else(|| who.capabilities.clone()),
         projects: spec.projects,
     };
-    let deadline = Instant::now() + Duration::from_secs(spec.wait_seconds);
+    let called = Instant::now();
+    let deadline = called + Duration::from_secs(spec.wait_seconds);
+    let telemetry = service.store.options().telemetry.clone();
+    // The whole call, waiting included, however it ends.
+    let _timed = WaitTimer(telemetry.clone(), called);
     // In line before the first attempt, so that work created in between is not missed; new work
     // wakes only waiters that could take it, one per task, first come first served.
     let mut waiting = service.store.bus().waiter(Wants {
@@ -81,7 +95,11 @@ pub async fn claim_next_unless(
             waiting.arm();
         }
         let attempt = Timestamp::now();
+        let started = Instant::now();
         let claimed = service.store.claim_next(who, &filter, lease).await?;
+        telemetry
+            .claim_next_latency
+            .observe(started.elapsed().as_secs_f64());
         let again = waiting.after_attempt(claimed.as_ref().map(|c| c.task.id));
         if claimed.is_some() {
             return Ok(claimed);

@@ -71,6 +71,8 @@ pub struct StoreOptions {
     pub max_depth: i64,
     /// Most subtasks one task may have.
     pub max_fanout: i64,
+    /// Where the store counts its work (write batches, commits, expiries, loop runs, emails).
+    pub telemetry: Arc<crate::telemetry::Telemetry>,
 }
 
 impl Default for StoreOptions {
@@ -82,6 +84,7 @@ impl Default for StoreOptions {
             human_kinds: vec!["architecture".into(), "strategic".into()],
             max_depth: 3,
             max_fanout: 50,
+            telemetry: Arc::default(),
         }
     }
 }

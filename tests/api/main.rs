@@ -23,6 +23,7 @@ mod leases;
 mod logins;
 mod loops;
 mod mcp;
+mod metrics;
 mod notify;
 mod prompts;
 mod props;

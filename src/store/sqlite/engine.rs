@@ -7,7 +7,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use rusqlite::{Connection, OpenFlags};
 use tokio::sync::{mpsc, oneshot, Semaphore};
@@ -15,6 +15,7 @@ use tokio::sync::{mpsc, oneshot, Semaphore};
 use crate::domain::event::NewEvent;
 use crate::domain::{Event, Timestamp};
 use crate::store::{Durability, EventBus, StoreError, StoreResult, Work};
+use crate::telemetry::Telemetry;
 
 use super::agents::PrincipalCache;
 use super::claimable_work;
@@ -34,6 +35,16 @@ pub(super) struct Tx<'c> {
     capacity: bool,
     agents_changed: bool,
     tokens_changed: bool,
+    counts: Vec<(Count, String)>,
+}
+
+/// Work counted in the metrics once its change commits, by project.
+#[derive(Debug, Clone, Copy)]
+pub(super) enum Count {
+    Claim,
+    Completion,
+    Failure,
+    LeaseExpiry,
 }
 
 impl std::ops::Deref for Tx<'_> {
@@ -75,6 +86,11 @@ impl Tx<'_> {
         self.agents_changed = true;
         self.tokens_changed = true;
     }
+
+    /// Counts `what` for `project` in the metrics, once the change commits.
+    pub fn count(&mut self, what: Count, project: &str) {
+        self.counts.push((what, project.to_string()));
+    }
 }
 
 /// What one operation produced: its events (published after the commit) and how to answer it.
@@ -85,6 +101,7 @@ struct Staged {
     loops: bool,
     agents_changed: bool,
     tokens_changed: bool,
+    counts: Vec<(Count, String)>,
     /// Its changes could not be undone: the transaction must not commit.
     poisoned: bool,
     answer: Box<dyn FnOnce(Result<(), StoreError>) + Send>,
@@ -107,6 +124,8 @@ pub(super) struct Shared {
     pub principals: PrincipalCache,
     /// False once the writer thread has ended.
     pub writing: AtomicBool,
+    /// Where committed work is counted.
+    pub telemetry: Arc<Telemetry>,
 }
 
 /// A handle on the writer thread. Cheap to clone.
@@ -227,6 +246,7 @@ where
             loops: false,
             agents_changed: false,
             tokens_changed: false,
+            counts: Vec::new(),
             poisoned: false,
             answer: Box::new(|_| {}),
         };
@@ -240,6 +260,7 @@ where
         capacity: false,
         agents_changed: false,
         tokens_changed: false,
+        counts: Vec::new(),
     };
     let attempt = (|| {
         run_sql(conn, "SAVEPOINT op")?;
@@ -275,6 +296,7 @@ where
             loops: tx.capacity || !tx.ready.is_empty(),
             agents_changed: tx.agents_changed,
             tokens_changed: tx.tokens_changed,
+            counts: tx.counts,
             poisoned,
             answer: Box::new(move |committed| {
                 let _ = reply.send(committed.map(|()| value));
@@ -297,6 +319,7 @@ fn refuse<R: Send + 'static>(err: StoreError, reply: oneshot::Sender<StoreResult
         loops: false,
         agents_changed: false,
         tokens_changed: false,
+        counts: Vec::new(),
         poisoned: false,
         answer: Box::new(move |committed| {
             let _ = reply.send(Err(committed.err().unwrap_or(err)));
@@ -367,12 +390,25 @@ fn run(conn: &Connection, mut inbox: mpsc::UnboundedReceiver<Message>, shared: &
             }
             Err(err) => staged.extend(batch.into_iter().map(|job| job(Err(err), now))),
         }
+        let commit = Instant::now();
         let committed = match lost {
             Some(err) => Err(err),
             None => begun.and_then(|()| run_sql(conn, "COMMIT").map_err(StoreError::from)),
         };
         match committed {
             Ok(()) => {
+                let metrics = &shared.telemetry;
+                metrics.writer_commit.observe(commit.elapsed().as_secs_f64());
+                metrics.writer_batch.observe(staged.len() as f64);
+                for (what, project) in staged.iter().flat_map(|s| &s.counts) {
+                    let family = match what {
+                        Count::Claim => &metrics.claims,
+                        Count::Completion => &metrics.completions,
+                        Count::Failure => &metrics.failures,
+                        Count::LeaseExpiry => &metrics.lease_expiries,
+                    };
+                    Telemetry::count(family, project);
+                }
                 let changed = staged.iter().any(|s| s.agents_changed);
                 if changed {
                     shared.principals.forget();

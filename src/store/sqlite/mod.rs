@@ -73,6 +73,7 @@ pub async fn open(path: &Path, options: StoreOptions) -> anyhow::Result<Store> {
         bus: EventBus::default(),
         principals: Default::default(),
         writing: Default::default(),
+        telemetry: options.telemetry.clone(),
     });
     let writer = Writer::start(
         path,

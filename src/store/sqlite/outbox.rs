@@ -214,6 +214,7 @@ impl Outbox for Sqlite {
             Ok(queued)
         })
         .await
+        .inspect(|n| self.options.telemetry.notifications("queued", *n as u64))
     }
 
     async fn due_notifications(&self, now: Timestamp, limit: i64) -> StoreResult<Vec<Outgoing>> {
@@ -258,6 +259,7 @@ impl Outbox for Sqlite {
             Ok(())
         })
         .await
+        .inspect(|()| self.options.telemetry.notifications("sent", 1))
     }
 
     async fn notification_attempt_failed(
@@ -289,6 +291,7 @@ impl Outbox for Sqlite {
             Ok(())
         })
         .await
+        .inspect(|_| self.options.telemetry.notifications("failed", 1))
     }
 
     async fn list_notifications(&self, filter: &NotificationFilter) -> StoreResult<NotificationPage> {

@@ -93,6 +93,7 @@ impl Runs for Sqlite {
         pid_started_at: Option<i64>,
     ) -> StoreResult<()> {
         let run = run.clone();
+        let agent_type = run.agent_type.clone();
         self.write(move |tx| {
             tx.execute(
                 "UPDATE runs SET status = 'running', fence = ?2, pid = ?3, pid_started_at = ?4 WHERE id = ?1",
@@ -111,6 +112,7 @@ impl Runs for Sqlite {
             Ok(())
         })
         .await
+        .inspect(|()| self.options.telemetry.run_started(&agent_type))
     }
 
     async fn run_sampled(&self, run_id: i64, cpu_percent: f64, memory_bytes: i64) -> StoreResult<()> {
@@ -130,6 +132,7 @@ impl Runs for Sqlite {
         error: Option<String>,
     ) -> StoreResult<Run> {
         let run = run.clone();
+        let agent_type = run.agent_type.clone();
         self.write(move |tx| {
             tx.execute(
                 "UPDATE runs SET status = ?2, exit_code = ?3, error = ?4, ended_at = ?5 WHERE id = ?1",
@@ -155,6 +158,7 @@ impl Runs for Sqlite {
             find_run(tx, run.id)
         })
         .await
+        .inspect(|_| self.options.telemetry.run_ended(&agent_type, status.as_str()))
     }
 
     async fn run(&self, id: i64) -> StoreResult<Run> {

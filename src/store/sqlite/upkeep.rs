@@ -52,6 +52,7 @@ fn millis(d: Duration) -> i64 {
 #[async_trait::async_trait]
 impl Upkeep for Sqlite {
     async fn record_loop_run(&self, run: NewLoopRun) -> StoreResult<LoopRun> {
+        let (name, ok) = (run.loop_name.clone(), run.ok);
         self.write(move |tx| {
             let recorded = tx
                 .prepare_cached(&format!(
@@ -88,6 +89,7 @@ impl Upkeep for Sqlite {
             Ok(recorded)
         })
         .await
+        .inspect(|_| self.options.telemetry.loop_ran(&name, ok))
     }
 
     async fn loop_runs(&self, loop_name: &str, limit: i64) -> StoreResult<Vec<LoopRun>> {

@@ -9,7 +9,7 @@ use crate::domain::lifecycle::{check_claim, expiring};
 use crate::domain::{Change, NewEvent, Principal, Status, Task};
 use crate::store::{ClaimFilter, Claimed, StoreError, StoreResult};
 
-use super::super::engine::Tx;
+use super::super::engine::{Count, Tx};
 use super::super::{deps, fetch_task};
 use super::{millis, update_task};
 
@@ -28,8 +28,9 @@ fn claimed(task: Task) -> StoreResult<Claimed> {
     Ok(Claimed { task, lease })
 }
 
-/// Records a claim's event.
+/// Records a claim's event, and counts it.
 fn record_claim(tx: &mut Tx<'_>, c: &Claimed) {
+    tx.count(Count::Claim, &c.task.project);
     tx.event(NewEvent::task(
         c.task.id,
         &c.lease.holder,
@@ -47,7 +48,7 @@ fn record_claim(tx: &mut Tx<'_>, c: &Claimed) {
 pub(super) fn reap(tx: &mut Tx<'_>, only: Option<i64>) -> StoreResult<usize> {
     let expired = tx
         .prepare_cached(
-            "SELECT id, lease_holder, fence, attempts, max_attempts FROM tasks \
+            "SELECT id, lease_holder, fence, attempts, max_attempts, project FROM tasks \
              WHERE status = 'in_progress' AND lease_expires_at <= ?1 AND (?2 IS NULL OR id = ?2)",
         )?
         .query_map(params![tx.now.millis(), only], |row| {
@@ -57,10 +58,12 @@ pub(super) fn reap(tx: &mut Tx<'_>, only: Option<i64>) -> StoreResult<usize> {
                 row.get::<_, i64>(2)?,
                 row.get::<_, i64>(3)?,
                 row.get::<_, i64>(4)?,
+                row.get::<_, String>(5)?,
             ))
         })?
         .collect::<Result<Vec<_>, _>>()?;
-    for (id, holder, fence, attempts, max_attempts) in &expired {
+    for (id, holder, fence, attempts, max_attempts, project) in &expired {
+        tx.count(Count::LeaseExpiry, project);
         let outcome = expiring(holder, *attempts, *max_attempts);
         tx.prepare_cached(
             "UPDATE tasks SET status = ?2, status_reason = ?3, lease_holder = NULL, lease_expires_at = NULL, \

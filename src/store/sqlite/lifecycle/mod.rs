@@ -17,7 +17,7 @@ use crate::domain::lifecycle::{check_block, check_hold, check_unblock, failing, 
 use crate::domain::{BlockedBy, Change, NewEvent, Principal, Refused, Status, Task, TaskResult, Timestamp};
 use crate::store::{ClaimFilter, Claimed, Leases, StoreError, StoreResult};
 
-use super::engine::Tx;
+use super::engine::{Count, Tx};
 use super::rows::to_json;
 use super::{deps, fetch_task, find_task, Sqlite};
 
@@ -242,6 +242,7 @@ impl Leases for Sqlite {
                 },
             ));
             deps::release_dependents(tx, id, &who.name)?;
+            tx.count(Count::Completion, &updated.project);
             Ok(updated)
         })
         .await
@@ -296,6 +297,7 @@ impl Leases for Sqlite {
                 Some(at) if at <= now => tx.ready(id),
                 Some(_) => {}
             }
+            tx.count(Count::Failure, &updated.project);
             Ok(updated)
         })
         .await
