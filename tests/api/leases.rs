@@ -8,7 +8,7 @@ use serde_json::{json, Value};
 use crate::support::Server;
 
 /// Sleeps until the lease in `claim` has certainly expired (server and test share a clock).
-async fn outlive(claim: &Value) {
+pub(crate) async fn outlive(claim: &Value) {
     let expires =
         chrono::DateTime::parse_from_rfc3339(claim["lease"]["expires_at"].as_str().unwrap()).unwrap();
     let left = expires.timestamp_millis() - chrono::Utc::now().timestamp_millis();

@@ -179,13 +179,24 @@ async fn metrics_parse_and_move_as_work_happens() {
         "the metrics token reads nothing else"
     );
 
-    // Counters move at once; a scrape that finds nothing new counts only itself.
+    // Counters move at once: a claim whose lease runs out, taken over by the next claim.
     let (status, claim) = server
-        .post(&agent, "/claims/next", json!({"projects": ["shop"]}))
+        .post(
+            &agent,
+            "/claims/next",
+            json!({"projects": ["shop"], "lease_seconds": 1}),
+        )
         .await;
     assert_eq!(status, StatusCode::OK, "{claim}");
+    crate::leases::outlive(&claim).await;
+    let (status, again) = server
+        .post(&agent, "/claims/next", json!({"projects": ["shop"]}))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{again}");
+    assert_eq!(again["task"]["id"], claim["task"]["id"]);
     let samples = parse(&scrape(&server, Some(&viewer)).await.2).await;
-    assert_eq!(value(&samples, "taskyard_claims_total", shop), 4.0);
+    assert_eq!(value(&samples, "taskyard_claims_total", shop.clone()), 5.0);
+    assert_eq!(value(&samples, "taskyard_lease_expiries_total", shop), 1.0);
     let scrapes = json!({"route": "/metrics", "method": "GET", "status": "200"});
     assert_eq!(value(&samples, "taskyard_http_requests_total", scrapes), 2.0);
 }
