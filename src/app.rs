@@ -161,6 +161,8 @@ impl App {
         let loops = state.loops.clone();
         loops.context().spawner.reconcile().await?;
         loops.start().await?;
+        let deliverer = crate::webhooks::Deliverer::new(store.clone(), &state.config)?;
+        let webhooks = tokio::spawn(deliverer.run(state.shutdown.clone()));
         let server = &state.config.server;
         let limits = crate::serve::limits(
             server.max_connections,
@@ -176,6 +178,7 @@ impl App {
         })
         .await;
         loops.stop().await;
+        let _ = webhooks.await;
         store.close().await;
         tracing::info!("stopped");
         Ok(())

@@ -54,7 +54,7 @@ pub enum ClientError {
 }
 
 /// An error with its causes, one after another (reqwest's own message alone says little).
-fn error_chain(error: &dyn std::error::Error) -> String {
+pub fn error_chain(error: &dyn std::error::Error) -> String {
     let mut text = error.to_string();
     let mut source = error.source();
     while let Some(cause) = source {

@@ -26,6 +26,7 @@
 //! - [`host`]: the host's CPU, memory and disk, and whether it is overloaded.
 //! - [`spawn`]: routing available work and supervising spawned agent processes.
 //! - [`notify`]: emails to people (outbox, SMTP or files, signed take/decline links, digest).
+//! - [`webhooks`]: outgoing webhooks: the deliverer of the webhook outbox, and its signatures.
 //! - [`bench`]: `taskyard bench`, the load generator and its scenarios.
 //! - [`cli`]: the command line (`serve` and the client subcommands).
 //! - [`stdout`]: command output that ends quietly when its reader has gone.
@@ -50,6 +51,7 @@ pub mod stdout;
 pub mod store;
 pub mod telemetry;
 pub mod token;
+pub mod webhooks;
 
 pub use app::App;
 pub use config::Config;

@@ -16,9 +16,11 @@ use crate::domain::Priority;
 mod notify;
 mod server;
 mod warnings;
+pub mod webhooks;
 
 pub use notify::{HumanConfig, NotifyConfig, SmtpConfig, SmtpTls, Transport};
 pub use server::ServerConfig;
+pub use webhooks::{WebhookConfig, WebhookFormat};
 
 /// The name of the config file looked for in the working directory.
 pub const DEFAULT_CONFIG_FILE: &str = "taskyard.toml";
@@ -89,6 +91,8 @@ pub struct Config {
     pub notify: NotifyConfig,
     /// `[[humans]]`: the people who take work by email.
     pub humans: Vec<HumanConfig>,
+    /// `[[webhooks]]`: where events are POSTed.
+    pub webhooks: Vec<WebhookConfig>,
 }
 
 /// `[routing]` settings.
@@ -296,6 +300,7 @@ impl Config {
             message,
         };
         self.server.validate()?;
+        webhooks::validate(&self.webhooks)?;
         if self.spawner.max_concurrent == 0 {
             return Err(invalid("spawner.max_concurrent", "must be at least 1".into()));
         }

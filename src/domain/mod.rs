@@ -13,6 +13,7 @@ mod refused;
 pub mod run;
 pub mod task;
 pub mod time;
+pub mod webhook;
 
 pub use agent::{Agent, Principal, Role};
 pub use claim::{Refusal, Routed};

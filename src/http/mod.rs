@@ -21,6 +21,7 @@ pub mod session;
 pub mod stats;
 pub mod tasks;
 pub mod throttle;
+pub mod webhooks;
 
 use std::ops::Deref;
 use std::sync::Arc;
@@ -124,6 +125,7 @@ pub fn router(state: AppState, mounts: Router<AppState>) -> Router {
         .merge(runs::router())
         .merge(notifications::router())
         .merge(stats::router())
+        .merge(webhooks::router())
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             auth::authenticate,

@@ -24,6 +24,7 @@ use super::AppState;
          (name = "loops", description = "Scheduled loops and host status"),
          (name = "runs", description = "Spawned agent processes"),
          (name = "notifications", description = "The outbox: emails to people"),
+         (name = "webhooks", description = "The webhook outbox: events POSTed to configured receivers"),
          (name = "dashboard", description = "Overview numbers and the queue of work for people"))
 )]
 pub struct ApiDoc;

@@ -26,6 +26,7 @@ pub mod sqlite;
 mod tasks;
 mod upkeep;
 mod waiters;
+mod webhooks;
 pub mod why;
 
 use std::path::Path;
@@ -43,6 +44,7 @@ pub use runs::{LiveRun, Runs};
 pub use tasks::{DependencyState, MinuteCount, Stats, TaskFilter, TaskPage, Tasks, WhyFacts};
 pub use upkeep::{LoopRun, NewLoopRun, Upkeep};
 pub use waiters::{work_of, Waiting, Wants, Work};
+pub use webhooks::Webhooks;
 pub use why::{Decision, Why};
 
 /// How hard a commit tries to reach the disk.
@@ -91,7 +93,7 @@ impl Default for StoreOptions {
 
 /// Everything a registry backend provides.
 #[async_trait::async_trait]
-pub trait Registry: Tasks + Leases + Routes + EventLog + Agents + Runs + Outbox + Upkeep {
+pub trait Registry: Tasks + Leases + Routes + EventLog + Agents + Runs + Outbox + Upkeep + Webhooks {
     /// Where this registry announces what it commits.
     fn bus(&self) -> &EventBus;
 

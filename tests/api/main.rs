@@ -36,4 +36,5 @@ mod streams;
 mod support;
 mod wakeups;
 mod walkthrough;
+mod webhooks;
 mod why_props;

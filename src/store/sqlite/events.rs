@@ -10,7 +10,7 @@ use crate::store::{EventLog, StoreError, StoreResult};
 use super::rows::to_json;
 use super::Sqlite;
 
-const COLUMNS: &str = "id, kind, task_id, actor, data, created_at";
+pub(super) const COLUMNS: &str = "id, kind, task_id, actor, data, created_at";
 
 fn event(row: &Row<'_>) -> rusqlite::Result<StoreResult<Event>> {
     let (id, kind, task_id, actor, data, at): (i64, String, Option<i64>, Option<String>, String, i64) = (
@@ -32,7 +32,7 @@ fn event(row: &Row<'_>) -> rusqlite::Result<StoreResult<Event>> {
         }))
 }
 
-fn events(conn: &Connection, sql: &str, params: impl rusqlite::Params) -> StoreResult<Vec<Event>> {
+pub(super) fn events(conn: &Connection, sql: &str, params: impl rusqlite::Params) -> StoreResult<Vec<Event>> {
     let mut statement = conn.prepare_cached(sql)?;
     let found = statement
         .query_map(params, event)?

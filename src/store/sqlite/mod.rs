@@ -14,6 +14,7 @@ mod rows;
 mod runs;
 mod tasks;
 mod upkeep;
+mod webhooks;
 
 use std::path::Path;
 use std::str::FromStr;

@@ -1,0 +1,216 @@
+//! Outgoing webhooks: the deliverer turns committed events into rows of the webhook outbox
+//! (`store::Webhooks`) and POSTs them, signed, with retries. A delivery keeps its id across
+//! attempts (`taskyard-delivery`), so a receiver can drop the duplicates an acknowledgement lost
+//! on the way back would cause.
+
+use std::time::Duration;
+
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
+use tokio::sync::watch;
+
+use crate::config::Config;
+use crate::domain::webhook::{Delivery, DeliveryStatus, Hook};
+use crate::domain::Timestamp;
+use crate::store::{Store, StoreResult};
+
+/// Events read from the log per step.
+const EVENT_BATCH: i64 = 500;
+/// Deliveries attempted at once.
+const SEND_BATCH: i64 = 32;
+/// Attempts before a delivery is given up.
+const MAX_ATTEMPTS: i64 = 25;
+/// The first retry's wait; each later one doubles, up to [`MAX_BACKOFF`].
+const FIRST_BACKOFF: Duration = Duration::from_millis(500);
+const MAX_BACKOFF: Duration = Duration::from_secs(3_600);
+/// How long a receiver has to answer.
+const TIMEOUT: Duration = Duration::from_secs(10);
+/// How much of a refusal's body is kept.
+const KEPT_ANSWER: usize = 1_000;
+/// How often the outbox is looked at when nothing wakes the deliverer.
+const IDLE: Duration = Duration::from_secs(1);
+
+/// The `taskyard-signature` header's value for `body` sent at `t` (unix seconds):
+/// `t=<t>,v1=<hex HMAC-SHA256(secret, "<t>." + body)>`.
+pub fn signature(secret: &str, t: i64, body: &str) -> String {
+    let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).expect("HMAC takes keys of any length");
+    mac.update(format!("{t}.").as_bytes());
+    mac.update(body.as_bytes());
+    format!("t={t},v1={}", hex::encode(mac.finalize().into_bytes()))
+}
+
+/// The wait before attempt `attempts + 1`.
+fn backoff(attempts: i64) -> Duration {
+    let doubled = FIRST_BACKOFF.saturating_mul(1u32 << attempts.clamp(0, 20) as u32);
+    doubled.min(MAX_BACKOFF)
+}
+
+/// Queues and delivers webhook events until shutdown.
+pub struct Deliverer {
+    store: Store,
+    hooks: Vec<Hook>,
+    http: reqwest::Client,
+}
+
+impl Deliverer {
+    /// A deliverer for the configured `[[webhooks]]`.
+    pub fn new(store: Store, config: &Config) -> anyhow::Result<Deliverer> {
+        let http = reqwest::Client::builder()
+            .timeout(TIMEOUT)
+            .redirect(reqwest::redirect::Policy::none())
+            .user_agent(concat!("taskyard/", env!("CARGO_PKG_VERSION")))
+            .build()?;
+        let hooks = config
+            .webhooks
+            .iter()
+            .enumerate()
+            .map(|(i, hook)| hook.hook(i))
+            .collect();
+        Ok(Deliverer { store, hooks, http })
+    }
+
+    /// Runs until `shutdown` turns true: queues new events, delivers what is due, then waits
+    /// for the next event, the next retry, or a second.
+    pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
+        let mut events = self.store.bus().subscribe();
+        loop {
+            if *shutdown.borrow_and_update() {
+                return;
+            }
+            let wait = match self.round().await {
+                Ok(wait) => wait,
+                Err(err) => {
+                    tracing::warn!(error = %err, "webhook deliveries could not be queued or recorded");
+                    IDLE
+                }
+            };
+            tokio::select! {
+                _ = shutdown.changed() => return,
+                got = events.recv(), if !self.hooks.is_empty() => {
+                    if matches!(got, Err(tokio::sync::broadcast::error::RecvError::Closed)) {
+                        return;
+                    }
+                }
+                _ = tokio::time::sleep(wait) => {}
+            }
+        }
+    }
+
+    /// One round; returns how long to wait before the next.
+    async fn round(&self) -> StoreResult<Duration> {
+        while self
+            .store
+            .queue_webhook_deliveries(&self.hooks, EVENT_BATCH)
+            .await?
+            == EVENT_BATCH as usize
+        {}
+        loop {
+            let due = self
+                .store
+                .due_webhook_deliveries(Timestamp::now(), SEND_BATCH)
+                .await?;
+            let n = due.len();
+            let results = futures::future::join_all(due.into_iter().map(|d| self.deliver(d))).await;
+            results.into_iter().collect::<StoreResult<Vec<()>>>()?;
+            if n < SEND_BATCH as usize {
+                break;
+            }
+        }
+        Ok(match self.store.next_webhook_due().await? {
+            Some(at) => {
+                Duration::from_millis((at.millis() - Timestamp::now().millis()).max(0) as u64).min(IDLE)
+            }
+            None => IDLE,
+        })
+    }
+
+    /// One attempt at `delivery`, recorded.
+    async fn deliver(&self, delivery: Delivery) -> StoreResult<()> {
+        let (outcome, answer, error) = self.attempt(&delivery).await;
+        let (outcome, retry_at) = match outcome {
+            DeliveryStatus::Queued if delivery.attempts + 1 >= MAX_ATTEMPTS => (DeliveryStatus::Failed, None),
+            DeliveryStatus::Queued => {
+                let wait = i64::try_from(backoff(delivery.attempts).as_millis()).unwrap_or(i64::MAX);
+                (DeliveryStatus::Queued, Some(Timestamp::now().plus_millis(wait)))
+            }
+            done => (done, None),
+        };
+        if outcome == DeliveryStatus::Failed {
+            tracing::warn!(delivery = delivery.id, webhook = %delivery.webhook, error = ?error, "a webhook delivery was given up");
+        }
+        self.store
+            .webhook_attempted(delivery.id, outcome, answer, error, retry_at)
+            .await
+    }
+
+    /// POSTs `delivery`: delivered on 2xx; given up on another answer that retrying cannot
+    /// change (4xx but 408 and 429, 3xx); queued again on 5xx, 408, 429, a timeout or no
+    /// connection.
+    async fn attempt(&self, delivery: &Delivery) -> (DeliveryStatus, Option<u16>, Option<String>) {
+        let mut request = self
+            .http
+            .post(&delivery.url)
+            .header("content-type", "application/json")
+            .header("taskyard-delivery", delivery.id.to_string())
+            .body(delivery.body.clone());
+        if let Some(var) = &delivery.secret_env {
+            match std::env::var(var) {
+                Ok(secret) if !secret.is_empty() => {
+                    let t = chrono::Utc::now().timestamp();
+                    request = request.header("taskyard-signature", signature(&secret, t, &delivery.body));
+                }
+                _ => {
+                    return (
+                        DeliveryStatus::Queued,
+                        None,
+                        Some(format!("the signing secret's variable {var} is not set")),
+                    )
+                }
+            }
+        }
+        match request.send().await {
+            Ok(response) => {
+                let status = response.status();
+                if status.is_success() {
+                    return (DeliveryStatus::Delivered, Some(status.as_u16()), None);
+                }
+                let text = response.text().await.unwrap_or_default();
+                let kept: String = text.chars().take(KEPT_ANSWER).collect();
+                let error = Some(format!("answered {status}: {kept}"));
+                let retry = status.is_server_error() || status.as_u16() == 408 || status.as_u16() == 429;
+                let outcome = if retry {
+                    DeliveryStatus::Queued
+                } else {
+                    DeliveryStatus::Failed
+                };
+                (outcome, Some(status.as_u16()), error)
+            }
+            Err(err) => (
+                DeliveryStatus::Queued,
+                None,
+                Some(crate::client::error_chain(&err)),
+            ),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn signatures_are_hmac_sha256_of_time_dot_body() {
+        // Reference value: printf '1700000000.{"a":1}' | openssl dgst -sha256 -hmac whsec
+        assert_eq!(
+            signature("whsec", 1_700_000_000, "{\"a\":1}"),
+            "t=1700000000,v1=8ad37ba156048ae0e0a5533c75cdf26fee88b07f93cb57ee4c80adb053012032"
+        );
+    }
+
+    #[test]
+    fn backoff_doubles_up_to_an_hour() {
+        assert_eq!(backoff(0), Duration::from_millis(500));
+        assert_eq!(backoff(3), Duration::from_secs(4));
+        assert_eq!(backoff(24), MAX_BACKOFF);
+    }
+}
