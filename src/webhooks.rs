@@ -29,6 +29,8 @@ const TIMEOUT: Duration = Duration::from_secs(10);
 const KEPT_ANSWER: usize = 1_000;
 /// How often the outbox is looked at when nothing wakes the deliverer.
 const IDLE: Duration = Duration::from_secs(1);
+/// How often the cursor is moved to the end of the log when no webhook is configured.
+const NO_HOOKS_CURSOR: Duration = Duration::from_secs(60);
 
 /// The `taskyard-signature` header's value for `body` sent at `t` (unix seconds):
 /// `t=<t>,v1=<hex HMAC-SHA256(secret, "<t>." + body)>`.
@@ -72,6 +74,9 @@ impl Deliverer {
     /// Runs until `shutdown` turns true: queues new events, delivers what is due, then waits
     /// for the next event, the next retry, or a second.
     pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
+        if self.hooks.is_empty() {
+            return self.keep_cursor_at_the_end(shutdown).await;
+        }
         let mut events = self.store.bus().subscribe();
         loop {
             if *shutdown.borrow_and_update() {
@@ -86,12 +91,29 @@ impl Deliverer {
             };
             tokio::select! {
                 _ = shutdown.changed() => return,
-                got = events.recv(), if !self.hooks.is_empty() => {
+                got = events.recv() => {
                     if matches!(got, Err(tokio::sync::broadcast::error::RecvError::Closed)) {
                         return;
                     }
                 }
                 _ = tokio::time::sleep(wait) => {}
+            }
+        }
+    }
+
+    /// With no webhook configured, nothing is queued; the cursor follows the end of the log (at
+    /// start, every minute, and at shutdown), so a webhook configured later does not replay it.
+    async fn keep_cursor_at_the_end(&self, mut shutdown: watch::Receiver<bool>) {
+        loop {
+            if let Err(err) = self.store.queue_webhook_deliveries(&[], EVENT_BATCH).await {
+                tracing::warn!(error = %err, "the webhook cursor could not be moved");
+            }
+            if *shutdown.borrow_and_update() {
+                return;
+            }
+            tokio::select! {
+                changed = shutdown.changed() => if changed.is_err() { return },
+                _ = tokio::time::sleep(NO_HOOKS_CURSOR) => {}
             }
         }
     }

@@ -318,7 +318,8 @@ impl Agents for Sqlite {
         let actor = actor.clone();
         self.write(move |tx| {
             let agent = find_agent(tx, id)?;
-            // Liveness events are about the agent, not by it.
+            // Liveness events are about the agent, not by it. (A search of the history: removing
+            // an agent is rare, and whether it acted cannot be told from anything smaller.)
             let acted = tx
                 .prepare_cached(
                     "SELECT EXISTS (SELECT 1 FROM tasks WHERE created_by = ?1 OR lease_holder = ?1) \

@@ -64,7 +64,8 @@ impl Webhooks for Sqlite {
                 // Nothing to deliver: keep the cursor at the end, so a webhook configured later
                 // does not replay the past.
                 tx.prepare_cached(
-                    "UPDATE webhook_cursor SET last_event_id = (SELECT COALESCE(MAX(id), 0) FROM events) WHERE id = 1",
+                    "UPDATE webhook_cursor SET last_event_id = (SELECT COALESCE(MAX(id), 0) FROM events) \
+                     WHERE id = 1 AND last_event_id < (SELECT COALESCE(MAX(id), 0) FROM events)",
                 )?
                 .execute([])?;
                 return Ok(0);
