@@ -278,3 +278,25 @@ async fn every_event_is_delivered_once_signed_through_outages_and_restarts() {
     );
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_webhook_configured_later_starts_from_that_moment() {
+    std::env::set_var(SECRET_ENV, SECRET);
+    let (url, seen) = receiver().await;
+    let dir = tempfile::tempdir().unwrap();
+    // A registry with history, and no webhook.
+    let server = Server::boot(test_config(dir.path())).await;
+    server.task(json!({"title": "before", "project": "shop"})).await;
+    server.stop().await;
+
+    let mut config = test_config(dir.path());
+    with_hooks(&mut config, &url);
+    let server = Server::boot(config).await;
+    let id = server.task(json!({"title": "after", "project": "shop"})).await["id"].clone();
+    until(&seen, "the new task's event", |s| !s.taken.is_empty()).await;
+    let taken: Vec<Value> = seen.lock().unwrap().taken.values().cloned().collect();
+    assert_eq!(taken.len(), 1, "{taken:?}");
+    assert_eq!(taken[0]["task_id"], id);
+    assert_eq!(deliveries(&server, "").await.len(), 1);
+    server.stop().await;
+}
