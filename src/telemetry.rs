@@ -76,6 +76,24 @@ pub struct LoopLabels {
     pub outcome: String,
 }
 
+/// Most distinct projects counted by name.
+pub const MAX_PROJECTS: usize = 1_000;
+
+/// `value` escaped for a label (the encoder writes label values as they are): a quote, a
+/// backslash or a line break in a project's name must not break the whole exposition.
+pub fn label(value: &str) -> String {
+    let mut out = String::with_capacity(value.len());
+    for c in value.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '"' => out.push_str("\\\""),
+            '\n' => out.push_str("\\n"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
 /// Every metric of one server.
 pub struct Telemetry {
     registry: Registry,
@@ -119,6 +137,8 @@ pub struct Telemetry {
     pub resident_memory: Gauge,
     /// CPU time this process used.
     pub cpu_seconds: Counter<f64>,
+    /// The projects counted by name so far.
+    projects: std::sync::Mutex<std::collections::HashSet<String>>,
 }
 
 impl fmt::Debug for Telemetry {
@@ -164,6 +184,7 @@ impl Telemetry {
             loop_runs: Family::default(),
             resident_memory: Gauge::default(),
             cpu_seconds: Counter::default(),
+            projects: Default::default(),
         };
         let r = root.sub_registry_with_prefix("taskyard");
         r.register("tasks", "Tasks per status", t.tasks.clone());
@@ -255,20 +276,26 @@ impl Telemetry {
         Telemetry { registry: root, ..t }
     }
 
-    /// Counts one more for `project` in `family`.
-    pub fn count(family: &Family<ProjectLabel, Counter>, project: &str) {
-        family
-            .get_or_create(&ProjectLabel {
-                project: project.to_string(),
-            })
-            .inc();
+    /// Counts one more for `project` in `family`. Past [`MAX_PROJECTS`] distinct projects, the
+    /// rest are counted as `other`: every label value is a series kept for good.
+    pub fn count(&self, family: &Family<ProjectLabel, Counter>, project: &str) {
+        let project = {
+            let mut known = self.projects.lock().unwrap_or_else(|p| p.into_inner());
+            if known.contains(project) || known.len() < MAX_PROJECTS {
+                known.insert(project.to_string());
+                label(project)
+            } else {
+                "other".to_string()
+            }
+        };
+        family.get_or_create(&ProjectLabel { project }).inc();
     }
 
     /// Counts a loop run.
     pub fn loop_ran(&self, name: &str, ok: bool) {
         self.loop_runs
             .get_or_create(&LoopLabels {
-                loop_name: name.to_string(),
+                loop_name: label(name),
                 outcome: if ok { "ok" } else { "failed" }.into(),
             })
             .inc();
@@ -278,7 +305,7 @@ impl Telemetry {
     pub fn run_started(&self, agent_type: &str) {
         self.runs_started
             .get_or_create(&AgentTypeLabel {
-                agent_type: agent_type.to_string(),
+                agent_type: label(agent_type),
             })
             .inc();
     }
@@ -287,8 +314,8 @@ impl Telemetry {
     pub fn run_ended(&self, agent_type: &str, status: &str) {
         self.runs_ended
             .get_or_create(&RunEndLabels {
-                agent_type: agent_type.to_string(),
-                status: status.to_string(),
+                agent_type: label(agent_type),
+                status: label(status),
             })
             .inc();
     }
@@ -313,3 +340,22 @@ impl Telemetry {
 
 /// The content type of [`Telemetry::render`]'s text.
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn label_values_are_escaped_and_projects_bounded() {
+        assert_eq!(label(r#"a"b\c"#), r#"a\"b\\c"#);
+        assert_eq!(label("x\ny"), "x\\ny");
+        let t = Telemetry::new();
+        for i in 0..MAX_PROJECTS + 5 {
+            t.count(&t.claims, &format!("p{i}"));
+        }
+        t.count(&t.claims, "p0");
+        let text = t.render();
+        assert!(text.contains("taskyard_claims_total{project=\"p0\"} 2"), "{text}");
+        assert!(text.contains("taskyard_claims_total{project=\"other\"} 5"));
+    }
+}

@@ -82,7 +82,7 @@ impl Deliverer {
             if *shutdown.borrow_and_update() {
                 return;
             }
-            let wait = match self.round().await {
+            let wait = match self.round(&shutdown).await {
                 Ok(wait) => wait,
                 Err(err) => {
                     tracing::warn!(error = %err, "webhook deliveries could not be queued or recorded");
@@ -119,7 +119,7 @@ impl Deliverer {
     }
 
     /// One round; returns how long to wait before the next.
-    async fn round(&self) -> StoreResult<Duration> {
+    async fn round(&self, shutdown: &watch::Receiver<bool>) -> StoreResult<Duration> {
         while self
             .store
             .queue_webhook_deliveries(&self.hooks, EVENT_BATCH)
@@ -134,7 +134,7 @@ impl Deliverer {
             let n = due.len();
             let results = futures::future::join_all(due.into_iter().map(|d| self.deliver(d))).await;
             results.into_iter().collect::<StoreResult<Vec<()>>>()?;
-            if n < SEND_BATCH as usize {
+            if n < SEND_BATCH as usize || *shutdown.borrow() {
                 break;
             }
         }
@@ -196,8 +196,7 @@ impl Deliverer {
                 if status.is_success() {
                     return (DeliveryStatus::Delivered, Some(status.as_u16()), None);
                 }
-                let text = response.text().await.unwrap_or_default();
-                let kept: String = text.chars().take(KEPT_ANSWER).collect();
+                let kept = answer_start(response).await;
                 let error = Some(format!("answered {status}: {kept}"));
                 let retry = status.is_server_error() || status.as_u16() == 408 || status.as_u16() == 429;
                 let outcome = if retry {
@@ -214,6 +213,21 @@ impl Deliverer {
             ),
         }
     }
+}
+
+/// The start of an answer's body (at most [`KEPT_ANSWER`] characters), read no further.
+async fn answer_start(mut response: reqwest::Response) -> String {
+    let mut bytes = Vec::new();
+    while bytes.len() < KEPT_ANSWER * 4 {
+        match response.chunk().await {
+            Ok(Some(chunk)) => bytes.extend_from_slice(&chunk),
+            _ => break,
+        }
+    }
+    String::from_utf8_lossy(&bytes)
+        .chars()
+        .take(KEPT_ANSWER)
+        .collect()
 }
 
 #[cfg(test)]

@@ -50,23 +50,24 @@ pub enum AgentCommand {
     },
 }
 
-/// The id of the agent named `agent` (or `agent` itself when it is a number).
+/// The id of the agent named `agent`, or, when no agent has that name and it is a number, of
+/// the agent with that id (names win: a name may be all digits).
 async fn agent_id(client: &Client, agent: &str) -> Result<i64, ClientError> {
-    if let Ok(id) = agent.parse::<i64>() {
-        return Ok(id);
-    }
     let page = client.get("/agents?all=true").await?;
-    page["items"]
-        .as_array()
-        .into_iter()
-        .flatten()
+    let agents = page["items"].as_array().cloned().unwrap_or_default();
+    agents
+        .iter()
         .find(|a| a["name"] == agent)
+        .or_else(|| {
+            let id = agent.parse::<i64>().ok()?;
+            agents.iter().find(|a| a["id"] == id)
+        })
         .and_then(|a| a["id"].as_i64())
         .ok_or_else(|| {
             ClientError::Api(ApiProblem {
                 status: 404,
                 code: "not_found".into(),
-                detail: format!("no agent named {agent:?}"),
+                detail: format!("no agent named {agent:?} (nor with that id)"),
                 field: None,
             })
         })

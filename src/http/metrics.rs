@@ -86,15 +86,10 @@ async fn metrics(State(state): State<AppState>, req: Request) -> ApiResult<Respo
 /// [`SNAPSHOT_TTL`], the process's and the streams' every time.
 async fn refresh(state: &AppState) -> ApiResult<()> {
     let telemetry = &state.store.options().telemetry;
-    let due = {
-        let mut last = state.metrics_read_at.lock().await;
-        let due = last.is_none_or(|at| at.elapsed() >= SNAPSHOT_TTL);
-        if due {
-            *last = Some(Instant::now());
-        }
-        due
-    };
-    if due {
+    // One refresh at a time: two at once would both add the same CPU time, or one would see
+    // the other's families half refilled.
+    let mut last = state.metrics_read_at.lock().await;
+    if last.is_none_or(|at| at.elapsed() >= SNAPSHOT_TTL) {
         let stats = state.store.stats().await?;
         for (status, n) in &stats.by_status {
             telemetry
@@ -121,6 +116,7 @@ async fn refresh(state: &AppState) -> ApiResult<()> {
                 .get_or_create(&AgentTypeLabel { agent_type })
                 .set(i64::try_from(n).unwrap_or(i64::MAX));
         }
+        *last = Some(Instant::now());
     }
     telemetry
         .long_polls

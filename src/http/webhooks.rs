@@ -7,8 +7,9 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::domain::webhook::{Delivery, DeliveryStatus};
-use crate::domain::{InputError, Principal};
+use crate::domain::{InputError, Principal, Role};
 use crate::error::{ApiResult, Problem};
+use crate::service::access::require;
 
 use super::extract::Query;
 use super::AppState;
@@ -38,15 +39,17 @@ pub struct DeliveryPage {
     pub next_cursor: Option<String>,
 }
 
-/// List webhook deliveries, newest first: what was sent where, how many attempts, the last answer.
+/// List webhook deliveries, newest first: what was sent where, how many attempts, the last answer
+/// (admin: a webhook's URL can be its credential, as Slack's are).
 #[utoipa::path(get, path = "/webhooks/deliveries", tag = "webhooks", params(DeliveryQuery),
     responses((status = 200, body = DeliveryPage), (status = 422, body = Problem)),
     security(("bearer" = [])))]
 pub async fn list_deliveries(
     State(state): State<AppState>,
-    _who: Principal,
+    who: Principal,
     Query(q): Query<DeliveryQuery>,
 ) -> ApiResult<axum::Json<DeliveryPage>> {
+    require(&who, Role::Admin)?;
     let status = q
         .status
         .map(|s| {

@@ -23,6 +23,7 @@ pub trait EventLog: Send + Sync {
     /// The id of the newest event (0 when there is none).
     async fn last_event_id(&self) -> StoreResult<i64>;
 
-    /// Deletes events older than `before`; returns how many.
+    /// Deletes events older than `before`, and the webhook deliveries of that age that are over
+    /// (delivered or given up); returns how many events.
     async fn prune_events(&self, before: Timestamp) -> StoreResult<u64>;
 }

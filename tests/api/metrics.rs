@@ -130,11 +130,23 @@ async fn metrics_parse_and_move_as_work_happens() {
         assert_eq!(status, StatusCode::OK, "{answer}");
     }
 
+    // A project name with a quote and a backslash must not break the exposition.
+    let odd = server
+        .task(json!({"title": "odd", "project": "we\"ird\\", "priority": "P3"}))
+        .await["id"]
+        .clone();
+    let (status, _) = server
+        .post(&agent, &format!("/tasks/{odd}/claim"), json!({}))
+        .await;
+    assert_eq!(status, StatusCode::OK);
+
     let (status, _, text) = scrape(&server, Some(&viewer)).await;
     assert_eq!(status, StatusCode::OK);
     let samples = parse(&text).await;
     let shop = json!({"project": "shop"});
     assert_eq!(value(&samples, "taskyard_claims_total", shop.clone()), 3.0);
+    let odd = json!({"project": "we\"ird\\"});
+    assert_eq!(value(&samples, "taskyard_claims_total", odd), 1.0);
     assert_eq!(value(&samples, "taskyard_completions_total", shop.clone()), 2.0);
     assert_eq!(value(&samples, "taskyard_failures_total", shop.clone()), 1.0);
     assert_eq!(
@@ -162,7 +174,7 @@ async fn metrics_parse_and_move_as_work_happens() {
         3.0
     );
     let created = json!({"route": "/api/v1/tasks", "method": "POST", "status": "201"});
-    assert_eq!(value(&samples, "taskyard_http_requests_total", created), 4.0);
+    assert_eq!(value(&samples, "taskyard_http_requests_total", created), 5.0);
     let commits = value(&samples, "taskyard_writer_commit_seconds_count", json!({}));
     assert!(commits >= 10.0, "every change commits: {commits}");
     assert!(value(&samples, "taskyard_writer_batch_changes_sum", json!({})) >= commits);

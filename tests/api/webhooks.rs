@@ -298,5 +298,8 @@ async fn a_webhook_configured_later_starts_from_that_moment() {
     assert_eq!(taken.len(), 1, "{taken:?}");
     assert_eq!(taken[0]["task_id"], id);
     assert_eq!(deliveries(&server, "").await.len(), 1);
+    let viewer = server.agent_with_role("watcher", &[], "viewer").await;
+    let (status, _) = server.get(&viewer, "/webhooks/deliveries").await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "webhook URLs are for admins");
     server.stop().await;
 }

@@ -407,7 +407,7 @@ fn run(conn: &Connection, mut inbox: mpsc::UnboundedReceiver<Message>, shared: &
                         Count::Failure => &metrics.failures,
                         Count::LeaseExpiry => &metrics.lease_expiries,
                     };
-                    Telemetry::count(family, project);
+                    metrics.count(family, project);
                 }
                 let changed = staged.iter().any(|s| s.agents_changed);
                 if changed {

@@ -136,6 +136,11 @@ impl EventLog for Sqlite {
 
     async fn prune_events(&self, before: Timestamp) -> StoreResult<u64> {
         self.write(move |tx| {
+            // Webhook deliveries that are over go with the events they carried.
+            tx.execute(
+                "DELETE FROM webhook_deliveries WHERE status <> 'queued' AND created_at < ?1",
+                [before.millis()],
+            )?;
             Ok(tx.execute("DELETE FROM events WHERE created_at < ?1", [before.millis()])? as u64)
         })
         .await
