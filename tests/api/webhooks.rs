@@ -19,8 +19,13 @@ use taskyard::config::{Config, WebhookConfig, WebhookFormat};
 
 use crate::support::{test_config, Server};
 
-const SECRET_ENV: &str = "TASKYARD_TEST_WEBHOOK_SECRET";
-const SECRET: &str = "whsec-test-0123456789";
+/// The signing secret's variable: one cargo sets for every test process. (Setting a variable
+/// here would race other threads' reads of the environment.)
+const SECRET_ENV: &str = "CARGO_MANIFEST_DIR";
+
+fn secret() -> String {
+    std::env::var(SECRET_ENV).expect("cargo sets CARGO_MANIFEST_DIR for tests")
+}
 
 /// What the receiver saw.
 #[derive(Default)]
@@ -47,7 +52,7 @@ fn verified(headers: &HeaderMap, body: &[u8]) -> bool {
     ) else {
         return false;
     };
-    let mut mac = Hmac::<Sha256>::new_from_slice(SECRET.as_bytes()).unwrap();
+    let mut mac = Hmac::<Sha256>::new_from_slice(secret().as_bytes()).unwrap();
     mac.update(format!("{t}.").as_bytes());
     mac.update(body);
     let age = chrono::Utc::now().timestamp() - t.parse::<i64>().unwrap_or(0);
@@ -144,7 +149,6 @@ async fn shop_task_events(server: &Server, shop: &BTreeSet<i64>) -> BTreeSet<i64
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_event_is_delivered_once_signed_through_outages_and_restarts() {
-    std::env::set_var(SECRET_ENV, SECRET);
     let (url, seen) = receiver().await;
     let dir = tempfile::tempdir().unwrap();
     let boot = || {
@@ -281,7 +285,6 @@ async fn every_event_is_delivered_once_signed_through_outages_and_restarts() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_webhook_configured_later_starts_from_that_moment() {
-    std::env::set_var(SECRET_ENV, SECRET);
     let (url, seen) = receiver().await;
     let dir = tempfile::tempdir().unwrap();
     // A registry with history, and no webhook.
