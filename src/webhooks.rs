@@ -3,11 +3,14 @@
 //! attempts (`taskyard-delivery`), so a receiver can drop the duplicates an acknowledgement lost
 //! on the way back would cause.
 
+use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 use tokio::sync::watch;
+use tokio::task::JoinHandle;
 
 use crate::config::Config;
 use crate::domain::webhook::{Delivery, DeliveryStatus, Hook};
@@ -16,8 +19,8 @@ use crate::store::{Store, StoreResult};
 
 /// Events read from the log per step.
 const EVENT_BATCH: i64 = 500;
-/// Deliveries attempted at once.
-const SEND_BATCH: i64 = 32;
+/// Deliveries attempted at once, per webhook.
+const SEND_BATCH: i64 = 16;
 /// Attempts before a delivery is given up.
 const MAX_ATTEMPTS: i64 = 25;
 /// The first retry's wait; each later one doubles, up to [`MAX_BACKOFF`].
@@ -71,18 +74,22 @@ impl Deliverer {
         Ok(Deliverer { store, hooks, http })
     }
 
-    /// Runs until `shutdown` turns true: queues new events, delivers what is due, then waits
-    /// for the next event, the next retry, or a second.
+    /// Runs until `shutdown` turns true: queues new events and starts a lane for each webhook
+    /// with deliveries due, then waits for the next event, the next retry, or a second. Each
+    /// webhook's lane runs on its own, so a receiver that hangs delays only its own deliveries.
     pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
         if self.hooks.is_empty() {
             return self.keep_cursor_at_the_end(shutdown).await;
         }
-        let mut events = self.store.bus().subscribe();
+        let this = Arc::new(self);
+        let mut lanes: HashMap<String, JoinHandle<()>> = HashMap::new();
+        let mut events = this.store.bus().subscribe();
         loop {
             if *shutdown.borrow_and_update() {
-                return;
+                break;
             }
-            let wait = match self.round(&shutdown).await {
+            lanes.retain(|_, lane| !lane.is_finished());
+            let wait = match this.round(&mut lanes, &shutdown).await {
                 Ok(wait) => wait,
                 Err(err) => {
                     tracing::warn!(error = %err, "webhook deliveries could not be queued or recorded");
@@ -90,14 +97,21 @@ impl Deliverer {
                 }
             };
             tokio::select! {
-                _ = shutdown.changed() => return,
+                _ = shutdown.changed() => break,
                 got = events.recv() => {
                     if matches!(got, Err(tokio::sync::broadcast::error::RecvError::Closed)) {
-                        return;
+                        break;
                     }
+                    // One round takes in every event committed so far.
+                    while events.try_recv().is_ok() {}
                 }
                 _ = tokio::time::sleep(wait) => {}
             }
+        }
+        // An attempt cut short is made again after the restart, under the same delivery id.
+        for (_, lane) in lanes {
+            lane.abort();
+            let _ = lane.await;
         }
     }
 
@@ -118,36 +132,67 @@ impl Deliverer {
         }
     }
 
-    /// One round; returns how long to wait before the next.
-    async fn round(&self, shutdown: &watch::Receiver<bool>) -> StoreResult<Duration> {
+    /// One round: queues new events, starts a lane for each webhook with deliveries due and
+    /// none running; returns how long to wait before the next round.
+    async fn round(
+        self: &Arc<Self>,
+        lanes: &mut HashMap<String, JoinHandle<()>>,
+        shutdown: &watch::Receiver<bool>,
+    ) -> StoreResult<Duration> {
         while self
             .store
             .queue_webhook_deliveries(&self.hooks, EVENT_BATCH)
             .await?
             == EVENT_BATCH as usize
         {}
-        loop {
-            let due = self
-                .store
-                .due_webhook_deliveries(Timestamp::now(), SEND_BATCH)
-                .await?;
-            let n = due.len();
-            let results = futures::future::join_all(due.into_iter().map(|d| self.deliver(d))).await;
-            results.into_iter().collect::<StoreResult<Vec<()>>>()?;
-            if n < SEND_BATCH as usize || *shutdown.borrow() {
-                break;
+        for name in self.store.due_webhooks(Timestamp::now()).await? {
+            if lanes.contains_key(&name) {
+                continue;
             }
+            let (this, stop) = (self.clone(), shutdown.clone());
+            let lane = name.clone();
+            lanes.insert(
+                name,
+                tokio::spawn(async move {
+                    if let Err(err) = this.lane(&lane, &stop).await {
+                        tracing::warn!(webhook = %lane, error = %err, "webhook deliveries could not be recorded");
+                    }
+                }),
+            );
         }
+        // What is due now is in a lane's hands; the next retry may be sooner than a second.
+        let now = Timestamp::now().millis();
         Ok(match self.store.next_webhook_due().await? {
-            Some(at) => {
-                Duration::from_millis((at.millis() - Timestamp::now().millis()).max(0) as u64).min(IDLE)
-            }
-            None => IDLE,
+            Some(at) if at.millis() > now => Duration::from_millis((at.millis() - now) as u64).min(IDLE),
+            _ => IDLE,
         })
     }
 
-    /// One attempt at `delivery`, recorded.
-    async fn deliver(&self, delivery: Delivery) -> StoreResult<()> {
+    /// Delivers what is due for `webhook`, [`SEND_BATCH`] at a time, until nothing is due, a
+    /// whole batch failed (the receiver is not taking any now: its retries wait their turn), or
+    /// shutdown.
+    async fn lane(&self, webhook: &str, shutdown: &watch::Receiver<bool>) -> StoreResult<()> {
+        loop {
+            let due = self
+                .store
+                .due_webhook_deliveries(webhook, Timestamp::now(), SEND_BATCH)
+                .await?;
+            let n = due.len();
+            let outcomes = futures::future::join_all(due.into_iter().map(|d| self.deliver(d))).await;
+            let delivered = outcomes
+                .into_iter()
+                .collect::<StoreResult<Vec<DeliveryStatus>>>()?
+                .into_iter()
+                .filter(|o| *o == DeliveryStatus::Delivered)
+                .count();
+            if n < SEND_BATCH as usize || delivered == 0 || *shutdown.borrow() {
+                return Ok(());
+            }
+        }
+    }
+
+    /// One attempt at `delivery`, recorded; returns where it stands now.
+    async fn deliver(&self, delivery: Delivery) -> StoreResult<DeliveryStatus> {
         let (outcome, answer, error) = self.attempt(&delivery).await;
         let (outcome, retry_at) = match outcome {
             DeliveryStatus::Queued if delivery.attempts + 1 >= MAX_ATTEMPTS => (DeliveryStatus::Failed, None),
@@ -162,7 +207,8 @@ impl Deliverer {
         }
         self.store
             .webhook_attempted(delivery.id, outcome, answer, error, retry_at)
-            .await
+            .await?;
+        Ok(outcome)
     }
 
     /// POSTs `delivery`: delivered on 2xx; given up on another answer that retrying cannot

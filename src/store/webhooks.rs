@@ -14,8 +14,16 @@ pub trait Webhooks: Send + Sync {
     /// (`limit` means there may be more).
     async fn queue_webhook_deliveries(&self, hooks: &[Hook], limit: i64) -> StoreResult<usize>;
 
-    /// Queued deliveries due at `now`, oldest first.
-    async fn due_webhook_deliveries(&self, now: Timestamp, limit: i64) -> StoreResult<Vec<Delivery>>;
+    /// The webhooks with queued deliveries due at `now`.
+    async fn due_webhooks(&self, now: Timestamp) -> StoreResult<Vec<String>>;
+
+    /// Queued deliveries of `webhook` due at `now`, oldest first.
+    async fn due_webhook_deliveries(
+        &self,
+        webhook: &str,
+        now: Timestamp,
+        limit: i64,
+    ) -> StoreResult<Vec<Delivery>>;
 
     /// When the next queued delivery is due, if any is queued.
     async fn next_webhook_due(&self) -> StoreResult<Option<Timestamp>>;

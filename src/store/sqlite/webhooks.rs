@@ -109,15 +109,35 @@ impl Webhooks for Sqlite {
         .await
     }
 
-    async fn due_webhook_deliveries(&self, now: Timestamp, limit: i64) -> StoreResult<Vec<Delivery>> {
+    async fn due_webhooks(&self, now: Timestamp) -> StoreResult<Vec<String>> {
+        self.read(move |conn| {
+            Ok(conn
+                .prepare_cached(
+                    "SELECT DISTINCT webhook FROM webhook_deliveries \
+                     WHERE status = 'queued' AND next_attempt_at <= ?1 ORDER BY webhook",
+                )?
+                .query_map([now.millis()], |row| row.get(0))?
+                .collect::<Result<Vec<String>, _>>()?)
+        })
+        .await
+    }
+
+    async fn due_webhook_deliveries(
+        &self,
+        webhook: &str,
+        now: Timestamp,
+        limit: i64,
+    ) -> StoreResult<Vec<Delivery>> {
+        let webhook = webhook.to_string();
         self.read(move |conn| {
             deliveries(
                 conn,
                 &format!(
                     "SELECT {DELIVERY_COLUMNS} FROM webhook_deliveries \
-                     WHERE status = 'queued' AND next_attempt_at <= ?1 ORDER BY next_attempt_at, id LIMIT ?2"
+                     WHERE status = 'queued' AND next_attempt_at <= ?1 AND webhook = ?3 \
+                     ORDER BY next_attempt_at, id LIMIT ?2"
                 ),
-                params![now.millis(), limit],
+                params![now.millis(), limit, webhook],
             )
         })
         .await
