@@ -383,7 +383,7 @@ impl Outbox for Sqlite {
     async fn decline_by_link(&self, id: i64, next: Option<&NewNotification>) -> StoreResult<Notification> {
         let next = next.cloned();
         let offered_on = next.is_some();
-        let declined = self
+        let (declined, queued) = self
             .write(move |tx| {
                 let n = use_link(tx, id, LinkAction::Decline)?;
                 let task_id = n
@@ -406,9 +406,10 @@ impl Outbox for Sqlite {
                         "task #{task_id} has moved on since the email: it is {status} now"
                     )));
                 }
+                let mut queued = false;
                 let reason = match &next {
                     Some(next) => {
-                        insert(tx, next)?;
+                        queued = insert(tx, next)?;
                         format!("declined by {}; offered to {}", n.human, next.human)
                     }
                     None => format!(
@@ -434,9 +435,12 @@ impl Outbox for Sqlite {
                         previous: None,
                     },
                 ));
-                Ok(n)
+                Ok((n, queued))
             })
             .await?;
+        if queued {
+            self.options.telemetry.notifications("queued", 1);
+        }
         if offered_on {
             self.shared.bus.wake_outbox();
         }
