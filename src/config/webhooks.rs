@@ -17,16 +17,6 @@ pub enum WebhookFormat {
     Slack,
 }
 
-impl WebhookFormat {
-    /// The name stored with each delivery.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            WebhookFormat::Json => "json",
-            WebhookFormat::Slack => "slack",
-        }
-    }
-}
-
 /// One `[[webhooks]]` entry.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

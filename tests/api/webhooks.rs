@@ -232,14 +232,16 @@ async fn every_event_is_delivered_once_signed_through_outages_and_restarts() {
 
     // Exactly the shop's task events, each under one delivery id, every signature good.
     let expected = shop_task_events(&server, &shop).await;
-    let (delivered, ids, bad) = {
+    let (delivered, ids, bad, repeats) = {
         let seen = seen.lock().unwrap();
         let delivered: BTreeSet<i64> = seen.taken.values().map(|e| e["id"].as_i64().unwrap()).collect();
-        (delivered, seen.taken.len(), seen.bad_signatures)
+        (delivered, seen.taken.len(), seen.bad_signatures, seen.repeats)
     };
     assert_eq!(delivered, expected);
     assert_eq!(ids, expected.len(), "one delivery id per event");
     assert_eq!(bad, 0);
+    // No attempt was taken and then lost its acknowledgement here, so no id came twice.
+    assert_eq!(repeats, 0);
     let all = deliveries(&server, "?status=delivered").await;
     assert!(
         all.iter().filter(|d| d["webhook"] == "shop").count() == 6,
