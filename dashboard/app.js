@@ -76,6 +76,8 @@ function eventText(e) {
     case "task.cancelled": return `cancelled by ${who}${d.via_parent ? ` with its parent #${d.via_parent}` : ""}${d.note ? `: ${d.note}` : ""}`;
     case "task.routed": return d.decision ? (ROUTED[d.decision] ? `${ROUTED[d.decision]}: ${d.reason}` : d.reason) : d.reason;
     case "run.started": return `run #${d.run_id} of ${d.agent_type} started (pid ${d.pid})`;
+    case "reservation.created": return `${d.holder} reserved ${(d.paths || []).join(" ")}${d.exclusive ? "" : " (shared)"}${fence}`;
+    case "reservation.released": return `${d.holder} no longer reserves ${(d.paths || []).join(" ")}: ${d.reason}`;
     case "run.exited": return `run #${d.run_id} ended: ${String(d.status).replace("_", " ")}${d.error ? ` — ${d.error}` : ""}`;
     default: return `${e.kind} ${who} ${JSON.stringify(d)}`;
   }
@@ -242,8 +244,9 @@ views.task = {
   async refresh() {
     const data = this.data;
     const id = this.id;
-    const [t, why, subtasks] = await Promise.all([
+    const [t, why, subtasks, reserved] = await Promise.all([
       api("GET", `/tasks/${id}`), api("GET", `/tasks/${id}/why`), api("GET", `/tasks${qs({ parent_id: id, limit: 500 })}`),
+      api("GET", `/reservations${qs({ task: id })}`),
     ]);
     document.title = `#${t.id} ${t.title} · taskyard`;
     this.related = new Set([...why.dependencies, ...why.dependents, ...subtasks.items].map((d) => d.id));
@@ -258,6 +261,7 @@ views.task = {
       ["Priority", pill(t.priority, t.priority)], ["Kind", esc(t.kind)], ["Project", esc(t.project)],
       ["Key", esc(t.key ?? "—")], ["Route", esc(t.route)],
       ["Capabilities", t.capabilities.map((c) => pill(c)).join("") || "—"],
+      ["Paths", t.paths.map((p) => `<code>${esc(p)}</code>`).join(" ") || "—"],
       ["Attempts", `${t.attempts} of ${t.max_attempts}`],
       ["Lease", t.lease ? `${esc(t.lease.holder)}, fence ${t.lease.fence}, until ${when(t.lease.expires_at)}` : "—"],
       ["Progress", `${t.progress.percent}%${t.progress.note ? ` — ${esc(t.progress.note)}` : ""}`],
@@ -282,6 +286,7 @@ views.task = {
       <h2>Acceptance criteria</h2>${t.acceptance_criteria.length ? `<ul>${t.acceptance_criteria.map((c) => `<li>${esc(c)}</li>`).join("")}</ul>` : `<p class="muted">None.</p>`}
       <h2>Why</h2><ul>${why.reasons.map((r) => `<li>${esc(r)}</li>`).join("")}</ul>
       ${why.decisions.length ? `<h3>Decisions</h3><ul class="timeline">${why.decisions.map((d) => `<li>${when(d.at)} ${esc(d.text)}</li>`).join("")}</ul>` : ""}
+      <h2>Reservations</h2>${reserved.items.length ? `<ul id="reservations">${reserved.items.map((r) => `<li>#${r.id} ${esc(r.holder)} (fence ${r.fence}, ${r.exclusive ? "exclusive" : "shared"}): ${r.paths.map((p) => `<code>${esc(p)}</code>`).join(" ")}</li>`).join("")}</ul>` : `<p class="muted">None.</p>`}
       <h2>Dependencies</h2>${list(why.dependencies)}
       <h2>Dependents</h2>${list(why.dependents)}
       <h2>Subtasks</h2>${list(subtasks.items)}

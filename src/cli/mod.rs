@@ -6,6 +6,7 @@ mod config;
 mod loops;
 mod notifications;
 pub(crate) mod output;
+mod reservations;
 mod runs;
 mod task;
 
@@ -148,6 +149,20 @@ pub enum Command {
         #[command(subcommand)]
         command: notifications::NotificationsCommand,
     },
+    /// Reserve paths under your lease, so no other agent edits them meanwhile.
+    Reserve {
+        #[command(flatten)]
+        client: ClientArgs,
+        #[command(flatten)]
+        args: reservations::ReserveArgs,
+    },
+    /// Path reservations: list who holds what, release one.
+    Reservations {
+        #[command(flatten)]
+        client: ClientArgs,
+        #[command(subcommand)]
+        command: reservations::ReservationsCommand,
+    },
     /// Measure throughput and latency against a fresh server (or --target URL).
     Bench(crate::bench::BenchArgs),
     /// Show or check the configuration (and the loop definitions).
@@ -167,6 +182,8 @@ pub async fn run_client(command: Command) -> ExitCode {
         Command::Loops { client, command } => loops::run(&client, command).await,
         Command::Runs { client, command } => runs::run(&client, command).await,
         Command::Notifications { client, command } => notifications::run(&client, command).await,
+        Command::Reserve { client, args } => reservations::reserve(&client, args).await,
+        Command::Reservations { client, command } => reservations::run(&client, command).await,
         Command::Bench(args) => {
             return match crate::bench::run(&args).await {
                 Ok(report) => {

@@ -301,6 +301,34 @@ pub enum Change {
         /// Its run record.
         run_id: i64,
     },
+    /// Paths were reserved under a lease.
+    #[serde(rename = "reservation.created")]
+    ReservationCreated {
+        /// The reservation.
+        reservation: i64,
+        /// The lease's holder.
+        holder: String,
+        /// The lease's fence.
+        fence: i64,
+        /// The patterns.
+        paths: Vec<String>,
+        /// Exclusive or shared.
+        exclusive: bool,
+    },
+    /// A reservation ended: released by its holder, or with its lease.
+    #[serde(rename = "reservation.released")]
+    ReservationReleased {
+        /// The reservation.
+        reservation: i64,
+        /// The lease's holder.
+        holder: String,
+        /// The lease's fence.
+        fence: i64,
+        /// The patterns.
+        paths: Vec<String>,
+        /// `released`, or how the lease ended (`completed`, `failed`, `expired`, …).
+        reason: String,
+    },
     /// An event of a kind this version does not know (recorded by another version), kept as
     /// it was recorded.
     #[serde(skip)]
@@ -365,7 +393,9 @@ impl Change {
             | Change::TaskFailed { fence, .. }
             | Change::TaskReleased { fence, .. }
             | Change::TaskLeaseExpired { fence, .. }
-            | Change::RunStarted { fence, .. } => Some(*fence),
+            | Change::RunStarted { fence, .. }
+            | Change::ReservationCreated { fence, .. }
+            | Change::ReservationReleased { fence, .. } => Some(*fence),
             Change::TaskBlocked {
                 by: BlockedBy::Decision { fence, .. },
                 ..

@@ -312,6 +312,8 @@ pub struct Task {
     pub kind: String,
     /// Capabilities an agent needs to claim it.
     pub capabilities: Vec<String>,
+    /// Files it expects to touch, as glob patterns: a claim reserves them.
+    pub paths: Vec<String>,
     /// What "done" means.
     pub acceptance_criteria: Vec<String>,
     /// Ids of the tasks that must complete first.

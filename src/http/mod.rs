@@ -16,6 +16,7 @@ pub mod loops;
 pub mod metrics;
 pub mod notifications;
 pub mod openapi;
+pub mod reservations;
 pub mod runs;
 pub mod session;
 pub mod stats;
@@ -119,6 +120,7 @@ pub fn router(state: AppState, mounts: Router<AppState>) -> Router {
     let api = OpenApiRouter::new()
         .merge(tasks::router())
         .merge(claims::router())
+        .merge(reservations::router())
         .merge(agents::router())
         .merge(events::router())
         .merge(loops::router())

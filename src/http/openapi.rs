@@ -19,6 +19,7 @@ use super::AppState;
     components(schemas(crate::error::Problem)),
     tags((name = "tasks", description = "The task registry"),
          (name = "claims", description = "Claims and work under a lease"),
+         (name = "reservations", description = "Paths held under a lease"),
          (name = "agents", description = "Agent identities and tokens"),
          (name = "events", description = "The live event stream"),
          (name = "loops", description = "Scheduled loops and host status"),

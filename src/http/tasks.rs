@@ -7,6 +7,7 @@ use axum::response::IntoResponse;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
+use crate::domain::handoff::Handoff;
 use crate::domain::input::{CreateBatch, CreateTask, NoteBody, PatchTask};
 use crate::domain::{Principal, Task};
 use crate::error::{ApiResult, Problem};
@@ -23,6 +24,7 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(create_batch))
         .routes(routes!(get_task, patch_task))
         .routes(routes!(why))
+        .routes(routes!(handoff))
         .routes(routes!(cancel))
         .routes(routes!(reroute))
 }
@@ -110,6 +112,22 @@ pub async fn why(
     Path(id): Path<String>,
 ) -> ApiResult<axum::Json<Why>> {
     Ok(axum::Json(tasks::explain(&state, &id).await?))
+}
+
+/// What earlier attempts at the task left for its next holder: holder, how each ended and why,
+/// its last progress and notes, and for spawned runs their branch and the end of their log.
+#[utoipa::path(get, path = "/tasks/{id}/handoff", tag = "tasks",
+    params(("id" = String, Path, description = "task id or key")),
+    responses((status = 200, body = Handoff), (status = 404, body = Problem)),
+    security(("bearer" = [])))]
+pub async fn handoff(
+    State(state): State<AppState>,
+    who: Principal,
+    Path(id): Path<String>,
+) -> ApiResult<axum::Json<Handoff>> {
+    Ok(axum::Json(
+        crate::service::handoff::show(&state, &who, &id).await?,
+    ))
 }
 
 /// Cancel a task and its unfinished subtasks (an admin, or the agent that created every

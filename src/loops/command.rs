@@ -128,6 +128,7 @@ fn changes(task: &Task, spec: TaskSpec) -> TaskPatch {
         depends_on: None,
         route: differs(&task.route, spec.route),
         max_attempts: differs(&task.max_attempts, spec.max_attempts),
+        paths: differs(&task.paths, spec.paths),
     }
 }
 

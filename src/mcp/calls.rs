@@ -8,10 +8,10 @@ use serde::Serialize;
 use serde_json::{json, Value};
 use tokio_util::sync::CancellationToken;
 
-use crate::domain::input::parse_json;
+use crate::domain::input::{parse_json, ReleasePaths};
 use crate::domain::{InputError, Principal, TaskRef};
 use crate::error::{ApiError, ApiResult};
-use crate::service::{claims, tasks, Service};
+use crate::service::{claims, reservations, tasks, Service};
 use crate::store::Claimed;
 
 use super::tools::{NoFields, ToolName};
@@ -87,6 +87,14 @@ pub async fn call(
         ToolName::BlockTask => {
             let (task, body) = on_task(args)?;
             answer(claims::block(service, who, &task, body).await?)
+        }
+        ToolName::ReservePaths => {
+            let (task, body) = on_task(args)?;
+            answer(reservations::reserve(service, who, &task, body).await?)
+        }
+        ToolName::ReleasePaths => {
+            let (task, body): (String, ReleasePaths) = on_task(args)?;
+            answer(reservations::unreserve(service, who, &task, body.reservation, body.fence).await?)
         }
         ToolName::CreateTask => {
             let (task, created) = tasks::create(service, who, read(args)?).await?;

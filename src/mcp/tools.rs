@@ -11,7 +11,8 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use crate::domain::input::{
-    BlockTask, ClaimNext, ClaimTask, CompleteTask, CreateTask, FailTask, ReleaseTask, ReportProgress,
+    BlockTask, ClaimNext, ClaimTask, CompleteTask, CreateTask, FailTask, ReleasePaths, ReleaseTask,
+    ReportProgress, ReservePaths,
 };
 use crate::domain::TaskRef;
 use crate::service::tasks::ListQuery;
@@ -46,6 +47,10 @@ pub enum ToolName {
     BlockTask,
     /// `create_task`
     CreateTask,
+    /// `reserve_paths`
+    ReservePaths,
+    /// `release_paths`
+    ReleasePaths,
 }
 
 /// Said once in every tool that works under a lease.
@@ -55,7 +60,7 @@ const FENCE: &str = "Pass the `fence` from your claim (lease.fence). An error wi
 
 impl ToolName {
     /// Every tool.
-    pub const ALL: [ToolName; 11] = [
+    pub const ALL: [ToolName; 13] = [
         ToolName::ListTasks,
         ToolName::GetTask,
         ToolName::Why,
@@ -67,6 +72,8 @@ impl ToolName {
         ToolName::ReleaseTask,
         ToolName::BlockTask,
         ToolName::CreateTask,
+        ToolName::ReservePaths,
+        ToolName::ReleasePaths,
     ];
 
     /// The name clients call it by.
@@ -83,6 +90,8 @@ impl ToolName {
             ToolName::ReleaseTask => "release_task",
             ToolName::BlockTask => "block_task",
             ToolName::CreateTask => "create_task",
+            ToolName::ReservePaths => "reserve_paths",
+            ToolName::ReleasePaths => "release_paths",
         }
     }
 
@@ -160,6 +169,18 @@ impl ToolName {
                 ids or keys of tasks that must complete first. A token given to a spawned run may only \
                 create subtasks of its own task."
                 .into(),
+            ToolName::ReservePaths => format!(
+                "Reserve the files you are about to edit in a task you hold, as glob patterns relative \
+                 to the repository's root (\"src/auth/**\", \"docs/*.md\"), so no other agent edits \
+                 them meanwhile. Exclusive by default; exclusive=false shares them with other shared \
+                 reservations. Answers the reservation (keep its id). Error `conflict` names who holds \
+                 an overlapping path, on which task: work on something else or wait. Reservations end \
+                 with your lease (complete, fail, release, expiry). {FENCE}"
+            ),
+            ToolName::ReleasePaths => format!(
+                "Release a reservation you made with reserve_paths before your lease ends (when you \
+                 are done with those files), so others may edit them. {FENCE}"
+            ),
         }
     }
 
@@ -175,6 +196,8 @@ impl ToolName {
             ToolName::ReleaseTask => schema_of::<ReleaseTask>(),
             ToolName::BlockTask => schema_of::<BlockTask>(),
             ToolName::CreateTask => schema_of::<CreateTask>(),
+            ToolName::ReservePaths => schema_of::<ReservePaths>(),
+            ToolName::ReleasePaths => schema_of::<ReleasePaths>(),
         };
         if self.names_a_task() {
             add_task_argument(&mut schema);

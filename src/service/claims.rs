@@ -15,6 +15,7 @@ use crate::store::{ClaimFilter, Claimed, Wants};
 use crate::telemetry::Telemetry;
 
 use super::access::{acting_on, require};
+use super::handoff;
 use super::Service;
 
 /// Claims task `id` (id or key) for `who`.
@@ -25,7 +26,9 @@ pub async fn claim(service: &Service, who: &Principal, id: &str, body: ClaimTask
         .map(Duration::from_secs)
         .unwrap_or(service.default_lease());
     let id = acting_on(service, who, id).await?;
-    Ok(service.store.claim_task(id, who, lease).await?)
+    let mut claimed = service.store.claim_task(id, who, lease).await?;
+    handoff::attach(service, &mut claimed).await;
+    Ok(claimed)
 }
 
 /// Claims the best ready task for `who`, waiting up to `wait_seconds` for work to appear;
@@ -96,12 +99,13 @@ pub async fn claim_next_unless(
         }
         let attempt = Timestamp::now();
         let started = Instant::now();
-        let claimed = service.store.claim_next(who, &filter, lease).await?;
+        let mut claimed = service.store.claim_next(who, &filter, lease).await?;
         telemetry
             .claim_next_latency
             .observe(started.elapsed().as_secs_f64());
         let again = waiting.after_attempt(claimed.as_ref().map(|c| c.task.id));
-        if claimed.is_some() {
+        if let Some(c) = claimed.as_mut() {
+            handoff::attach(service, c).await;
             return Ok(claimed);
         }
         if Instant::now() >= deadline {

@@ -5,6 +5,8 @@
 
 pub mod access;
 pub mod claims;
+pub mod handoff;
+pub mod reservations;
 pub mod streams;
 pub mod tasks;
 

@@ -64,6 +64,7 @@ pub(crate) mod tests_support {
             priority: Priority::P2,
             kind: "implementation".into(),
             capabilities: vec![],
+            paths: vec![],
             acceptance_criteria: vec![],
             depends_on: vec![],
             parent_id: None,

@@ -7,6 +7,7 @@ use std::time::Duration;
 use serde::Serialize;
 use utoipa::ToSchema;
 
+use crate::domain::handoff::Handoff;
 use crate::domain::input::{CompleteSpec, ProgressSpec};
 use crate::domain::{Lease, Principal, Task, Timestamp};
 
@@ -19,6 +20,9 @@ pub struct Claimed {
     pub task: Task,
     /// The lease; keep `fence` for every later call.
     pub lease: Lease,
+    /// What earlier attempts left, when the task changed hands (see `GET /tasks/{id}/handoff`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub handoff: Option<Handoff>,
 }
 
 /// What claim-next may hand out.

@@ -7,6 +7,7 @@
 //! - [`Tasks`] (`tasks.rs`): create, read, list, edit; scope; the facts `why` and the overview need.
 //! - [`Leases`] (`leases.rs`): the lease lifecycle — claim, claim-next, progress, complete, fail,
 //!   release, block, unblock, cancel and the reaping of expired leases.
+//! - [`Reservations`] (`reservations.rs`): paths held under a lease.
 //! - [`Routes`] (`routing.rs`): the router's decisions.
 //! - [`EventLog`] (`events.rs`), [`Agents`] (`agents.rs`), [`Runs`] (`runs.rs`),
 //!   [`Outbox`] (`outbox.rs`), [`Upkeep`] (`upkeep.rs`: loop records and maintenance).
@@ -20,6 +21,7 @@ mod error;
 mod events;
 mod leases;
 mod outbox;
+mod reservations;
 mod routing;
 mod runs;
 pub mod sqlite;
@@ -39,6 +41,7 @@ pub use error::{StoreError, StoreResult};
 pub use events::EventLog;
 pub use leases::{ClaimFilter, Claimed, Leases};
 pub use outbox::{NotificationFilter, NotificationPage, Outbox, Outgoing};
+pub use reservations::Reservations;
 pub use routing::{Routes, Routing};
 pub use runs::{LiveRun, Runs};
 pub use tasks::{DependencyState, MinuteCount, Stats, TaskFilter, TaskPage, Tasks, WhyFacts};
@@ -93,7 +96,9 @@ impl Default for StoreOptions {
 
 /// Everything a registry backend provides.
 #[async_trait::async_trait]
-pub trait Registry: Tasks + Leases + Routes + EventLog + Agents + Runs + Outbox + Upkeep + Webhooks {
+pub trait Registry:
+    Tasks + Leases + Reservations + Routes + EventLog + Agents + Runs + Outbox + Upkeep + Webhooks
+{
     /// Where this registry announces what it commits.
     fn bus(&self) -> &EventBus;
 

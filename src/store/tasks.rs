@@ -7,6 +7,7 @@ use serde::Serialize;
 use utoipa::ToSchema;
 
 use crate::domain::input::{TaskPatch, TaskSpec};
+use crate::domain::reservation::Clash;
 use crate::domain::{Event, Principal, Priority, Route, Status, Task, TaskRef, Timestamp};
 
 use super::{Routing, StoreResult};
@@ -67,6 +68,8 @@ pub struct WhyFacts {
     pub routing: Option<Routing>,
     /// Its recent events, oldest first.
     pub events: Vec<Event>,
+    /// Another lease's reservation of a path it declares, which keeps claim-next from it.
+    pub clash: Option<Clash>,
 }
 
 /// Claims and completions in one minute.

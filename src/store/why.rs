@@ -87,6 +87,7 @@ pub fn explain(task: &Task, facts: WhyFacts, human_kinds: &[String], now: Timest
         dependents,
         routing,
         events,
+        clash,
     } = facts;
     let refusal = claim::refusal(
         task,
@@ -140,7 +141,9 @@ pub fn explain(task: &Task, facts: WhyFacts, human_kinds: &[String], now: Timest
         Status::Available => {}
         final_status => reasons.push(format!("{final_status}: a final status, never claimable again")),
     }
+    let clash = clash.filter(|_| refusal.is_none() && task.status == Status::Available);
     match &refusal {
+        None if clash.is_some() => reasons.extend(clash.as_ref().map(|c| c.waiting())),
         None => {
             reasons.push("ready: claim-next hands it to the next agent with the required capabilities".into())
         }
@@ -182,7 +185,7 @@ pub fn explain(task: &Task, facts: WhyFacts, human_kinds: &[String], now: Timest
     Why {
         task_id: task.id,
         status: task.status,
-        claimable: refusal.is_none(),
+        claimable: refusal.is_none() && clash.is_none(),
         reasons,
         dependencies,
         dependents,

@@ -27,6 +27,7 @@ mod metrics;
 mod notify;
 mod prompts;
 mod props;
+mod reservations;
 mod restart;
 mod revoke;
 mod routing;

@@ -92,7 +92,7 @@ async fn task_id(server: &Server, body: Value) -> i64 {
     server.task(body).await["id"].as_i64().unwrap()
 }
 
-const TOOLS: [&str; 11] = [
+const TOOLS: [&str; 13] = [
     "list_tasks",
     "get_task",
     "why",
@@ -104,6 +104,8 @@ const TOOLS: [&str; 11] = [
     "release_task",
     "block_task",
     "create_task",
+    "reserve_paths",
+    "release_paths",
 ];
 
 #[tokio::test]

@@ -5,6 +5,7 @@
 mod agent;
 mod json;
 mod lease;
+mod reservation;
 mod task;
 
 pub use agent::{agent_name, AgentSpec, CreateAgent};
@@ -13,6 +14,7 @@ pub use lease::{
     BlockTask, ClaimNext, ClaimNextSpec, ClaimTask, CompleteSpec, CompleteTask, FailTask, NoteBody,
     ProgressSpec, ReleaseTask, ReportProgress,
 };
+pub use reservation::{ReleasePaths, ReservePaths, ReserveSpec};
 pub use task::{CreateBatch, CreateTask, PatchTask, TaskPatch, TaskSpec};
 
 use serde::{Deserialize, Deserializer};

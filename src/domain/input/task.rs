@@ -5,6 +5,7 @@ use serde::Deserialize;
 use utoipa::ToSchema;
 
 use super::{capabilities, limits, line, reject, text, word};
+use crate::domain::paths;
 use crate::domain::{InputError, Priority, Route, TaskRef};
 
 fn key(field: &str, value: &str) -> Result<String, InputError> {
@@ -99,6 +100,10 @@ pub struct CreateTask {
     /// Claims allowed (default 3).
     #[schemars(range(min = 1, max = limits::MAX_ATTEMPTS))]
     pub max_attempts: Option<i64>,
+    /// Files it expects to touch, as glob patterns (`src/auth/**`; at most 64): a claim
+    /// reserves them, and claim-next skips it while another lease holds one of them.
+    #[schemars(length(max = 64))]
+    pub paths: Option<Vec<String>>,
 }
 
 /// A checked task to create.
@@ -128,6 +133,8 @@ pub struct TaskSpec {
     pub route: Route,
     /// Claims allowed.
     pub max_attempts: i64,
+    /// Path patterns it expects to touch.
+    pub paths: Vec<String>,
 }
 
 impl CreateTask {
@@ -159,6 +166,7 @@ impl CreateTask {
             },
             route: self.route.unwrap_or_default(),
             max_attempts: max_attempts(self.max_attempts)?.unwrap_or(3),
+            paths: paths::patterns("paths", self.paths.as_deref().unwrap_or(&[]))?,
         })
     }
 }
@@ -217,6 +225,8 @@ pub struct PatchTask {
     pub route: Option<Route>,
     /// New claim limit.
     pub max_attempts: Option<i64>,
+    /// New path patterns (replaces the old list).
+    pub paths: Option<Vec<String>>,
 }
 
 /// A checked edit.
@@ -242,6 +252,8 @@ pub struct TaskPatch {
     pub route: Option<Route>,
     /// New claim limit.
     pub max_attempts: Option<i64>,
+    /// New path patterns.
+    pub paths: Option<Vec<String>>,
 }
 
 impl PatchTask {
@@ -270,6 +282,7 @@ impl PatchTask {
             depends_on: self.depends_on.map(|d| depends_on(&d)).transpose()?,
             route: self.route,
             max_attempts: max_attempts(self.max_attempts)?,
+            paths: self.paths.map(|p| paths::patterns("paths", &p)).transpose()?,
         };
         if patch == TaskPatch::default() {
             return Err(reject(

@@ -9,6 +9,7 @@ mod engine;
 mod events;
 mod lifecycle;
 mod outbox;
+mod reservations;
 mod routing;
 mod rows;
 mod runs;

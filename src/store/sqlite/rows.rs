@@ -9,10 +9,10 @@ use crate::store::{StoreError, StoreResult};
 pub const TASK_COLUMNS: &str = "id, key, project, title, description, priority, kind, capabilities, \
     acceptance_criteria, depends_on, parent_id, route, status, status_reason, attempts, max_attempts, \
     fence, lease_holder, lease_expires_at, not_before, progress_percent, progress_note, \
-    last_progress_at, result, created_by, created_at, updated_at, claimed_at, completed_at, stalled_at";
+    last_progress_at, result, created_by, created_at, updated_at, claimed_at, completed_at, stalled_at, paths";
 
 /// How many columns [`TASK_COLUMNS`] names.
-pub const TASK_COLUMN_COUNT: usize = 30;
+pub const TASK_COLUMN_COUNT: usize = 31;
 
 /// One row of `tasks`.
 #[derive(Debug)]
@@ -47,6 +47,7 @@ pub struct TaskRow {
     pub claimed_at: Option<i64>,
     pub completed_at: Option<i64>,
     pub stalled_at: Option<i64>,
+    pub paths: String,
 }
 
 impl TaskRow {
@@ -83,6 +84,7 @@ impl TaskRow {
             claimed_at: row.get(27)?,
             completed_at: row.get(28)?,
             stalled_at: row.get(29)?,
+            paths: row.get(30)?,
         })
     }
 }
@@ -114,6 +116,7 @@ impl TryFrom<TaskRow> for Task {
                 .ok_or_else(|| StoreError::Corrupt(format!("priority rank {}", row.priority)))?,
             kind: row.kind,
             capabilities: json("capabilities", &row.capabilities)?,
+            paths: json("paths", &row.paths)?,
             acceptance_criteria: json("acceptance_criteria", &row.acceptance_criteria)?,
             depends_on: json("depends_on", &row.depends_on)?,
             parent_id: row.parent_id,

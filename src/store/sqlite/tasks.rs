@@ -18,6 +18,8 @@ use crate::store::{
 use super::engine::Tx;
 use super::rows::{to_json, TASK_COLUMNS};
 use super::{deps, fetch_task, query_tasks, Sqlite};
+use crate::domain::reservation::clash;
+use crate::store::Reservations;
 
 const MINUTE: i64 = 60_000;
 
@@ -92,8 +94,8 @@ fn create_in(
         let task = tx
             .prepare_cached(&format!(
                 "INSERT INTO tasks (key, project, title, description, priority, kind, capabilities, \
-                 acceptance_criteria, parent_id, route, status, max_attempts, created_by, created_at, updated_at, depth) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?14, ?15) RETURNING {TASK_COLUMNS}"
+                 acceptance_criteria, parent_id, route, status, max_attempts, created_by, created_at, updated_at, depth, paths) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?14, ?15, ?16) RETURNING {TASK_COLUMNS}"
             ))?
             .query_row(
                 params![
@@ -111,7 +113,8 @@ fn create_in(
                     spec.max_attempts,
                     creator.name,
                     now.millis(),
-                    depth
+                    depth,
+                    to_json(&spec.paths)
                 ],
                 super::rows::task,
             )??;
@@ -221,6 +224,8 @@ fn patch_in(tx: &mut Tx<'_>, id: i64, patch: TaskPatch, actor: &Principal) -> St
     set("capabilities", caps.as_ref().map(|v| v as &dyn ToSql))?;
     let criteria = patch.acceptance_criteria.as_ref().map(to_json);
     set("acceptance_criteria", criteria.as_ref().map(|v| v as &dyn ToSql))?;
+    let paths = patch.paths.as_ref().map(to_json);
+    set("paths", paths.as_ref().map(|v| v as &dyn ToSql))?;
     let route = patch.route.map(|r| r.as_str());
     set("route", route.as_ref().map(|v| v as &dyn ToSql))?;
     set(
@@ -260,7 +265,7 @@ fn patch_in(tx: &mut Tx<'_>, id: i64, patch: TaskPatch, actor: &Principal) -> St
         params![tx.now.millis(), id],
     )?;
     let updated = fetch_task(tx, id)?;
-    woke |= patch.priority.is_some() || patch.capabilities.is_some();
+    woke |= patch.priority.is_some() || patch.capabilities.is_some() || patch.paths.is_some();
     if woke && updated.status == Status::Available {
         tx.ready(id);
     }
@@ -449,6 +454,10 @@ impl Tasks for Sqlite {
             dependents,
             routing: self.routing_of(id).await?,
             events: self.task_events(id, 200).await?,
+            clash: match task.paths.is_empty() {
+                true => None,
+                false => clash(id, &task.paths, true, &self.reservations(None, None).await?),
+            },
         })
     }
 

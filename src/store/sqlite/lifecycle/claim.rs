@@ -9,8 +9,11 @@ use crate::domain::lifecycle::{check_claim, expiring};
 use crate::domain::{Change, NewEvent, Principal, Status, Task};
 use crate::store::{ClaimFilter, Claimed, StoreError, StoreResult};
 
+use crate::domain::reservation::clash;
+
 use super::super::engine::{Count, Tx};
-use super::super::{deps, fetch_task};
+use super::super::rows::json;
+use super::super::{deps, fetch_task, reservations};
 use super::{millis, update_task};
 
 /// A claim of task `?5` (parameters: 1 holder, 2 lease end, 3 lease length, 4 now, 5 id).
@@ -25,11 +28,15 @@ fn claimed(task: Task) -> StoreResult<Claimed> {
         .lease
         .clone()
         .ok_or_else(|| StoreError::Corrupt(format!("claimed task #{} has no lease", task.id)))?;
-    Ok(Claimed { task, lease })
+    Ok(Claimed {
+        task,
+        lease,
+        handoff: None,
+    })
 }
 
-/// Records a claim's event, and counts it.
-fn record_claim(tx: &mut Tx<'_>, c: &Claimed) {
+/// Records a claim's event, counts it, and reserves the task's declared paths.
+fn record_claim(tx: &mut Tx<'_>, c: &Claimed) -> StoreResult<()> {
     tx.count(Count::Claim, &c.task.project);
     tx.event(NewEvent::task(
         c.task.id,
@@ -41,11 +48,15 @@ fn record_claim(tx: &mut Tx<'_>, c: &Claimed) {
             expires_at: c.lease.expires_at,
         },
     ));
+    if !c.task.paths.is_empty() {
+        reservations::reserve_in(tx, &c.task, &c.lease.holder, c.task.paths.clone(), true)?;
+    }
+    Ok(())
 }
 
 /// Returns expired leases (all, or only task `only`'s) to `available`, or to `failed` when
 /// their attempts are used up (see `lifecycle::expiring`). Returns how many.
-pub(super) fn reap(tx: &mut Tx<'_>, only: Option<i64>) -> StoreResult<usize> {
+pub(in crate::store::sqlite) fn reap(tx: &mut Tx<'_>, only: Option<i64>) -> StoreResult<usize> {
     let expired = tx
         .prepare_cached(
             "SELECT id, lease_holder, fence, attempts, max_attempts, project FROM tasks \
@@ -75,6 +86,7 @@ pub(super) fn reap(tx: &mut Tx<'_>, only: Option<i64>) -> StoreResult<usize> {
             outcome.reason,
             tx.now.millis()
         ])?;
+        reservations::end_all(tx, *id, None, "expired")?;
         tx.event(NewEvent {
             task_id: Some(*id),
             actor: None,
@@ -136,6 +148,7 @@ pub(in crate::store::sqlite) fn claim_in(
     reap(tx, Some(id))?;
     let task = fetch_task(tx, id)?;
     check_claim(&task, who, human_kinds, tx.now)?;
+    reservations::check_declared(tx, &task)?;
     let now = tx.now;
     let task = update_task(
         tx,
@@ -151,14 +164,16 @@ pub(in crate::store::sqlite) fn claim_in(
     )?
     .ok_or_else(|| StoreError::not_found(format!("task #{id}")))?;
     let claim = claimed(task)?;
-    record_claim(tx, &claim);
+    record_claim(tx, &claim)?;
     Ok(claim)
 }
 
 /// The claim-next query for a caller: the id of the best ready task it may take (see
-/// `domain::claim`). Its text depends only on whether the caller is a person, how many
-/// projects and capabilities it names, and the configured kinds for people.
+/// `domain::claim`), or with `scan`, the ids and declared paths of all of them, best first.
+/// Its text depends only on whether the caller is a person, how many projects and
+/// capabilities it names, the configured kinds for people, and `scan`.
 fn claim_next_sql(
+    scan: bool,
     person: bool,
     projects: Option<usize>,
     capabilities: usize,
@@ -201,7 +216,11 @@ fn claim_next_sql(
             ));
         }
     }
-    format!("SELECT t.id FROM tasks t WHERE {filter} ORDER BY t.priority, t.id LIMIT 1")
+    if scan {
+        format!("SELECT t.id, t.paths FROM tasks t WHERE {filter} ORDER BY t.priority, t.id")
+    } else {
+        format!("SELECT t.id FROM tasks t WHERE {filter} ORDER BY t.priority, t.id LIMIT 1")
+    }
 }
 
 /// One claim-next inside the caller's change: expired leases are returned first (they may be
@@ -221,7 +240,10 @@ pub(super) fn claim_next_in(
     if expired {
         reap(tx, None)?;
     }
+    // While paths are reserved, tasks declaring a reserved one are passed over.
+    let scan = reservations::any(tx)?;
     let sql = claim_next_sql(
+        scan,
         who.is_person(),
         filter.projects.as_ref().map(Vec::len),
         filter.capabilities.len(),
@@ -231,10 +253,25 @@ pub(super) fn claim_next_in(
     let mut values: Vec<&dyn ToSql> = vec![&now];
     values.extend(filter.projects.iter().flatten().map(|p| p as &dyn ToSql));
     values.extend(filter.capabilities.iter().map(|c| c as &dyn ToSql));
-    let best = tx
-        .prepare_cached(&sql)?
-        .query_row(params_from_iter(values), |row| row.get::<_, i64>(0))
-        .optional()?;
+    let best = if scan {
+        let live = reservations::live(tx, tx.now)?;
+        let mut statement = tx.prepare_cached(&sql)?;
+        let mut rows = statement.query(params_from_iter(values))?;
+        let mut best = None;
+        while let Some(row) = rows.next()? {
+            let (id, paths) = (row.get::<_, i64>(0)?, row.get::<_, String>(1)?);
+            let paths: Vec<String> = json("task paths", &paths)?;
+            if paths.is_empty() || clash(id, &paths, true, &live).is_none() {
+                best = Some(id);
+                break;
+            }
+        }
+        best
+    } else {
+        tx.prepare_cached(&sql)?
+            .query_row(params_from_iter(values), |row| row.get::<_, i64>(0))
+            .optional()?
+    };
     let Some(id) = best else {
         return Ok(None);
     };
@@ -243,7 +280,7 @@ pub(super) fn claim_next_in(
     let task = update_task(tx, id, CLAIM, params![who.name, until, millis(lease), now, id])?
         .ok_or_else(|| StoreError::Corrupt(format!("task #{id} vanished while it was claimed")))?;
     let claim = claimed(task)?;
-    record_claim(tx, &claim);
+    record_claim(tx, &claim)?;
     Ok(Some(claim))
 }
 
@@ -254,16 +291,21 @@ mod tests {
     #[test]
     fn the_claim_query_names_only_what_the_caller_asks_for() {
         let kinds = vec!["architecture".to_string(), "o'brien".to_string()];
-        let agent = claim_next_sql(false, None, 0, &kinds);
+        let agent = claim_next_sql(false, false, None, 0, &kinds);
         assert!(agent.contains("t.capabilities = '[]'") && !agent.contains("json_each"));
         assert!(
             agent.contains("t.kind IN ('architecture', 'o''brien')"),
             "{agent}"
         );
-        let narrow = claim_next_sql(false, Some(2), 3, &kinds);
+        let narrow = claim_next_sql(false, false, Some(2), 3, &kinds);
         assert!(narrow.contains("t.project IN (?2, ?3)"), "{narrow}");
         assert!(narrow.contains("NOT IN (?4, ?5, ?6)"), "{narrow}");
-        let person = claim_next_sql(true, None, 1, &kinds);
+        let person = claim_next_sql(false, true, None, 1, &kinds);
         assert!(person.contains("t.routed_to IS 'human'") && !person.contains("t.kind IN"));
+        let scan = claim_next_sql(true, false, None, 0, &kinds);
+        assert!(
+            scan.starts_with("SELECT t.id, t.paths") && !scan.contains("LIMIT"),
+            "{scan}"
+        );
     }
 }

@@ -19,10 +19,11 @@ use crate::store::{ClaimFilter, Claimed, Leases, StoreError, StoreResult};
 
 use super::engine::{Count, Tx};
 use super::rows::to_json;
-use super::{deps, fetch_task, find_task, Sqlite};
+use super::{deps, fetch_task, find_task, reservations, Sqlite};
 
 pub(super) use claim::claim_in;
-use claim::{claim_next_in, reap};
+use claim::claim_next_in;
+pub(super) use claim::reap;
 
 /// The task and its descendants, as a recursive CTE named `tree(id)` over `?1`.
 const SUBTREE: &str =
@@ -91,6 +92,7 @@ fn release_in(tx: &mut Tx<'_>, task: Task, actor: &str, note: Option<String>) ->
         params![id, note.as_ref().map(|n| format!("released: {n}")), now.millis()],
     )?
     .ok_or_else(|| StoreError::not_found(format!("task #{id}")))?;
+    reservations::end_all(tx, id, Some(actor), "released")?;
     let lease = task.lease.as_ref();
     tx.event(NewEvent::task(
         id,
@@ -232,6 +234,7 @@ impl Leases for Sqlite {
                 params![id, to_json(&result), now.millis(), spec.fence, holder],
             )?
             .ok_or_else(|| lease_refusal(tx, id, &who, spec.fence))?;
+            reservations::end_all(tx, id, Some(&who.name), "completed")?;
             tx.event(NewEvent::task(
                 id,
                 &who.name,
@@ -280,6 +283,7 @@ impl Leases for Sqlite {
                 ],
             )?
             .ok_or_else(|| StoreError::not_found(format!("task #{id}")))?;
+            reservations::end_all(tx, id, Some(&who.name), "failed")?;
             tx.event(NewEvent::task(
                 id,
                 &who.name,
@@ -329,6 +333,7 @@ impl Leases for Sqlite {
                 params![id, reason, now.millis()],
             )?
             .ok_or_else(|| StoreError::not_found(format!("task #{id}")))?;
+            reservations::end_all(tx, id, Some(&who.name), "blocked")?;
             tx.event(NewEvent::task(
                 id,
                 &who.name,
@@ -393,6 +398,7 @@ impl Leases for Sqlite {
                 )?
                 .collect::<Result<Vec<_>, _>>()?;
             for cid in &cancelled {
+                reservations::end_all(tx, *cid, Some(&actor.name), "cancelled")?;
                 tx.event(NewEvent::task(
                     *cid,
                     &actor.name,
