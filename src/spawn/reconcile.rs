@@ -90,7 +90,7 @@ impl Spawner {
             status
         };
         self.store
-            .run_ended(run, status, None, Some(why.to_string()))
+            .run_ended(run, status, None, Some(why.to_string()), None)
             .await?;
         Ok(())
     }

@@ -184,7 +184,7 @@ impl Spawner {
                     )
                     .await;
                 self.store
-                    .run_ended(&run, RunStatus::Failed, None, Some(message.clone()))
+                    .run_ended(&run, RunStatus::Failed, None, Some(message.clone()), None)
                     .await?;
                 Err(StartError::Launch(message))
             }
@@ -455,7 +455,7 @@ impl Spawner {
                     .await?;
             }
         }
-        self.store.run_ended(run, status, exit_code, error).await?;
+        self.store.run_ended(run, status, exit_code, error, None).await?;
         Ok(())
     }
 }
