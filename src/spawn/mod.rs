@@ -1,7 +1,8 @@
 //! The auto-spawner: routing available work (`router.rs`), the assignment pass that applies it
 //! (`assign.rs`), starting and supervising agent processes (`supervisor.rs`), settling runs
-//! left over from a previous server (`reconcile.rs`), prompt rendering (`prompt.rs`), and the
-//! clean environment programs start with (`environment.rs`).
+//! left over from a previous server (`reconcile.rs`), prompt rendering (`prompt.rs`), the
+//! clean environment programs start with (`environment.rs`), and the git commands behind runs
+//! in worktrees of their own (`worktree.rs`).
 
 mod assign;
 pub mod environment;
@@ -10,6 +11,7 @@ pub mod prompt;
 mod reconcile;
 pub mod router;
 mod supervisor;
+pub mod worktree;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
