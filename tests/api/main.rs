@@ -38,3 +38,4 @@ mod wakeups;
 mod walkthrough;
 mod webhooks;
 mod why_props;
+mod worktrees;
