@@ -570,15 +570,6 @@ mod tests {
                 "loop.ran",
                 json!({"loop": "l", "kind": "k", "ok": true, "summary": "s", "run_id": 1}),
             ),
-            (
-                "run.exited",
-                json!({"run_id": 1, "status": "failed", "exit_code": 1, "error": "e"}),
-            ),
-            (
-                "run.exited",
-                json!({"run_id": 1, "status": "succeeded", "exit_code": 0, "error": null,
-                       "branch": "taskyard/1-1", "branch_head": "abc", "branch_commits": 1}),
-            ),
         ];
         for (kind, data) in samples {
             let change = Change::from_parts(kind, data.clone());

@@ -182,6 +182,22 @@ impl BranchTip {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::domain::Change;
+    use serde_json::json;
+
+    #[test]
+    fn run_exited_names_a_branch_only_when_the_run_had_one() {
+        let samples = [
+            json!({"run_id": 1, "status": "failed", "exit_code": 1, "error": "e"}),
+            json!({"run_id": 1, "status": "succeeded", "exit_code": 0, "error": null,
+                   "branch": "taskyard/1-1", "branch_head": "abc", "branch_commits": 1}),
+        ];
+        for data in samples {
+            let change = Change::from_parts("run.exited", data.clone());
+            assert!(matches!(change, Change::RunExited { .. }), "{data}");
+            assert_eq!(change.parts(), ("run.exited".to_string(), data), "round trip");
+        }
+    }
 
     #[test]
     fn a_branch_is_a_deliverable_only_with_commits() {
