@@ -66,6 +66,26 @@ fn run_line(r: &Value) -> String {
     )
 }
 
+/// The lines `runs show` adds for a run in a worktree: its branch, what the branch held when
+/// the run ended, and its worktree while it lives.
+fn branch_lines(r: &Value) -> Vec<String> {
+    let Some(branch) = r["branch"].as_str() else {
+        return Vec::new();
+    };
+    let base = r["base"].as_str().unwrap_or("?");
+    let mut lines = vec![match (r["branch_head"].as_str(), r["branch_commits"].as_i64()) {
+        (Some(head), Some(commits)) => {
+            format!("branch {branch} at {head} (+{commits} commits beyond {base})")
+        }
+        _ => format!("branch {branch} (from {base})"),
+    }];
+    // Once the run is over its worktree is removed; only the branch stays.
+    if let Some(worktree) = r["worktree"].as_str().filter(|_| r["ended_at"].is_null()) {
+        lines.push(format!("worktree {worktree}"));
+    }
+    lines
+}
+
 /// Runs a runs subcommand.
 pub async fn run(global: &ClientArgs, cmd: RunsCommand) -> CliResult {
     let client = global.client();
@@ -88,6 +108,9 @@ pub async fn run(global: &ClientArgs, cmd: RunsCommand) -> CliResult {
                 output::json(&r);
             } else {
                 say!("{}", run_line(&r));
+                for line in branch_lines(&r) {
+                    say!("  {line}");
+                }
             }
         }
         RunsCommand::Log { id, tail, follow } => {

@@ -13,11 +13,13 @@ use crate::domain::input::word;
 use crate::domain::time::Span;
 use crate::domain::Priority;
 
+mod isolation;
 mod notify;
 mod server;
 mod warnings;
 pub mod webhooks;
 
+pub use isolation::{Isolation, DEFAULT_BRANCH};
 pub use notify::{HumanConfig, NotifyConfig, SmtpConfig, SmtpTls, Transport};
 pub use server::ServerConfig;
 pub use webhooks::{WebhookConfig, WebhookFormat};
@@ -190,6 +192,16 @@ pub struct AgentTypeConfig {
     pub max_concurrent: Option<usize>,
     /// Prompt template (default: the built-in one).
     pub prompt: Option<String>,
+    /// Where runs work: `none` (default) or `worktree` (a git worktree each, from `repo`).
+    pub isolation: Isolation,
+    /// The git repository runs' worktrees are made from (required with `isolation = "worktree"`).
+    pub repo: Option<PathBuf>,
+    /// The commit (branch, tag, sha) a run's branch starts from; default: the repository's
+    /// HEAD when the run starts.
+    pub base: Option<String>,
+    /// The branch made for each run, a template with the prompt's placeholders (default
+    /// [`DEFAULT_BRANCH`]).
+    pub branch: Option<String>,
 }
 
 /// Checks one `env_passthrough` name: a variable name, and never the admin token's.
@@ -315,6 +327,7 @@ impl Config {
                 check_passthrough(var)
                     .map_err(|m| invalid(&format!("agent_types.{name}.env_passthrough[{i}]"), m))?;
             }
+            t.validate_isolation(name)?;
             if t.max_concurrent == Some(0) {
                 return Err(invalid(
                     &format!("agent_types.{name}.max_concurrent"),

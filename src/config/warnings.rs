@@ -1,11 +1,11 @@
 //! Settings that are valid but probably not what was meant: routing to agent types without a
-//! command, work for people with nobody to tell, agent programs that are not there, and
-//! placeholders inside shell strings. Logged at startup and listed by `taskyard config check`.
+//! command, work for people with nobody to tell, agent programs that are not there,
+//! placeholders inside shell strings, and worktree settings that cannot work. Logged at startup and listed by `taskyard config check`.
 
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use super::{AgentTypeConfig, Config};
+use super::{AgentTypeConfig, Config, Isolation};
 
 /// Shells whose `-c` argument is a script.
 const SHELLS: &[&str] = &["sh", "bash", "dash", "zsh", "ksh", "fish"];
@@ -56,6 +56,7 @@ impl Config {
         }
         for (name, t) in &self.agent_types {
             out.extend(command_warnings(name, t));
+            out.extend(isolation_warnings(name, t));
         }
         out
     }
@@ -84,6 +85,27 @@ fn command_warnings(name: &str, t: &AgentTypeConfig) -> Vec<String> {
             "agent_types.{name}.command: a placeholder inside a `{program} -c` script turns task text \
              into shell code; pass it as an argument of its own (\"{{prompt}}\" after the script, read \
              as \"$1\"), or read $TASKYARD_PROMPT_FILE"
+        ));
+    }
+    out
+}
+
+/// What is doubtful about one agent type's worktree settings.
+fn isolation_warnings(name: &str, t: &AgentTypeConfig) -> Vec<String> {
+    if t.isolation != Isolation::Worktree {
+        return Vec::new();
+    }
+    let mut out = Vec::new();
+    if t.workdir.is_some() {
+        out.push(format!(
+            "agent_types.{name}.workdir: not used, since each run works in its own worktree of repo"
+        ));
+    }
+    if let Some(repo) = t.repo.as_deref().filter(|r| !r.is_dir()) {
+        out.push(format!(
+            "agent_types.{name}.repo: {} is not a folder; its runs would fail to start and their \
+             tasks go to people",
+            repo.display()
         ));
     }
     out
@@ -167,5 +189,20 @@ mod tests {
             !warnings.iter().any(|w| w.starts_with("agent_types.c")),
             "a placeholder as its own argument is fine: {warnings:?}"
         );
+    }
+
+    #[test]
+    fn worktree_settings_that_cannot_work_are_named() {
+        let c = config(
+            "[agent_types.a]\ncommand = [\"true\"]\nisolation = \"worktree\"\n\
+             repo = \"/no/such/repo\"\nworkdir = \"/tmp\"\n",
+        );
+        let warnings = c.warnings();
+        for field in ["agent_types.a.workdir", "agent_types.a.repo"] {
+            assert!(
+                warnings.iter().any(|w| w.starts_with(field)),
+                "{field}: {warnings:?}"
+            );
+        }
     }
 }

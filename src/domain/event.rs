@@ -203,6 +203,9 @@ pub enum Change {
         pid: i64,
         /// The fence of its claim.
         fence: i64,
+        /// The branch it works on, in a git worktree of its own.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        branch: Option<String>,
     },
     /// A spawned run ended.
     #[serde(rename = "run.exited")]
@@ -215,6 +218,15 @@ pub enum Change {
         exit_code: Option<i64>,
         /// Why it failed or was stopped.
         error: Option<String>,
+        /// The branch it worked on, kept after the run.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        branch: Option<String>,
+        /// The commit the branch pointed at when the run ended.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        branch_head: Option<String>,
+        /// Commits on the branch beyond its base (a branch with some is a deliverable).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        branch_commits: Option<i64>,
     },
     /// An agent was registered.
     #[serde(rename = "agent.created")]

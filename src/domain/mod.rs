@@ -25,7 +25,7 @@ pub use event::{Because, BlockedBy, Change, NewEvent};
 pub use notification::{LinkAction, NewNotification, Notification, NotificationStatus, Reason};
 pub use refused::Refused;
 pub use reservation::Reservation;
-pub use run::{Run, RunStatus};
+pub use run::{BranchTip, Run, RunStatus, RunWorktree};
 pub use task::{Lease, Priority, Progress, Route, Status, Task, TaskRef, TaskResult};
 pub use time::Timestamp;
 

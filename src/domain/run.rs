@@ -6,6 +6,7 @@ use std::str::FromStr;
 use serde::Serialize;
 use utoipa::ToSchema;
 
+use super::task::Deliverable;
 use super::Timestamp;
 
 /// Where a run is in its life.
@@ -103,4 +104,116 @@ pub struct Run {
     pub memory_bytes: Option<i64>,
     /// Why it failed or was stopped.
     pub error: Option<String>,
+    /// The repository its worktree was made from (agent types with `isolation = "worktree"`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub repo: Option<String>,
+    /// The folder of its own git worktree (removed when the run ends).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub worktree: Option<String>,
+    /// The branch it worked on; kept after the run.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub branch: Option<String>,
+    /// The commit its branch started from.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub base: Option<String>,
+    /// The commit its branch pointed at when the run ended.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub branch_head: Option<String>,
+    /// Commits on its branch beyond `base` when the run ended.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub branch_commits: Option<i64>,
+}
+
+impl Run {
+    /// The run, working in the worktree `made` for it.
+    pub fn in_worktree(self, made: &RunWorktree) -> Run {
+        Run {
+            repo: Some(made.repo.clone()),
+            worktree: Some(made.path.clone()),
+            branch: Some(made.branch.clone()),
+            base: Some(made.base.clone()),
+            ..self
+        }
+    }
+
+    /// Its branch as a deliverable, once the run ended with commits on it.
+    pub fn deliverable(&self) -> Option<Deliverable> {
+        let tip = BranchTip {
+            head: self.branch_head.clone()?,
+            commits: self.branch_commits?,
+        };
+        tip.deliverable(self.branch.as_deref()?)
+    }
+}
+
+/// Where a run works when its agent type isolates runs in git worktrees.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunWorktree {
+    /// The repository the worktree belongs to.
+    pub repo: String,
+    /// The worktree's folder.
+    pub path: String,
+    /// The branch made for the run.
+    pub branch: String,
+    /// The commit the branch starts from.
+    pub base: String,
+}
+
+/// What a run's branch held when the run ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BranchTip {
+    /// The commit the branch points at.
+    pub head: String,
+    /// Commits on it beyond its base.
+    pub commits: i64,
+}
+
+impl BranchTip {
+    /// The branch `branch` as a task's deliverable: only a branch that holds work is one.
+    pub fn deliverable(&self, branch: &str) -> Option<Deliverable> {
+        (self.commits > 0).then(|| Deliverable {
+            kind: "branch".into(),
+            reference: branch.to_string(),
+            note: Some(format!("{} (+{} commits)", self.head, self.commits)),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::Change;
+    use serde_json::json;
+
+    #[test]
+    fn run_exited_names_a_branch_only_when_the_run_had_one() {
+        let samples = [
+            json!({"run_id": 1, "status": "failed", "exit_code": 1, "error": "e"}),
+            json!({"run_id": 1, "status": "succeeded", "exit_code": 0, "error": null,
+                   "branch": "taskyard/1-1", "branch_head": "abc", "branch_commits": 1}),
+        ];
+        for data in samples {
+            let change = Change::from_parts("run.exited", data.clone());
+            assert!(matches!(change, Change::RunExited { .. }), "{data}");
+            assert_eq!(change.parts(), ("run.exited".to_string(), data), "round trip");
+        }
+    }
+
+    #[test]
+    fn a_branch_is_a_deliverable_only_with_commits() {
+        let tip = BranchTip {
+            head: "abc123".into(),
+            commits: 2,
+        };
+        let d = tip.deliverable("taskyard/1-2").unwrap();
+        assert_eq!(
+            (d.kind.as_str(), d.reference.as_str(), d.note.as_deref()),
+            ("branch", "taskyard/1-2", Some("abc123 (+2 commits)"))
+        );
+        let empty = BranchTip {
+            head: "abc123".into(),
+            commits: 0,
+        };
+        assert_eq!(empty.deliverable("taskyard/1-2"), None);
+    }
 }

@@ -1,5 +1,6 @@
 //! `retention-backup`: prunes events, spawned runs' logs and folders (their prompts) past their
-//! age, then writes an online
+//! age, removes the git worktrees of runs that are over (a run removes its own as it ends; these
+//! are leftovers), then writes an online
 //! backup of the database to `<data-dir>/backups/` (with `VACUUM INTO`), keeping the newest N.
 //! A backup is a complete database: `taskyard serve --data-dir` on a folder holding it as
 //! `taskyard.db` opens it.
@@ -137,6 +138,7 @@ impl Loop for RetentionBackup {
             let cutoff = SystemTime::now() - self.run_logs_max_age.0;
             let logs = prune_files(&runs, ".log", cutoff)?;
             let folders = prune_run_folders(&runs, cutoff)?;
+            let worktrees = ctx.spawner.sweep_worktrees().await?;
             let (backup, dropped) = if self.backups_keep > 0 {
                 let (path, dropped) = backup(ctx, self.backups_keep).await?;
                 (Some(path), dropped)
@@ -153,6 +155,7 @@ impl Loop for RetentionBackup {
             Ok(Outcome::new(
                 summary,
                 json!({"events_pruned": events, "run_logs_pruned": logs, "run_folders_pruned": folders,
+                       "worktrees_removed": worktrees,
                        "backup": backup,
                        "backups_removed": dropped}),
             ))

@@ -4,6 +4,8 @@
 //! program expects, the names the config passes through, the config's own `env`, and then the
 //! caller's `TASKYARD_*` variables. `PATH` starts with the folder of the server's binary and
 //! `TASKYARD_BIN` names it, so a program finds the `taskyard` CLI its prompt tells it to use.
+//! A run in a worktree also gets `TASKYARD_WORKTREE` and `TASKYARD_BRANCH` from the supervisor;
+//! git, run by the server itself, starts from the allow-list alone ([`inherited`]).
 
 use std::collections::BTreeMap;
 use std::ffi::{OsStr, OsString};
@@ -24,6 +26,11 @@ fn allowed(name: &OsStr) -> bool {
 /// The server's own executable, if it can be found.
 fn own_binary() -> Option<PathBuf> {
     std::env::current_exe().ok()
+}
+
+/// The variables of the server's environment every program gets (the allow-list above).
+pub fn inherited() -> BTreeMap<OsString, OsString> {
+    std::env::vars_os().filter(|(name, _)| allowed(name)).collect()
 }
 
 /// The environment for a program: see the module documentation. `passthrough` names variables

@@ -1,15 +1,18 @@
 //! The auto-spawner: routing available work (`router.rs`), the assignment pass that applies it
 //! (`assign.rs`), starting and supervising agent processes (`supervisor.rs`), settling runs
-//! left over from a previous server (`reconcile.rs`), prompt rendering (`prompt.rs`), and the
-//! clean environment programs start with (`environment.rs`).
+//! left over from a previous server (`reconcile.rs`), prompt rendering (`prompt.rs`), the
+//! clean environment programs start with (`environment.rs`), and runs in git worktrees of
+//! their own (`isolation.rs`, with the git commands in `worktree.rs`).
 
 mod assign;
 pub mod environment;
+mod isolation;
 mod process;
 pub mod prompt;
 mod reconcile;
 pub mod router;
 mod supervisor;
+pub mod worktree;
 
 use std::collections::HashMap;
 use std::path::PathBuf;

@@ -3,6 +3,8 @@
 //! command. The prompt always reaches the run as a file (`{prompt_file}`,
 //! `TASKYARD_PROMPT_FILE`); in an argument or `TASKYARD_PROMPT` only when it fits there.
 
+use std::borrow::Cow;
+
 use crate::domain::Task;
 
 /// The prompt used when an agent type sets none.
@@ -33,6 +35,25 @@ If a person must decide something:
 To split work, create subtasks with --parent {task.id}. Exit code 4 from taskyard means your
 lease is gone: stop working on this task.";
 
+/// Added to the default prompt for a run in a git worktree of its own.
+pub const WORKTREE_PROMPT: &str = "
+
+You work in your own git worktree, {worktree} (your working directory), on the branch {branch},
+made for this run. Commit your work on that branch there, as you go. When the run ends the
+branch is kept and, if it has commits, recorded as a deliverable of this task; the worktree
+folder is removed, with anything not committed. Do not switch to another branch. The worktree
+and the branch are also in TASKYARD_WORKTREE and TASKYARD_BRANCH.";
+
+/// The prompt template of an agent type that sets none: [`DEFAULT_PROMPT`], and
+/// [`WORKTREE_PROMPT`] for a run in a worktree.
+pub fn default_prompt(in_worktree: bool) -> Cow<'static, str> {
+    if in_worktree {
+        Cow::Owned(format!("{DEFAULT_PROMPT}{WORKTREE_PROMPT}"))
+    } else {
+        Cow::Borrowed(DEFAULT_PROMPT)
+    }
+}
+
 /// What placeholders can refer to.
 pub struct Context<'a> {
     /// The task.
@@ -45,6 +66,10 @@ pub struct Context<'a> {
     pub prompt: &'a str,
     /// The path of the file holding the rendered prompt.
     pub prompt_file: &'a str,
+    /// The run's git worktree (empty when it has none).
+    pub worktree: &'a str,
+    /// The run's branch (empty when it works in no worktree).
+    pub branch: &'a str,
 }
 
 /// The longest single argument, or `NAME=value` environment string, Linux passes to a program
@@ -87,7 +112,7 @@ pub fn argv(command: &[String], ctx: &Context<'_>) -> Result<Vec<String>, String
 
 /// Replaces `{task.id}`, `{task.title}`, `{task.description}`, `{task.priority}`,
 /// `{task.kind}`, `{task.project}`, `{task.key}`, `{task.acceptance_criteria}`, `{run.id}`,
-/// `{fence}`, `{prompt}` and `{prompt_file}` in `template`. Unknown braces are left as they are. Values are
+/// `{fence}`, `{prompt}`, `{prompt_file}`, `{worktree}` and `{branch}` in `template`. Unknown braces are left as they are. Values are
 /// inserted once (a title containing `{prompt}` is not expanded again).
 pub fn render(template: &str, ctx: &Context<'_>) -> String {
     let t = ctx.task;
@@ -100,7 +125,7 @@ pub fn render(template: &str, ctx: &Context<'_>) -> String {
             .collect::<Vec<_>>()
             .join("\n")
     };
-    let values: [(&str, String); 12] = [
+    let values: [(&str, String); 14] = [
         ("{task.id}", t.id.to_string()),
         ("{task.title}", t.title.clone()),
         ("{task.description}", t.description.clone()),
@@ -113,6 +138,8 @@ pub fn render(template: &str, ctx: &Context<'_>) -> String {
         ("{fence}", ctx.fence.to_string()),
         ("{prompt_file}", ctx.prompt_file.to_string()),
         ("{prompt}", ctx.prompt.to_string()),
+        ("{worktree}", ctx.worktree.to_string()),
+        ("{branch}", ctx.branch.to_string()),
     ];
     let mut out = String::with_capacity(template.len());
     let mut rest = template;
@@ -148,6 +175,8 @@ mod tests {
             fence: 3,
             prompt: "PROMPT",
             prompt_file: "/runs/7/prompt.md",
+            worktree: "/data/worktrees/run-7",
+            branch: "taskyard/1-7",
         };
         assert_eq!(render("{task.id}:{run.id}:{fence}", &ctx), "1:7:3");
         assert_eq!(
@@ -158,6 +187,17 @@ mod tests {
         assert_eq!(render("{prompt} {unknown} {", &ctx), "PROMPT {unknown} {");
         assert!(render(DEFAULT_PROMPT, &ctx).contains("TASKYARD_FENCE"));
         assert_eq!(render("{prompt_file}|{prompt}", &ctx), "/runs/7/prompt.md|PROMPT");
+        assert_eq!(
+            render("{worktree} {branch}", &ctx),
+            "/data/worktrees/run-7 taskyard/1-7"
+        );
+        let isolated = render(&default_prompt(true), &ctx);
+        assert!(
+            isolated.contains("own git worktree, /data/worktrees/run-7")
+                && isolated.contains("on the branch taskyard/1-7"),
+            "{isolated}"
+        );
+        assert!(!render(&default_prompt(false), &ctx).contains("worktree"));
     }
 
     #[test]
@@ -170,6 +210,8 @@ mod tests {
             fence: 3,
             prompt: &big,
             prompt_file: "/runs/7/prompt.md",
+            worktree: "",
+            branch: "",
         };
         let command = |args: &[&str]| args.iter().map(|a| a.to_string()).collect::<Vec<_>>();
         assert_eq!(

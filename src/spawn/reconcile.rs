@@ -1,7 +1,9 @@
 //! At boot, settle every run the database still calls live: a process that is still there
 //! (same pid and start time) is terminated or adopted, as `spawner.on_restart` says; a vanished
 //! one is marked lost. Either way its task is handed back unless it was completed, so no run
-//! stays "running" forever and no lease is held by a process that no longer exists.
+//! stays "running" forever and no lease is held by a process that no longer exists. A settled
+//! run's worktree goes (its branch read first, and kept), as do the worktree folders of any
+//! other run that is over.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -62,6 +64,10 @@ impl Spawner {
         if !live.is_empty() {
             tracing::info!(runs = live.len(), "reconciled runs left by the previous server");
         }
+        let swept = self.sweep_worktrees().await?;
+        if swept > 0 {
+            tracing::info!(worktrees = swept, "removed the worktrees of runs that are over");
+        }
         Ok(live.len())
     }
 
@@ -89,8 +95,9 @@ impl Spawner {
         } else {
             status
         };
+        let tip = self.close_worktree(run).await;
         self.store
-            .run_ended(run, status, None, Some(why.to_string()))
+            .run_ended(run, status, None, Some(why.to_string()), tip)
             .await?;
         Ok(())
     }
@@ -126,6 +133,7 @@ impl Spawner {
                 _ = shutdown.changed() => return,
             }
         }
+        let tip = self.close_worktree(&run).await;
         let result = self
             .settle(
                 &run,
@@ -135,6 +143,7 @@ impl Spawner {
                 None,
                 None,
                 Some("adopted after a restart; its exit code is unknown".into()),
+                tip,
             )
             .await;
         if let Err(err) = result {

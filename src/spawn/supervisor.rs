@@ -1,7 +1,10 @@
 //! Starting an agent process for a task and watching it until it ends: the lease is kept alive
 //! while it lives, CPU and memory are sampled, output goes to a capped log, and a timeout, a
-//! kill, a cancelled task or a lost lease stop its whole process group (TERM, then KILL).
+//! kill, a cancelled task or a lost lease stop its whole process group (TERM, then KILL). A run
+//! of an agent type with `isolation = "worktree"` starts in a worktree of its own, whose branch
+//! is read when the run ends (see `isolation.rs`).
 
+use std::borrow::Cow;
 use std::process::Stdio;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -14,7 +17,9 @@ use tokio::sync::{broadcast, watch, Mutex};
 
 use crate::config::AgentTypeConfig;
 use crate::domain::input::ProgressSpec;
-use crate::domain::{Change, Event, Principal, Refused, Routed, Run, RunStatus, Status, Task};
+use crate::domain::{
+    BranchTip, Change, Event, Principal, Refused, Routed, Run, RunStatus, RunWorktree, Status, Task,
+};
 use crate::store::{Claimed, StoreError};
 use crate::token::{hash_token, new_token};
 
@@ -147,7 +152,14 @@ impl Spawner {
                 other => StartError::Store(other),
             })?;
         match self.launch(&run, &claim, &token, cfg).await {
-            Ok(child) => {
+            Ok((child, made)) => {
+                let mut run = run;
+                if let Some(made) = &made {
+                    run = run.in_worktree(made);
+                    if let Err(err) = self.store.run_worktree(run.id, made).await {
+                        tracing::error!(run_id = run.id, error = %err, "could not record a run's worktree");
+                    }
+                }
                 let pid = child.id().map(i64::from).unwrap_or_default();
                 // The process runs now: whatever happens, it gets a supervisor.
                 if let Err(err) = self
@@ -184,7 +196,7 @@ impl Spawner {
                     )
                     .await;
                 self.store
-                    .run_ended(&run, RunStatus::Failed, None, Some(message.clone()))
+                    .run_ended(&run, RunStatus::Failed, None, Some(message.clone()), None)
                     .await?;
                 Err(StartError::Launch(message))
             }
@@ -193,17 +205,17 @@ impl Spawner {
 
     /// Starts the process: argv from the agent type with placeholders expanded, a clean
     /// environment (see `environment.rs`) with the `TASKYARD_*` variables, its own process group,
-    /// output piped into the run log.
+    /// output piped into the run log; for an agent type with `isolation = "worktree"`, in a
+    /// worktree made for the run (returned too; nothing of it is left when the start fails).
     async fn launch(
         &self,
         run: &Run,
         claim: &Claimed,
         token: &str,
         cfg: &AgentTypeConfig,
-    ) -> Result<Child, String> {
+    ) -> Result<(Child, Option<RunWorktree>), String> {
         let task = &claim.task;
         let fence = claim.lease.fence;
-        let template = cfg.prompt.as_deref().unwrap_or(prompt::DEFAULT_PROMPT);
         let prompt_path = self.run_dir(run.id).join("prompt.md");
         let prompt_file = prompt_path.to_string_lossy();
         let mut ctx = Context {
@@ -212,8 +224,20 @@ impl Spawner {
             fence,
             prompt: "",
             prompt_file: &prompt_file,
+            worktree: "",
+            branch: "",
         };
-        let rendered = prompt::render(template, &ctx);
+        let plan = self.plan_worktree(run.id, cfg, prompt::render(cfg.branch_template(), &ctx));
+        let worktree_path = plan.as_ref().map(|p| p.path.to_string_lossy().into_owned());
+        if let (Some(plan), Some(path)) = (&plan, &worktree_path) {
+            ctx.worktree = path;
+            ctx.branch = &plan.branch;
+        }
+        let template = match &cfg.prompt {
+            Some(template) => Cow::Borrowed(template.as_str()),
+            None => prompt::default_prompt(plan.is_some()),
+        };
+        let rendered = prompt::render(&template, &ctx);
         ctx.prompt = &rendered;
         let argv = prompt::argv(&cfg.command, &ctx)?;
         let Some((program, args)) = argv.split_first() else {
@@ -256,12 +280,32 @@ impl Spawner {
         if prompt::fits_env("TASKYARD_PROMPT", &rendered) {
             cmd.env("TASKYARD_PROMPT", &rendered);
         }
-        if let Some(dir) = &cfg.workdir {
-            cmd.current_dir(dir);
+        // Made last, so only a program that cannot start leaves one to undo.
+        let made = match &plan {
+            Some(plan) => Some(self.make_worktree(plan, cfg.base.as_deref()).await?),
+            None => None,
+        };
+        match &made {
+            Some(made) => {
+                cmd.current_dir(&made.path)
+                    .env("TASKYARD_WORKTREE", &made.path)
+                    .env("TASKYARD_BRANCH", &made.branch);
+            }
+            None => {
+                if let Some(dir) = &cfg.workdir {
+                    cmd.current_dir(dir);
+                }
+            }
         }
-        let mut child = cmd
-            .spawn()
-            .map_err(|e| format!("cannot start {program:?}: {e}"))?;
+        let mut child = match cmd.spawn() {
+            Ok(child) => child,
+            Err(e) => {
+                if let Some(made) = &made {
+                    self.discard_worktree(made).await;
+                }
+                return Err(format!("cannot start {program:?}: {e}"));
+            }
+        };
         let log = Arc::new(Mutex::new(LogFile {
             file: log,
             run_id: run.id,
@@ -275,7 +319,7 @@ impl Spawner {
         if let Some(err) = child.stderr.take() {
             tokio::spawn(copy_capped(err, log, written, cap));
         }
-        Ok(child)
+        Ok((child, made))
     }
 
     /// Watches a run until it ends, then settles its task and records how it ended.
@@ -372,10 +416,21 @@ impl Spawner {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .remove(&run.id);
+        // Read once the process is gone, so the branch is as the run left it.
+        let tip = self.close_worktree(&run).await;
         // A busy or failing database must not leave the run "running": try a few times.
         for attempt in 1..=5 {
             match self
-                .settle(&run, task_id, &who, fence, status, exit_code, error.clone())
+                .settle(
+                    &run,
+                    task_id,
+                    &who,
+                    fence,
+                    status,
+                    exit_code,
+                    error.clone(),
+                    tip.clone(),
+                )
                 .await
             {
                 Ok(()) => break,
@@ -402,7 +457,8 @@ impl Spawner {
 
     /// Records how a run ended and what became of its task: completed → succeeded; still held
     /// → a retryable failure (the store retries it after a backoff, or fails it when its
-    /// attempts are used up, and then a person is told).
+    /// attempts are used up, and then a person is told). `tip` is what the run's branch holds,
+    /// for a run in a worktree.
     #[allow(clippy::too_many_arguments)]
     pub(super) async fn settle(
         &self,
@@ -413,6 +469,7 @@ impl Spawner {
         stopped: Option<RunStatus>,
         exit_code: Option<i64>,
         error: Option<String>,
+        tip: Option<BranchTip>,
     ) -> Result<(), StoreError> {
         let task = self.store.task(&crate::domain::TaskRef::Id(task_id)).await?;
         let completed = task.status == Status::Completed;
@@ -455,7 +512,7 @@ impl Spawner {
                     .await?;
             }
         }
-        self.store.run_ended(run, status, exit_code, error).await?;
+        self.store.run_ended(run, status, exit_code, error, tip).await?;
         Ok(())
     }
 }

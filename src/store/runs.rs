@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use crate::domain::{Principal, Run, RunStatus};
+use crate::domain::{BranchTip, Principal, Run, RunStatus, RunWorktree};
 
 use super::{Claimed, StoreResult};
 
@@ -33,7 +33,10 @@ pub trait Runs: Send + Sync {
         reason: &str,
     ) -> StoreResult<(Run, Claimed, Principal)>;
 
-    /// The process started: record it with a `run.started` event.
+    /// The run's git worktree was made (before its process starts): record where it works.
+    async fn run_worktree(&self, run_id: i64, worktree: &RunWorktree) -> StoreResult<()>;
+
+    /// The process started: record it with a `run.started` event (naming its branch, if any).
     async fn run_started(
         &self,
         run: &Run,
@@ -46,13 +49,16 @@ pub trait Runs: Send + Sync {
     async fn run_sampled(&self, run_id: i64, cpu_percent: f64, memory_bytes: i64) -> StoreResult<()>;
 
     /// The run ended: record how, with a `run.exited` event; its token dies with it. Ending
-    /// frees capacity, so waiting work is woken.
+    /// frees capacity, so waiting work is woken. `tip` is what the run's branch held (for a
+    /// run in a worktree whose branch could be read): when the branch has commits and the run
+    /// completed its task, the branch is added to the task's deliverables in the same change.
     async fn run_ended(
         &self,
         run: &Run,
         status: RunStatus,
         exit_code: Option<i64>,
         error: Option<String>,
+        tip: Option<BranchTip>,
     ) -> StoreResult<Run>;
 
     /// One run.

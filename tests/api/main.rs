@@ -39,3 +39,4 @@ mod wakeups;
 mod walkthrough;
 mod webhooks;
 mod why_props;
+mod worktrees;

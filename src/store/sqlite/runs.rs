@@ -1,21 +1,25 @@
 //! Spawned runs on SQLite: a run is recorded together with its claim and its agent's token,
-//! sampled while it lives, and ended with its token revoked.
+//! sampled while it lives, and ended with its token revoked (and, for a run in a git worktree,
+//! its branch recorded, and added to the deliverables of the task it completed).
 
 use std::collections::HashMap;
 use std::time::Duration;
 
 use rusqlite::{params, Connection, OptionalExtension, Row};
 
-use crate::domain::{Change, NewEvent, Principal, Role, Routed, Run, RunStatus, Timestamp};
+use crate::domain::{
+    BranchTip, Change, NewEvent, Principal, Role, Routed, Run, RunStatus, RunWorktree, TaskResult, Timestamp,
+};
 use crate::store::{Claimed, LiveRun, Runs, StoreError, StoreResult};
 
 use super::agents::upsert_token;
 use super::lifecycle::claim_in;
 use super::routing::set_routing;
+use super::rows::{json, to_json};
 use super::Sqlite;
 
 const RUN_COLUMNS: &str = "id, task_id, agent_type, status, holder, fence, pid, started_at, ended_at, \
-    exit_code, cpu_percent, memory_bytes, error";
+    exit_code, cpu_percent, memory_bytes, error, repo, worktree, branch, base, branch_head, branch_commits";
 
 fn run_row(row: &Row<'_>) -> rusqlite::Result<StoreResult<Run>> {
     let status: String = row.get(3)?;
@@ -36,7 +40,45 @@ fn run_row(row: &Row<'_>) -> rusqlite::Result<StoreResult<Run>> {
         cpu_percent: row.get(10)?,
         memory_bytes: row.get(11)?,
         error: row.get(12)?,
+        repo: row.get(13)?,
+        worktree: row.get(14)?,
+        branch: row.get(15)?,
+        base: row.get(16)?,
+        branch_head: row.get(17)?,
+        branch_commits: row.get(18)?,
     }))
+}
+
+/// Adds branch `branch` (holding `tip`) to the deliverables of task `task_id` when the run whose
+/// claim had fence `fence` completed it; a deliverable naming the same branch is replaced (its
+/// note gains the head). A branch without commits delivers nothing.
+fn add_branch_deliverable(
+    tx: &Connection,
+    task_id: i64,
+    fence: i64,
+    branch: &str,
+    tip: &BranchTip,
+    now: Timestamp,
+) -> StoreResult<()> {
+    let Some(deliverable) = tip.deliverable(branch) else {
+        return Ok(());
+    };
+    // The fence grows with every claim and a completion keeps it: this run completed the task.
+    let result: Option<Option<String>> = tx
+        .prepare_cached("SELECT result FROM tasks WHERE id = ?1 AND status = 'completed' AND fence = ?2")?
+        .query_row(params![task_id, fence], |row| row.get(0))
+        .optional()?;
+    let Some(Some(result)) = result else {
+        return Ok(());
+    };
+    let mut result: TaskResult = json("result", &result)?;
+    result
+        .deliverables
+        .retain(|d| !(d.kind == deliverable.kind && d.reference == deliverable.reference));
+    result.deliverables.push(deliverable);
+    tx.prepare_cached("UPDATE tasks SET result = ?2, updated_at = ?3 WHERE id = ?1")?
+        .execute(params![task_id, to_json(&result), now.millis()])?;
+    Ok(())
 }
 
 fn find_run(conn: &Connection, id: i64) -> StoreResult<Run> {
@@ -85,6 +127,18 @@ impl Runs for Sqlite {
         .await
     }
 
+    async fn run_worktree(&self, run_id: i64, worktree: &RunWorktree) -> StoreResult<()> {
+        let w = worktree.clone();
+        self.write(move |tx| {
+            tx.execute(
+                "UPDATE runs SET repo = ?2, worktree = ?3, branch = ?4, base = ?5 WHERE id = ?1",
+                params![run_id, w.repo, w.path, w.branch, w.base],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
     async fn run_started(
         &self,
         run: &Run,
@@ -99,6 +153,7 @@ impl Runs for Sqlite {
                 "UPDATE runs SET status = 'running', fence = ?2, pid = ?3, pid_started_at = ?4 WHERE id = ?1",
                 params![run.id, fence, pid, pid_started_at],
             )?;
+            let branch = find_run(tx, run.id)?.branch;
             tx.event(NewEvent::task(
                 run.task_id,
                 &run.holder,
@@ -107,6 +162,7 @@ impl Runs for Sqlite {
                     agent_type: run.agent_type.clone(),
                     pid,
                     fence,
+                    branch,
                 },
             ));
             Ok(())
@@ -130,14 +186,30 @@ impl Runs for Sqlite {
         status: RunStatus,
         exit_code: Option<i64>,
         error: Option<String>,
+        tip: Option<BranchTip>,
     ) -> StoreResult<Run> {
         let run = run.clone();
         let agent_type = run.agent_type.clone();
         self.write(move |tx| {
             tx.execute(
-                "UPDATE runs SET status = ?2, exit_code = ?3, error = ?4, ended_at = ?5 WHERE id = ?1",
-                params![run.id, status.as_str(), exit_code, error, tx.now.millis()],
+                "UPDATE runs SET status = ?2, exit_code = ?3, error = ?4, ended_at = ?5, \
+                 branch_head = COALESCE(?6, branch_head), branch_commits = COALESCE(?7, branch_commits) \
+                 WHERE id = ?1",
+                params![
+                    run.id,
+                    status.as_str(),
+                    exit_code,
+                    error,
+                    tx.now.millis(),
+                    tip.as_ref().map(|t| t.head.clone()),
+                    tip.as_ref().map(|t| t.commits),
+                ],
             )?;
+            let ended = find_run(tx, run.id)?;
+            if let (Some(tip), Some(branch), Some(fence)) = (&tip, &ended.branch, ended.fence) {
+                let now = tx.now;
+                add_branch_deliverable(tx, run.task_id, fence, branch, tip, now)?;
+            }
             // The run's token dies with it (a hash no token can have), and its agent goes offline.
             tx.execute(
                 "UPDATE agents SET token_hash = 'revoked:' || name, status = 'offline' WHERE name = ?1",
@@ -152,10 +224,13 @@ impl Runs for Sqlite {
                     status,
                     exit_code,
                     error,
+                    branch: ended.branch.clone(),
+                    branch_head: ended.branch_head.clone(),
+                    branch_commits: ended.branch_commits,
                 },
             ));
             tx.capacity_freed();
-            find_run(tx, run.id)
+            Ok(ended)
         })
         .await
         .inspect(|_| self.options.telemetry.run_ended(&agent_type, status.as_str()))
