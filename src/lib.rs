@@ -3,12 +3,15 @@
 //! Where things live:
 //! - [`domain`]: tasks, statuses, priorities, agents, events and validated input, and the rules
 //!   on them as plain functions (the lease lifecycle in `domain::lifecycle`, claim-next in
-//!   `domain::claim`, creation limits in `domain::plan`, cancelling in `domain::cancel`); no I/O.
+//!   `domain::claim`, creation limits in `domain::plan`, cancelling in `domain::cancel`, path
+//!   patterns and reservations in `domain::paths` and `domain::reservation`, the handoff in
+//!   `domain::handoff`); no I/O.
 //! - [`store`]: the registry behind traits named for what callers use (`store::leases`, …), the
 //!   event bus, and its backends: `store::sqlite` holds every SQL statement; the whole lease
 //!   lifecycle (claim, claim-next, progress, complete, fail, release, block, unblock, cancel,
 //!   reaping) is `store::sqlite::lifecycle` (`claim.rs` takes work, `mod.rs` holds and ends it).
-//! - [`service`]: the work behind every endpoint (access checks, tasks, claims, stream limits),
+//! - [`service`]: the work behind every endpoint (access checks, tasks, claims, reservations,
+//!   handoff, stream limits),
 //!   whatever protocol asked for it.
 //! - [`http`]: the REST API (one file per resource, each adapting the service), authentication,
 //!   dashboard sessions, SSE and the OpenAPI document.

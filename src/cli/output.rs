@@ -128,3 +128,36 @@ pub fn task_detail(task: &Value) {
         }
     }
 }
+
+/// The earlier attempts of a handoff, one paragraph each.
+pub fn handoff(h: &Value) {
+    let attempts = h["attempts"].as_array().filter(|a| !a.is_empty());
+    let Some(attempts) = attempts else {
+        say!("no earlier attempts");
+        return;
+    };
+    for a in attempts {
+        let run = a["run_id"]
+            .as_i64()
+            .map(|r| format!(" (run {r})"))
+            .unwrap_or_default();
+        let percent = a["percent"]
+            .as_i64()
+            .map(|p| format!(", reached {p}%"))
+            .unwrap_or_default();
+        let why = a["reason"].as_str().map(|r| format!(": {r}")).unwrap_or_default();
+        say!("{}{run}{percent}, {}{why}", s(a, "holder"), s(a, "outcome"));
+        for note in a["notes"].as_array().into_iter().flatten() {
+            say!("  note: {}", note.as_str().unwrap_or(""));
+        }
+        if let Some(branch) = a["branch"]["ref"].as_str() {
+            say!("  branch: {branch} {}", s(&a["branch"], "note"));
+        }
+        if let Some(log) = a["log_tail"].as_str() {
+            say!("  end of its log:");
+            for line in log.lines() {
+                say!("    {line}");
+            }
+        }
+    }
+}

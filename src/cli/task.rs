@@ -67,6 +67,12 @@ pub enum TaskCommand {
         /// Task id or key.
         id: String,
     },
+    /// What earlier attempts at a task left: holders, how they ended, notes, branches, logs.
+    Handoff {
+        /// Task id or key (default: $TASKYARD_TASK_ID).
+        #[arg(env = "TASKYARD_TASK_ID")]
+        id: String,
+    },
     /// Claim a given task.
     Claim {
         /// Task id or key.
@@ -207,6 +213,9 @@ pub struct TaskFields {
     /// Claims allowed.
     #[arg(long)]
     max_attempts: Option<i64>,
+    /// A path pattern it expects to touch, e.g. 'src/auth/**' (repeatable): a claim reserves it.
+    #[arg(long = "path")]
+    paths: Vec<String>,
 }
 
 impl TaskFields {
@@ -231,6 +240,11 @@ impl TaskFields {
         put(&mut body, "route", self.route.map(Value::from));
         put(&mut body, "project", self.project.map(Value::from));
         put(&mut body, "max_attempts", self.max_attempts.map(Value::from));
+        put(
+            &mut body,
+            "paths",
+            list(self.paths.into_iter().map(Value::from).collect()),
+        );
         body
     }
 }
@@ -349,6 +363,14 @@ pub async fn run(global: &ClientArgs, cmd: TaskCommand) -> CliResult {
                 output::json(&task);
             } else {
                 output::task_detail(&task);
+            }
+        }
+        TaskCommand::Handoff { id } => {
+            let handoff = client.get(&format!("/tasks/{id}/handoff")).await?;
+            if global.json {
+                output::json(&handoff);
+            } else {
+                output::handoff(&handoff);
             }
         }
         TaskCommand::Why { id } => {

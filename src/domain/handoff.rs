@@ -35,6 +35,9 @@ pub struct Attempt {
     pub notes: Vec<String>,
     /// The spawned run that held it, if one did.
     pub run_id: Option<i64>,
+    /// That run's agent type.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent_type: Option<String>,
     /// The branch the run left its work on, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub branch: Option<Deliverable>,
@@ -59,9 +62,9 @@ impl Handoff {
         let last = self.attempts.last()?;
         let mut out = format!("Attempt {attempt} of {max}.");
         for a in &self.attempts {
-            let who = match a.run_id {
-                Some(run) => format!("{} (run {run})", a.holder),
-                None => a.holder.clone(),
+            let who = match (&a.agent_type, a.run_id) {
+                (Some(agent_type), Some(run)) => format!("{agent_type} run {run}"),
+                _ => a.holder.clone(),
             };
             let reached = match a.percent {
                 Some(p) => format!(" reached {p}%"),
@@ -83,7 +86,8 @@ impl Handoff {
         }
         if let Some(branch) = &last.branch {
             out.push_str(&format!(
-                " Continue from branch {} rather than starting over: look at its commits first.",
+                " Continue from branch {0} rather than starting over: read its commits and bring \
+                 them into your work (git merge {0}).",
                 branch.reference
             ));
         } else {
@@ -112,6 +116,7 @@ pub fn attempts(events: &[Event], current: Option<i64>) -> Vec<Attempt> {
                         percent: None,
                         notes: Vec::new(),
                         run_id: run_of(holder),
+                        agent_type: None,
                         branch: None,
                         log_tail: None,
                     });
@@ -162,6 +167,7 @@ pub fn attempts(events: &[Event], current: Option<i64>) -> Vec<Attempt> {
                     percent: None,
                     notes: Vec::new(),
                     run_id: None,
+                    agent_type: None,
                     branch: None,
                     log_tail: None,
                 });
@@ -272,6 +278,7 @@ mod tests {
             task_id: 7,
             attempts: found,
         };
+        handoff.attempts[1].agent_type = Some("backend-specialist".into());
         handoff.attempts[1].branch = Some(Deliverable {
             kind: "branch".into(),
             reference: "taskyard/7-41".into(),
@@ -286,6 +293,13 @@ mod tests {
             "{prose}"
         );
         assert!(prose.contains("Continue from branch taskyard/7-41"), "{prose}");
+        assert!(
+            prose.contains(
+                "An earlier attempt by backend-specialist run 41, then failed (tests do not build). \
+            Its work is on branch taskyard/7-41."
+            ),
+            "{prose}"
+        );
         assert_eq!(
             Handoff {
                 task_id: 7,

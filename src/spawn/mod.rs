@@ -1,11 +1,13 @@
 //! The auto-spawner: routing available work (`router.rs`), the assignment pass that applies it
 //! (`assign.rs`), starting and supervising agent processes (`supervisor.rs`), settling runs
 //! left over from a previous server (`reconcile.rs`), prompt rendering (`prompt.rs`), the
-//! clean environment programs start with (`environment.rs`), and runs in git worktrees of
-//! their own (`isolation.rs`, with the git commands in `worktree.rs`).
+//! clean environment programs start with (`environment.rs`), runs in git worktrees of
+//! their own (`isolation.rs`, with the git commands in `worktree.rs`), and the handoff a task
+//! that changed hands carries (`handoff.rs`).
 
 mod assign;
 pub mod environment;
+pub mod handoff;
 mod isolation;
 mod process;
 pub mod prompt;

@@ -18,7 +18,7 @@ Priority: {task.priority}   Kind: {task.kind}   Project: {task.project}
 Acceptance criteria:
 {task.acceptance_criteria}
 
-You hold this task's lease as run {run.id}. These variables are set for you: TASKYARD_URL,
+{handoff}You hold this task's lease as run {run.id}. These variables are set for you: TASKYARD_URL,
 TASKYARD_TOKEN (valid for this task and its subtasks only), TASKYARD_TASK_ID, TASKYARD_FENCE,
 TASKYARD_RUN_ID, TASKYARD_PROMPT_FILE (this prompt, as a file). The taskyard command is on your
 PATH (its full path is in TASKYARD_BIN).
@@ -70,6 +70,8 @@ pub struct Context<'a> {
     pub worktree: &'a str,
     /// The run's branch (empty when it works in no worktree).
     pub branch: &'a str,
+    /// What earlier attempts left, as a paragraph (empty for a first attempt).
+    pub handoff: &'a str,
 }
 
 /// The longest single argument, or `NAME=value` environment string, Linux passes to a program
@@ -112,8 +114,10 @@ pub fn argv(command: &[String], ctx: &Context<'_>) -> Result<Vec<String>, String
 
 /// Replaces `{task.id}`, `{task.title}`, `{task.description}`, `{task.priority}`,
 /// `{task.kind}`, `{task.project}`, `{task.key}`, `{task.acceptance_criteria}`, `{run.id}`,
-/// `{fence}`, `{prompt}`, `{prompt_file}`, `{worktree}` and `{branch}` in `template`. Unknown braces are left as they are. Values are
-/// inserted once (a title containing `{prompt}` is not expanded again).
+/// `{fence}`, `{prompt}`, `{prompt_file}`, `{worktree}`, `{branch}` and `{handoff}` in
+/// `template`. Unknown braces are left as they are. Values are inserted once (a title
+/// containing `{prompt}` is not expanded again). A handoff ends with a blank line, so the
+/// default prompt reads well with it and without it.
 pub fn render(template: &str, ctx: &Context<'_>) -> String {
     let t = ctx.task;
     let criteria = if t.acceptance_criteria.is_empty() {
@@ -125,7 +129,12 @@ pub fn render(template: &str, ctx: &Context<'_>) -> String {
             .collect::<Vec<_>>()
             .join("\n")
     };
-    let values: [(&str, String); 14] = [
+    let handoff = if ctx.handoff.is_empty() {
+        String::new()
+    } else {
+        format!("{}\n\n", ctx.handoff)
+    };
+    let values: [(&str, String); 15] = [
         ("{task.id}", t.id.to_string()),
         ("{task.title}", t.title.clone()),
         ("{task.description}", t.description.clone()),
@@ -140,6 +149,7 @@ pub fn render(template: &str, ctx: &Context<'_>) -> String {
         ("{prompt}", ctx.prompt.to_string()),
         ("{worktree}", ctx.worktree.to_string()),
         ("{branch}", ctx.branch.to_string()),
+        ("{handoff}", handoff),
     ];
     let mut out = String::with_capacity(template.len());
     let mut rest = template;
@@ -177,6 +187,7 @@ mod tests {
             prompt_file: "/runs/7/prompt.md",
             worktree: "/data/worktrees/run-7",
             branch: "taskyard/1-7",
+            handoff: "",
         };
         assert_eq!(render("{task.id}:{run.id}:{fence}", &ctx), "1:7:3");
         assert_eq!(
@@ -198,6 +209,15 @@ mod tests {
             "{isolated}"
         );
         assert!(!render(&default_prompt(false), &ctx).contains("worktree"));
+        assert!(render(DEFAULT_PROMPT, &ctx).contains("- (none given)\n\nYou hold this task's lease"));
+        let handed = Context {
+            handoff: "Attempt 2 of 3. An earlier attempt by run-4 (run 4) reached 60%.",
+            ..ctx
+        };
+        assert!(render(DEFAULT_PROMPT, &handed).contains(
+            "- (none given)\n\nAttempt 2 of 3. An earlier \
+            attempt by run-4 (run 4) reached 60%.\n\nYou hold this task's lease"
+        ));
     }
 
     #[test]
@@ -212,6 +232,7 @@ mod tests {
             prompt_file: "/runs/7/prompt.md",
             worktree: "",
             branch: "",
+            handoff: "",
         };
         let command = |args: &[&str]| args.iter().map(|a| a.to_string()).collect::<Vec<_>>();
         assert_eq!(

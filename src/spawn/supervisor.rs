@@ -203,6 +203,22 @@ impl Spawner {
         }
     }
 
+    /// What earlier attempts at the claimed task left, as a paragraph for the prompt: empty for
+    /// a task claimed for the first time, or when the handoff cannot be read (it is logged).
+    async fn handoff_prose(&self, claim: &Claimed) -> String {
+        if claim.lease.fence <= 1 {
+            return String::new();
+        }
+        let task = &claim.task;
+        match super::handoff::gather(&self.store, &self.runs_dir(), task.id, Some(claim.lease.fence)).await {
+            Ok(h) => h.prose(task.attempts, task.max_attempts).unwrap_or_default(),
+            Err(err) => {
+                tracing::warn!(task_id = task.id, error = %err, "could not read a task's handoff for its prompt");
+                String::new()
+            }
+        }
+    }
+
     /// Starts the process: argv from the agent type with placeholders expanded, a clean
     /// environment (see `environment.rs`) with the `TASKYARD_*` variables, its own process group,
     /// output piped into the run log; for an agent type with `isolation = "worktree"`, in a
@@ -218,6 +234,7 @@ impl Spawner {
         let fence = claim.lease.fence;
         let prompt_path = self.run_dir(run.id).join("prompt.md");
         let prompt_file = prompt_path.to_string_lossy();
+        let handoff = self.handoff_prose(claim).await;
         let mut ctx = Context {
             task,
             run_id: run.id,
@@ -226,6 +243,7 @@ impl Spawner {
             prompt_file: &prompt_file,
             worktree: "",
             branch: "",
+            handoff: &handoff,
         };
         let plan = self.plan_worktree(run.id, cfg, prompt::render(cfg.branch_template(), &ctx));
         let worktree_path = plan.as_ref().map(|p| p.path.to_string_lossy().into_owned());

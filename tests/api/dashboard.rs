@@ -447,6 +447,29 @@ async fn a_browser_logs_in_sees_a_new_task_live_and_cancels_it() {
             assert!(error.contains("exited with code 3"), "{error}");
         }
     }
+    // A held task's page lists the paths its lease reserves.
+    let coder = server.agent("coder-1", &[]).await;
+    let held = server
+        .task(json!({"title": "Auth rework", "paths": ["src/auth/**"]}))
+        .await;
+    let (status, _) = server
+        .post(&coder, &format!("/tasks/{}/claim", held["id"]), json!({}))
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    client
+        .execute(
+            &format!("location.hash = '#/tasks/{}'; return 1;", held["id"]),
+            vec![],
+        )
+        .await
+        .unwrap();
+    let reserved = find(&client, "#reservations").await.text().await.unwrap();
+    assert!(
+        reserved.contains("coder-1") && reserved.contains("exclusive") && reserved.contains("src/auth/**"),
+        "{reserved}"
+    );
+    let page = find(&client, "#data").await.text().await.unwrap();
+    assert!(page.contains("coder-1 reserved src/auth/**"), "{page}");
     // The failed task's page tells its story in sentences, decisions and timeline alike.
     client
         .execute(

@@ -17,6 +17,7 @@ mod events;
 mod faults;
 mod files;
 mod fuzz;
+mod handoff;
 mod inbox;
 mod input;
 mod leases;

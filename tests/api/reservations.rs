@@ -301,3 +301,94 @@ async fn claim_next_passes_over_a_task_whose_paths_are_reserved_and_why_says_so(
     );
     server.stop().await;
 }
+
+/// Runs the CLI as `token`; returns whether it succeeded and what it printed.
+async fn cli(server: &Server, token: &str, args: &[&str]) -> (bool, String) {
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_taskyard"))
+        .args(args)
+        .env("TASKYARD_URL", &server.url)
+        .env("TASKYARD_TOKEN", token)
+        .env_remove("TASKYARD_TASK_ID")
+        .env_remove("TASKYARD_FENCE")
+        .output()
+        .await
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
+#[tokio::test]
+async fn the_cli_reserves_lists_and_releases() {
+    let server = Server::start().await;
+    let a = server.agent("claude-1", &[]).await;
+    let b = server.agent("codex-2", &[]).await;
+    let one = server.task(json!({"title": "one"})).await["id"].as_i64().unwrap();
+    let two = server.task(json!({"title": "two"})).await["id"].as_i64().unwrap();
+    let first = claim(&server, &a, one, 600).await;
+    let second = claim(&server, &b, two, 600).await;
+    let (f1, f2) = (fence(&first).to_string(), fence(&second).to_string());
+    let (one_s, two_s) = (one.to_string(), two.to_string());
+
+    let (ok, said) = cli(
+        &server,
+        &a,
+        &["reserve", "src/auth/**", "--task", &one_s, "--fence", &f1],
+    )
+    .await;
+    assert!(
+        ok && said.contains("reserved: reservation #") && said.contains("src/auth/**"),
+        "{said}"
+    );
+    let (ok, said) = cli(
+        &server,
+        &b,
+        &[
+            "reserve",
+            "src/auth/x.rs",
+            "--shared",
+            "--task",
+            &two_s,
+            "--fence",
+            &f2,
+        ],
+    )
+    .await;
+    assert!(
+        !ok && said.contains("reserved by task #") && said.contains("claude-1"),
+        "{said}"
+    );
+    let (ok, said) = cli(&server, &b, &["reservations", "list", "--path", "src/auth/x.rs"]).await;
+    assert!(
+        ok && said.contains("claude-1") && said.contains("exclusive"),
+        "{said}"
+    );
+
+    let (_, listed) = server.get(&a, "/reservations").await;
+    let rid = listed["items"][0]["id"].to_string();
+    let (ok, said) = cli(
+        &server,
+        &a,
+        &["reservations", "release", &rid, "--task", &one_s, "--fence", &f1],
+    )
+    .await;
+    assert!(ok && said.contains("released"), "{said}");
+    let (ok, said) = cli(&server, &b, &["reservations", "list"]).await;
+    assert!(ok && said.contains("no reservations"), "{said}");
+
+    // The handoff of a task released with a note.
+    let (status, _) = server
+        .post(
+            &a,
+            &format!("/tasks/{one}/release"),
+            json!({"fence": fence(&first), "note": "wrong repo"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let (ok, said) = cli(&server, &b, &["task", "handoff", &one_s]).await;
+    assert!(ok && said.contains("claude-1, released: wrong repo"), "{said}");
+    server.stop().await;
+}

@@ -327,6 +327,16 @@ async fn a_failed_run_keeps_its_branch_and_shows_it() {
         shown.contains(&format!("branch {branch} at {head} (+1 commits")),
         "{shown}"
     );
+    // The next holder is handed the branch.
+    let (_, handoff) = server
+        .get(&server.admin, &format!("/tasks/{}/handoff", task["id"]))
+        .await;
+    let left = &handoff["attempts"][0]["branch"];
+    assert_eq!(
+        (left["kind"].as_str(), left["ref"].as_str()),
+        (Some("branch"), Some(branch.as_str())),
+        "{handoff}"
+    );
     server.stop().await;
 }
 
