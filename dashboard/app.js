@@ -25,6 +25,7 @@ const EVENT_KINDS = [
   "agent.created", "agent.online", "agent.offline", "agent.deactivated", "agent.token_rotated",
   "agent.deleted", "notification.sent", "notification.failed",
   "loop.ran",
+  "reservation.created", "reservation.released",
 ];
 
 // ---------------------------------------------------------------- helpers

@@ -12,6 +12,18 @@ use super::{BlockedBy, Change, Event, Timestamp};
 pub const NOTES_KEPT: usize = 10;
 /// How much of a spawned run's log is handed on: its last 4 KiB.
 pub const LOG_TAIL_BYTES: u64 = 4 * 1024;
+/// Earlier attempts told of in a prompt (the latest); the JSON handoff has them all.
+pub const PROSE_ATTEMPTS: usize = 5;
+/// Longest note or reason quoted in a prompt, in characters.
+pub const PROSE_QUOTE: usize = 300;
+
+/// `text` cut to [`PROSE_QUOTE`] characters.
+fn quote(text: &str) -> String {
+    match text.char_indices().nth(PROSE_QUOTE) {
+        Some((cut, _)) => format!("{}…", &text[..cut]),
+        None => text.to_string(),
+    }
+}
 
 /// An earlier attempt at a task.
 #[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
@@ -61,7 +73,13 @@ impl Handoff {
     pub fn prose(&self, attempt: i64, max: i64) -> Option<String> {
         let last = self.attempts.last()?;
         let mut out = format!("Attempt {attempt} of {max}.");
-        for a in &self.attempts {
+        let skipped = self.attempts.len().saturating_sub(PROSE_ATTEMPTS);
+        if skipped > 0 {
+            out.push_str(&format!(
+                " {skipped} earlier attempts are left out here (see the task's handoff)."
+            ));
+        }
+        for a in &self.attempts[skipped..] {
             let who = match (&a.agent_type, a.run_id) {
                 (Some(agent_type), Some(run)) => format!("{agent_type} run {run}"),
                 _ => a.holder.clone(),
@@ -70,8 +88,16 @@ impl Handoff {
                 Some(p) => format!(" reached {p}%"),
                 None => String::new(),
             };
-            let note = a.notes.last().map(|n| format!(": '{n}'")).unwrap_or_default();
-            let why = a.reason.as_deref().map(|r| format!(" ({r})")).unwrap_or_default();
+            let note = a
+                .notes
+                .last()
+                .map(|n| format!(": '{}'", quote(n)))
+                .unwrap_or_default();
+            let why = a
+                .reason
+                .as_deref()
+                .map(|r| format!(" ({})", quote(r)))
+                .unwrap_or_default();
             let ended = match a.outcome.as_str() {
                 "expired" => "its lease ran out".to_string(),
                 "declined" => "declined it".to_string(),
@@ -308,6 +334,18 @@ mod tests {
             .prose(1, 3),
             None
         );
+
+        // A prompt quotes at most 300 characters of a note and tells of the last five attempts.
+        let mut long = handoff.attempts[0].clone();
+        long.notes = vec!["n".repeat(5_000)];
+        let many = Handoff {
+            task_id: 7,
+            attempts: vec![long; 7],
+        };
+        let prose = many.prose(8, 9).unwrap();
+        assert!(prose.contains("2 earlier attempts are left out"), "{prose}");
+        assert_eq!(prose.matches("An earlier attempt").count(), 5);
+        assert!(prose.len() < 5 * 450, "{}", prose.len());
     }
 
     #[test]

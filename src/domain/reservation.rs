@@ -45,14 +45,18 @@ pub struct Clash {
 impl Clash {
     /// For a `409 conflict`: who holds what, and where the two meet.
     pub fn message(&self) -> String {
+        let meet = if self.path.is_empty() {
+            "too intricate to tell apart, so taken to overlap".to_string()
+        } else {
+            format!("both cover {}", self.path)
+        };
         format!(
-            "{} overlaps {}, reserved{} by task #{} ({}): both cover {}",
+            "{} overlaps {}, reserved{} by task #{} ({}): {meet}",
             self.ours,
             self.pattern,
             if self.theirs.exclusive { "" } else { " (shared)" },
             self.theirs.task_id,
             self.theirs.holder,
-            self.path
         )
     }
 
@@ -65,11 +69,15 @@ impl Clash {
     }
 }
 
-/// The first live reservation of another task that `paths`, reserved by task `task_id`
-/// (exclusively or not), would clash with.
-pub fn clash(task_id: i64, paths: &[String], exclusive: bool, live: &[Reservation]) -> Option<Clash> {
+/// Most patterns one lease may hold in all its reservations.
+pub const MAX_PATTERNS_PER_LEASE: usize = 256;
+
+/// The first live reservation that `paths`, reserved (exclusively or not) for a task, would
+/// clash with. Reservations of the tasks in `kin` never do: the task itself, and the tasks
+/// above and below it (a parent delegates its paths to its subtasks).
+pub fn clash(kin: &[i64], paths: &[String], exclusive: bool, live: &[Reservation]) -> Option<Clash> {
     live.iter()
-        .filter(|r| r.task_id != task_id && (exclusive || r.exclusive))
+        .filter(|r| !kin.contains(&r.task_id) && (exclusive || r.exclusive))
         .find_map(|r| {
             first_overlap(paths, &r.paths).map(|(ours, pattern, path)| Clash {
                 theirs: r.clone(),
@@ -103,7 +111,7 @@ mod tests {
     #[test]
     fn exclusive_excludes_all_and_shared_excludes_exclusive() {
         let live = [held(1, &["src/auth/**"], true), held(2, &["docs/**"], false)];
-        let c = clash(9, &ours(&["src/auth/login.rs"]), false, &live).unwrap();
+        let c = clash(&[9], &ours(&["src/auth/login.rs"]), false, &live).unwrap();
         assert_eq!(c.theirs.task_id, 1);
         assert_eq!(
             c.message(),
@@ -114,16 +122,18 @@ mod tests {
             "waiting: src/auth/** is reserved by task #1 (agent-1)"
         );
         // Two shared reservations may overlap; an exclusive one may not overlap a shared one.
-        assert_eq!(clash(9, &ours(&["docs/a.md"]), false, &live), None);
+        assert_eq!(clash(&[9], &ours(&["docs/a.md"]), false, &live), None);
         assert_eq!(
-            clash(9, &ours(&["docs/a.md"]), true, &live)
+            clash(&[9], &ours(&["docs/a.md"]), true, &live)
                 .unwrap()
                 .theirs
                 .task_id,
             2
         );
         // A lease never clashes with its own task's reservations, nor with paths elsewhere.
-        assert_eq!(clash(1, &ours(&["src/auth/x.rs"]), true, &live), None);
-        assert_eq!(clash(9, &ours(&["src/billing/**"]), true, &live), None);
+        assert_eq!(clash(&[1], &ours(&["src/auth/x.rs"]), true, &live), None);
+        assert_eq!(clash(&[9], &ours(&["src/billing/**"]), true, &live), None);
+        // Nor with its parent's or subtasks' (kin).
+        assert_eq!(clash(&[9, 1], &ours(&["src/auth/x.rs"]), true, &live), None);
     }
 }

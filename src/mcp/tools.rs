@@ -125,7 +125,8 @@ impl ToolName {
                 expected."
                 .into(),
             ToolName::ClaimTask => "Claim one specific task for yourself (an exclusive lease). Answers \
-                {task, lease}: remember task.id and lease.fence, because every later call on this task \
+                {task, lease} (and `handoff` when earlier attempts left notes, a branch or a log: \
+                read it and continue their work): remember task.id and lease.fence, because every later call on this task \
                 (update_progress, complete_task, fail_task, release_task, block_task) must pass that \
                 fence. The lease runs out after lease_seconds (default from the server) unless you call \
                 update_progress. Errors: `already_claimed` (another agent holds it: pick other work), \
@@ -133,7 +134,8 @@ impl ToolName {
                 the best work for you, call claim_next instead."
                 .into(),
             ToolName::ClaimNext => "Get work: claim the best ready task for you (its capabilities must \
-                be among yours, then the highest priority, then the oldest). Answers {task, lease}; \
+                be among yours, then the highest priority, then the oldest). Answers {task, lease} \
+                (with `handoff` when the task changed hands: read it and continue that work); \
                 remember task.id and lease.fence, because every later call on the task must pass that \
                 fence. When nothing fits, answers {task: null, lease: null}. With wait_seconds (at most \
                 60) it waits for work to appear before answering. The lease runs out after lease_seconds \

@@ -27,7 +27,7 @@ pub async fn claim(service: &Service, who: &Principal, id: &str, body: ClaimTask
         .unwrap_or(service.default_lease());
     let id = acting_on(service, who, id).await?;
     let mut claimed = service.store.claim_task(id, who, lease).await?;
-    handoff::attach(service, &mut claimed).await;
+    handoff::attach(service, who, &mut claimed).await;
     Ok(claimed)
 }
 
@@ -105,7 +105,7 @@ pub async fn claim_next_unless(
             .observe(started.elapsed().as_secs_f64());
         let again = waiting.after_attempt(claimed.as_ref().map(|c| c.task.id));
         if let Some(c) = claimed.as_mut() {
-            handoff::attach(service, c).await;
+            handoff::attach(service, who, c).await;
             return Ok(claimed);
         }
         if Instant::now() >= deadline {

@@ -25,14 +25,16 @@ pub async fn handoff(service: &Service, id: i64, current: Option<i64>) -> ApiRes
     Ok(gather(&service.store, &runs_dir, id, current).await?)
 }
 
-/// Attaches the handoff to a claim of a task that changed hands: one claimed before (its
-/// fence is past the first), or work for people, whom a decline may have passed it by. A first
-/// claim of agent work (the usual one) costs nothing more. The claim stands whatever happens:
-/// a handoff that cannot be read is left out (and logged), never a reason to lose the lease.
-pub async fn attach(service: &Service, claim: &mut Claimed) {
+/// Attaches the handoff to `who`'s claim of a task that changed hands: one claimed before (its
+/// fence is past the first), or work for people, whom a decline may have passed it by (a claim
+/// by a person, or of work meant for people). A first claim of agent work (the usual one)
+/// costs nothing more. The claim stands whatever happens: a handoff that cannot be read is
+/// left out (and logged), never a reason to lose the lease.
+pub async fn attach(service: &Service, who: &Principal, claim: &mut Claimed) {
     let task = &claim.task;
-    let for_people =
-        task.route == crate::domain::Route::Human || service.config.routing.human_kinds.contains(&task.kind);
+    let for_people = who.is_person()
+        || task.route == crate::domain::Route::Human
+        || service.config.routing.human_kinds.contains(&task.kind);
     if claim.lease.fence <= 1 && !for_people {
         return;
     }

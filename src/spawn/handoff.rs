@@ -7,6 +7,7 @@ use std::path::Path;
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
 
 use crate::domain::handoff::{attempts, Handoff, LOG_TAIL_BYTES};
+use crate::domain::task::Deliverable;
 use crate::store::{Store, StoreResult};
 
 /// Events read to find earlier attempts.
@@ -20,7 +21,17 @@ pub async fn gather(store: &Store, runs_dir: &Path, id: i64, current: Option<i64
     for a in &mut attempts {
         let Some(run_id) = a.run_id else { continue };
         if let Ok(run) = store.run(run_id).await {
-            a.branch = run.deliverable();
+            // A run still ending (its lease returned, its process being stopped) has not had
+            // its branch read yet: the branch is named all the same.
+            a.branch = match (run.deliverable(), &run.branch, &run.branch_head) {
+                (Some(done), _, _) => Some(done),
+                (None, Some(branch), None) => Some(Deliverable {
+                    kind: "branch".into(),
+                    reference: branch.clone(),
+                    note: Some("its run is still ending: commits not counted yet".into()),
+                }),
+                _ => None,
+            };
             a.agent_type = Some(run.agent_type);
         }
         a.log_tail = log_tail(&runs_dir.join(format!("{run_id}.log"))).await;

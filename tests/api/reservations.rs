@@ -392,3 +392,65 @@ async fn the_cli_reserves_lists_and_releases() {
     assert!(ok && said.contains("claude-1, released: wrong repo"), "{said}");
     server.stop().await;
 }
+
+#[tokio::test]
+async fn subtasks_work_on_what_their_parent_reserved_and_a_lapsed_lease_is_in_nobodys_way() {
+    let server = Server::start().await;
+    let lead = server.agent("lead", &[]).await;
+    let helper = server.agent("helper", &[]).await;
+    let parent = server
+        .task(json!({"title": "auth rework", "paths": ["src/**"]}))
+        .await["id"]
+        .as_i64()
+        .unwrap();
+    let held = claim(&server, &lead, parent, 1).await;
+    // The parent delegates its paths: a subtask declaring some of them is handed out.
+    let sub = server
+        .task(json!({"title": "login form", "parent_id": parent, "paths": ["src/auth/**"]}))
+        .await["id"]
+        .as_i64()
+        .unwrap();
+    let (status, next) = server
+        .post(&helper, "/claims/next", json!({"lease_seconds": 600}))
+        .await;
+    assert_eq!(
+        (status, next["task"]["id"].as_i64()),
+        (StatusCode::OK, Some(sub)),
+        "{next}"
+    );
+
+    // The parent's lease runs out; an unrelated task's claim is judged without it, and the
+    // lapsed holder learns its lease is gone.
+    outlive(&held).await;
+    let other = server
+        .task(json!({"title": "unrelated", "paths": ["src/billing/**"]}))
+        .await["id"]
+        .as_i64()
+        .unwrap();
+    let (status, body) = server
+        .post(&helper, &format!("/tasks/{other}/claim"), json!({}))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let ended = server
+        .all_events()
+        .await
+        .into_iter()
+        .find(|e| e.kind() == "reservation.released" && e.task_id == Some(parent));
+    assert_eq!(
+        ended.expect("the lapsed lease's reservation ended").data()["reason"],
+        "expired"
+    );
+    let (status, body) = server
+        .post(
+            &lead,
+            &format!("/tasks/{parent}/progress"),
+            json!({"fence": fence(&held)}),
+        )
+        .await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (StatusCode::CONFLICT, Some("lease_lost")),
+        "{body}"
+    );
+    server.stop().await;
+}

@@ -7,8 +7,8 @@ use rusqlite::{params, Connection, OptionalExtension};
 
 use crate::domain::lifecycle::check_hold;
 use crate::domain::paths::{first_overlap, overlap};
-use crate::domain::reservation::clash;
-use crate::domain::{Change, NewEvent, Principal, Refused, Reservation, Task, Timestamp};
+use crate::domain::reservation::{clash, Clash, MAX_PATTERNS_PER_LEASE};
+use crate::domain::{Change, InputError, NewEvent, Principal, Refused, Reservation, Task, Timestamp};
 use crate::store::{Reservations, StoreError, StoreResult};
 
 use super::engine::Tx;
@@ -52,6 +52,36 @@ pub(super) fn live(conn: &Connection, now: Timestamp) -> StoreResult<Vec<Reserva
         .collect()
 }
 
+/// The tasks whose reservations never clash with task `id`'s: itself, its ancestors and its
+/// descendants.
+fn kin(conn: &Connection, id: i64) -> StoreResult<Vec<i64>> {
+    Ok(conn
+        .prepare_cached(
+            "WITH RECURSIVE up(id) AS (SELECT ?1 UNION SELECT t.parent_id FROM tasks t JOIN up ON t.id = up.id \
+                 WHERE t.parent_id IS NOT NULL), \
+             down(id) AS (SELECT ?1 UNION SELECT t.id FROM tasks t JOIN down ON t.parent_id = down.id) \
+             SELECT id FROM up UNION SELECT id FROM down",
+        )?
+        .query_map([id], |row| row.get(0))?
+        .collect::<Result<Vec<_>, _>>()?)
+}
+
+/// The live reservation (of `live`) that task `id` reserving `paths` would clash with, if any;
+/// its kin's never do (see `domain::reservation::clash`).
+pub(super) fn clash_for(
+    conn: &Connection,
+    id: i64,
+    paths: &[String],
+    exclusive: bool,
+    live: &[Reservation],
+) -> StoreResult<Option<Clash>> {
+    // Kin are looked up only when something is in the way.
+    if clash(&[id], paths, exclusive, live).is_none() {
+        return Ok(None);
+    }
+    Ok(clash(&kin(conn, id)?, paths, exclusive, live))
+}
+
 /// True when any reservation row exists (live or not yet ended): claim-next looks closer then.
 pub(super) fn any(conn: &Connection) -> StoreResult<bool> {
     Ok(conn
@@ -72,7 +102,23 @@ pub(super) fn reserve_in(
         .lease
         .clone()
         .ok_or_else(|| StoreError::Corrupt(format!("task #{} is reserved without a lease", task.id)))?;
-    if let Some(clash) = clash(task.id, &paths, exclusive, &live(tx, tx.now)?) {
+    let live = live(tx, tx.now)?;
+    let held: usize = live
+        .iter()
+        .filter(|r| r.task_id == task.id && r.fence == lease.fence)
+        .map(|r| r.paths.len())
+        .sum();
+    if held + paths.len() > MAX_PATTERNS_PER_LEASE {
+        return Err(InputError::new(
+            "paths",
+            format!(
+                "a lease may hold at most {MAX_PATTERNS_PER_LEASE} patterns and this one holds {held}: \
+                 release some first"
+            ),
+        )
+        .into());
+    }
+    if let Some(clash) = clash_for(tx, task.id, &paths, exclusive, &live)? {
         return Err(StoreError::conflict(clash.message()));
     }
     let now = tx.now;
@@ -159,12 +205,14 @@ fn wake_declaring(tx: &mut Tx<'_>, patterns: &[String]) -> StoreResult<()> {
     Ok(())
 }
 
-/// Claims reserve a task's declared paths: refused (`409`) when another lease holds one.
-pub(super) fn check_declared(tx: &Tx<'_>, task: &Task) -> StoreResult<()> {
+/// Claims reserve a task's declared paths: refused (`409`) when another lease holds one. Leases
+/// that ran out are returned first, so their reservations are not in the way.
+pub(super) fn check_declared(tx: &mut Tx<'_>, task: &Task) -> StoreResult<()> {
     if task.paths.is_empty() || !any(tx)? {
         return Ok(());
     }
-    match clash(task.id, &task.paths, true, &live(tx, tx.now)?) {
+    reap(tx, None)?;
+    match clash_for(tx, task.id, &task.paths, true, &live(tx, tx.now)?)? {
         Some(clash) => Err(StoreError::conflict(format!(
             "task #{} cannot be claimed now: {}",
             task.id,
@@ -186,7 +234,9 @@ impl Reservations for Sqlite {
     ) -> StoreResult<Reservation> {
         let who = who.clone();
         self.write(move |tx| {
-            reap(tx, Some(id))?;
+            // Every lease that ran out is returned first: its reservations are in nobody's way,
+            // and a holder whose own lease ran out is told so.
+            reap(tx, None)?;
             let task = fetch_task(tx, id)?;
             check_hold(&task, &who, fence)?;
             reserve_in(tx, &task, &who.name, paths, exclusive)

@@ -16,10 +16,9 @@ use crate::store::{
 };
 
 use super::engine::Tx;
+use super::reservations;
 use super::rows::{to_json, TASK_COLUMNS};
 use super::{deps, fetch_task, query_tasks, Sqlite};
-use crate::domain::reservation::clash;
-use crate::store::Reservations;
 
 const MINUTE: i64 = 60_000;
 
@@ -456,7 +455,14 @@ impl Tasks for Sqlite {
             events: self.task_events(id, 200).await?,
             clash: match task.paths.is_empty() {
                 true => None,
-                false => clash(id, &task.paths, true, &self.reservations(None, None).await?),
+                false => {
+                    let paths = task.paths.clone();
+                    self.read(move |conn| {
+                        let live = reservations::live(conn, Timestamp::now())?;
+                        reservations::clash_for(conn, id, &paths, true, &live)
+                    })
+                    .await?
+                }
             },
         })
     }

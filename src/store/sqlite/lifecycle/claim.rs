@@ -9,8 +9,6 @@ use crate::domain::lifecycle::{check_claim, expiring};
 use crate::domain::{Change, NewEvent, Principal, Status, Task};
 use crate::store::{ClaimFilter, Claimed, StoreError, StoreResult};
 
-use crate::domain::reservation::clash;
-
 use super::super::engine::{Count, Tx};
 use super::super::rows::json;
 use super::super::{deps, fetch_task, reservations};
@@ -261,7 +259,7 @@ pub(super) fn claim_next_in(
         while let Some(row) = rows.next()? {
             let (id, paths) = (row.get::<_, i64>(0)?, row.get::<_, String>(1)?);
             let paths: Vec<String> = json("task paths", &paths)?;
-            if paths.is_empty() || clash(id, &paths, true, &live).is_none() {
+            if paths.is_empty() || reservations::clash_for(tx, id, &paths, true, &live)?.is_none() {
                 best = Some(id);
                 break;
             }
