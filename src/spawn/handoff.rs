@@ -23,9 +23,9 @@ pub async fn gather(store: &Store, runs_dir: &Path, id: i64, current: Option<i64
         if let Ok(run) = store.run(run_id).await {
             // A run still ending (its lease returned, its process being stopped) has not had
             // its branch read yet: the branch is named all the same.
-            a.branch = match (run.deliverable(), &run.branch, &run.branch_head) {
+            a.branch = match (run.deliverable(), &run.branch, run.status.is_live()) {
                 (Some(done), _, _) => Some(done),
-                (None, Some(branch), None) => Some(Deliverable {
+                (None, Some(branch), true) => Some(Deliverable {
                     kind: "branch".into(),
                     reference: branch.clone(),
                     note: Some("its run is still ending: commits not counted yet".into()),

@@ -156,9 +156,6 @@ impl Spawner {
                 let mut run = run;
                 if let Some(made) = &made {
                     run = run.in_worktree(made);
-                    if let Err(err) = self.store.run_worktree(run.id, made).await {
-                        tracing::error!(run_id = run.id, error = %err, "could not record a run's worktree");
-                    }
                 }
                 let pid = child.id().map(i64::from).unwrap_or_default();
                 // The process runs now: whatever happens, it gets a supervisor.
@@ -298,11 +295,18 @@ impl Spawner {
         if prompt::fits_env("TASKYARD_PROMPT", &rendered) {
             cmd.env("TASKYARD_PROMPT", &rendered);
         }
-        // Made last, so only a program that cannot start leaves one to undo.
+        // Made last, so only a program that cannot start leaves one to undo; recorded before
+        // the program starts, so a crash at any moment leaves reconciliation its branch to read.
         let made = match &plan {
             Some(plan) => Some(self.make_worktree(plan, cfg.base.as_deref()).await?),
             None => None,
         };
+        if let Some(made) = &made {
+            if let Err(err) = self.store.run_worktree(run.id, made).await {
+                self.discard_worktree(made).await;
+                return Err(format!("cannot record the run's worktree: {err}"));
+            }
+        }
         match &made {
             Some(made) => {
                 cmd.current_dir(&made.path)
