@@ -17,5 +17,6 @@ CREATE TABLE reservations (
 
 CREATE INDEX reservations_task ON reservations (task_id);
 
--- Available tasks that declare paths: woken when a reservation that may have kept them waiting ends.
-CREATE INDEX tasks_declaring_paths ON tasks (id) WHERE status = 'available' AND paths <> '[]';
+-- Available tasks that declare paths, best first: the first of them are woken when a
+-- reservation that may have kept them waiting ends.
+CREATE INDEX tasks_declaring_paths ON tasks (priority, id) WHERE status = 'available' AND paths <> '[]';
