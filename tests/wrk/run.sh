@@ -2,14 +2,14 @@
 # Measures the agent work cycle (claim-next → complete) of a release build with wrk, the way an
 # outside load generator sees it, next to the same server's rate of plain 404 answers:
 #   tests/wrk/run.sh [TASKS=60000] [AGENTS=64] [SECONDS=5] [DURABILITY=normal]
-# Needs wrk, curl and jq. Starts `target/release/taskyard serve` on a temporary data folder,
+# Needs wrk, curl and jq. Starts `target/release/taskyard serve` (or $BIN) on a temporary data folder,
 # seeds TASKS P2/P3 tasks, registers AGENTS agents, then runs wrk twice (404s, then cycles) and
 # checks that no task was completed twice. The per-token rate limit is off: at 10,000 cycles/s
 # each of 64 agents makes ~310 changes a second, over the default limit of 200.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 TASKS=${1:-60000} AGENTS=${2:-64} SECONDS_=${3:-5} DURABILITY=${4:-normal}
-BIN=target/release/taskyard
+BIN=${BIN:-target/release/taskyard}
 DIR=$(mktemp -d)
 PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 URL=http://127.0.0.1:$PORT
