@@ -8,7 +8,7 @@ use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use crate::domain::input::ReservePaths;
+use crate::domain::input::{ReleasePaths, ReservePaths};
 use crate::domain::{Principal, Reservation};
 use crate::error::{ApiResult, Problem};
 use crate::service::reservations;
@@ -63,8 +63,12 @@ pub async fn unreserve(
     Path((id, reservation)): Path<(String, i64)>,
     Query(q): Query<FenceQuery>,
 ) -> ApiResult<axum::Json<Reservation>> {
+    let body = ReleasePaths {
+        fence: q.fence,
+        reservation,
+    };
     Ok(axum::Json(
-        reservations::unreserve(&state, &who, &id, reservation, q.fence).await?,
+        reservations::unreserve(&state, &who, &id, body).await?,
     ))
 }
 

@@ -9,7 +9,7 @@ use axum::extract::State;
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
-use tokio::io::{AsyncReadExt, AsyncSeekExt};
+use tokio::io::AsyncReadExt;
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -17,6 +17,7 @@ use utoipa_axum::routes;
 use crate::domain::{InputError, Principal, Role, Run, RunStatus};
 use crate::error::{ApiError, ApiResult, Problem};
 use crate::service::access::require;
+use crate::spawn::open_log_tail;
 
 use super::credential::Credential;
 use super::extract::{Path, Query};
@@ -120,7 +121,7 @@ pub async fn run_log(
 ) -> ApiResult<Response> {
     let run = state.store.run(id).await?;
     let path = state.loops.context().spawner.log_path(id);
-    let mut file = match tokio::fs::File::open(&path).await {
+    let mut file = match open_log_tail(&path, q.tail.unwrap_or(64 * 1024)).await {
         Ok(file) => file,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             return Err(ApiError::NotFound(format!(
@@ -129,15 +130,6 @@ pub async fn run_log(
         }
         Err(e) => return Err(ApiError::Internal(e.into())),
     };
-    let len = file
-        .metadata()
-        .await
-        .map_err(|e| ApiError::Internal(e.into()))?
-        .len();
-    let tail = q.tail.unwrap_or(64 * 1024);
-    file.seek(std::io::SeekFrom::Start(len.saturating_sub(tail)))
-        .await
-        .map_err(|e| ApiError::Internal(e.into()))?;
     let text = [(header::CONTENT_TYPE, "text/plain; charset=utf-8")];
     if !(q.follow.unwrap_or(false) && run.status.is_live()) {
         let mut out = Vec::new();

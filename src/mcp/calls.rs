@@ -8,7 +8,7 @@ use serde::Serialize;
 use serde_json::{json, Value};
 use tokio_util::sync::CancellationToken;
 
-use crate::domain::input::{parse_json, ReleasePaths};
+use crate::domain::input::parse_json;
 use crate::domain::{InputError, Principal, TaskRef};
 use crate::error::{ApiError, ApiResult};
 use crate::service::{claims, reservations, tasks, Service};
@@ -93,8 +93,8 @@ pub async fn call(
             answer(reservations::reserve(service, who, &task, body).await?)
         }
         ToolName::ReleasePaths => {
-            let (task, body): (String, ReleasePaths) = on_task(args)?;
-            answer(reservations::unreserve(service, who, &task, body.reservation, body.fence).await?)
+            let (task, body) = on_task(args)?;
+            answer(reservations::unreserve(service, who, &task, body).await?)
         }
         ToolName::CreateTask => {
             let (task, created) = tasks::create(service, who, read(args)?).await?;

@@ -21,7 +21,7 @@ pub async fn show(service: &Service, who: &Principal, id: &str) -> ApiResult<Han
 
 /// The earlier attempts at task `id`, leaving out the lease with fence `current`.
 pub async fn handoff(service: &Service, id: i64, current: Option<i64>) -> ApiResult<Handoff> {
-    let runs_dir = service.config.server.data_dir.join("runs");
+    let runs_dir = service.loops.context().spawner.runs_dir();
     Ok(gather(&service.store, &runs_dir, id, current).await?)
 }
 

@@ -1,7 +1,7 @@
 //! Path reservations: made and released by a lease's holder, looked up by anyone who may read,
 //! with their role, scope and input checks.
 
-use crate::domain::input::ReservePaths;
+use crate::domain::input::{ReleasePaths, ReservePaths};
 use crate::domain::{paths, Principal, Reservation, Role};
 use crate::error::ApiResult;
 
@@ -24,22 +24,15 @@ pub async fn reserve(
         .await?)
 }
 
-/// Releases reservation `reservation` of task `id`, held under the lease with `fence`.
+/// Releases a reservation of task `id` held under the caller's lease.
 pub async fn unreserve(
     service: &Service,
     who: &Principal,
     id: &str,
-    reservation: i64,
-    fence: i64,
+    body: ReleasePaths,
 ) -> ApiResult<Reservation> {
     require(who, Role::Agent)?;
-    if fence < 1 {
-        return Err(crate::domain::InputError::new(
-            "fence",
-            "must be the positive fence returned by the claim",
-        )
-        .into());
-    }
+    let (reservation, fence) = body.parse()?;
     let id = acting_on(service, who, id).await?;
     Ok(service.store.unreserve(id, reservation, who, fence).await?)
 }

@@ -1,10 +1,9 @@
 //! Gathering a task's handoff: its earlier attempts from the event log (see
 //! `domain::handoff`), and for each spawned run its branch and the end of its log.
 
-use std::io::SeekFrom;
 use std::path::Path;
 
-use tokio::io::{AsyncReadExt, AsyncSeekExt};
+use tokio::io::AsyncReadExt;
 
 use crate::domain::handoff::{attempts, Handoff, LOG_TAIL_BYTES};
 use crate::domain::task::Deliverable;
@@ -34,7 +33,7 @@ pub async fn gather(store: &Store, runs_dir: &Path, id: i64, current: Option<i64
             };
             a.agent_type = Some(run.agent_type);
         }
-        a.log_tail = log_tail(&runs_dir.join(format!("{run_id}.log"))).await;
+        a.log_tail = log_tail(&super::log_file(runs_dir, run_id)).await;
     }
     Ok(Handoff {
         task_id: id,
@@ -44,14 +43,12 @@ pub async fn gather(store: &Store, runs_dir: &Path, id: i64, current: Option<i64
 
 /// The last [`LOG_TAIL_BYTES`] of a run's log, from its first whole line when cut.
 async fn log_tail(path: &Path) -> Option<String> {
-    let mut file = tokio::fs::File::open(path).await.ok()?;
-    let len = file.metadata().await.ok()?.len();
-    let from = len.saturating_sub(LOG_TAIL_BYTES);
-    file.seek(SeekFrom::Start(from)).await.ok()?;
+    let mut file = super::open_log_tail(path, LOG_TAIL_BYTES).await.ok()?;
+    let cut = file.metadata().await.ok()?.len() > LOG_TAIL_BYTES;
     let mut bytes = Vec::new();
-    file.take(LOG_TAIL_BYTES).read_to_end(&mut bytes).await.ok()?;
+    file.read_to_end(&mut bytes).await.ok()?;
     let text = String::from_utf8_lossy(&bytes).into_owned();
-    let text = match (from > 0, text.find('\n')) {
+    let text = match (cut, text.find('\n')) {
         (true, Some(newline)) => text[newline + 1..].to_string(),
         _ => text.trim_start_matches('\u{fffd}').to_string(),
     };

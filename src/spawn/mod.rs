@@ -17,7 +17,7 @@ mod supervisor;
 pub mod worktree;
 
 use std::collections::HashMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use tokio::sync::watch;
@@ -62,6 +62,21 @@ pub enum KillError {
     NotRunning(i64),
 }
 
+/// The log file of run `run_id` in `runs_dir`, the folder of run logs.
+pub fn log_file(runs_dir: &Path, run_id: i64) -> PathBuf {
+    runs_dir.join(format!("{run_id}.log"))
+}
+
+/// A run log opened at its last `bytes` bytes (all of it when shorter).
+pub async fn open_log_tail(path: &Path, bytes: u64) -> std::io::Result<tokio::fs::File> {
+    use tokio::io::AsyncSeekExt;
+    let mut file = tokio::fs::File::open(path).await?;
+    let len = file.metadata().await?.len();
+    file.seek(std::io::SeekFrom::Start(len.saturating_sub(bytes)))
+        .await?;
+    Ok(file)
+}
+
 impl Spawner {
     /// A spawner; call [`Spawner::reconcile`] once before the first assignment.
     pub fn new(
@@ -102,7 +117,7 @@ impl Spawner {
 
     /// The log file of a run.
     pub fn log_path(&self, run_id: i64) -> PathBuf {
-        self.runs_dir().join(format!("{run_id}.log"))
+        log_file(&self.runs_dir(), run_id)
     }
 
     /// The folder of a run's own files (its prompt).

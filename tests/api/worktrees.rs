@@ -344,30 +344,20 @@ async fn a_failed_run_keeps_its_branch_and_shows_it() {
 fn config_check_names_a_worktree_without_a_repo() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("taskyard.toml");
-    std::fs::write(
-        &file,
-        "[agent_types.coder]\ncommand = [\"claude\"]\nisolation = \"worktree\"\n",
-    )
-    .unwrap();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_taskyard"))
-        .args(["config", "check", "--config", file.to_str().unwrap()])
-        .output()
-        .unwrap();
-    let said = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success());
+    // `taskyard config check` of an agent type with `isolation = …` and no repo: its stderr.
+    let refused = |isolation: &str| {
+        let toml = format!("[agent_types.coder]\ncommand = [\"claude\"]\nisolation = \"{isolation}\"\n");
+        std::fs::write(&file, toml).unwrap();
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_taskyard"))
+            .args(["config", "check", "--config", file.to_str().unwrap()])
+            .output()
+            .unwrap();
+        assert!(!out.status.success());
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let said = refused("worktree");
     assert!(said.contains("agent_types.coder.repo"), "{said}");
-
-    std::fs::write(
-        &file,
-        "[agent_types.coder]\ncommand = [\"claude\"]\nisolation = \"container\"\n",
-    )
-    .unwrap();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_taskyard"))
-        .args(["config", "check", "--config", file.to_str().unwrap()])
-        .output()
-        .unwrap();
-    let said = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success());
+    let said = refused("container");
     assert!(said.contains("isolation") && said.contains("worktree"), "{said}");
 }
 

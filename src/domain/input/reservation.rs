@@ -48,7 +48,8 @@ impl ReservePaths {
     }
 }
 
-/// Arguments of the `release_paths` tool.
+/// Which reservation to release, under which lease: the `release_paths` tool's arguments, and
+/// `DELETE /tasks/{id}/reservations/{reservation}?fence=F`.
 #[derive(Debug, Clone, Deserialize, ToSchema, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ReleasePaths {
@@ -58,6 +59,16 @@ pub struct ReleasePaths {
     /// The reservation's id, from reserve_paths.
     #[schemars(range(min = 1))]
     pub reservation: i64,
+}
+
+impl ReleasePaths {
+    /// Checks the request: (reservation, fence).
+    pub fn parse(self) -> Result<(i64, i64), InputError> {
+        if self.reservation < 1 {
+            return Err(InputError::new("reservation", "must be a reservation id"));
+        }
+        Ok((self.reservation, fence(self.fence)?))
+    }
 }
 
 #[cfg(test)]

@@ -3,7 +3,7 @@
 //! `reservation.released` event, in the change that ends its lease. Ending one wakes the
 //! tasks whose declared paths it was keeping from claim-next.
 
-use rusqlite::{params, Connection, OptionalExtension};
+use rusqlite::{params, Connection};
 
 use crate::domain::lifecycle::check_hold;
 use crate::domain::paths::{first_overlap, overlap};
@@ -16,40 +16,50 @@ use super::lifecycle::reap;
 use super::rows::{json, to_json};
 use super::{fetch_task, Sqlite};
 
-const COLUMNS: &str = "r.id, r.task_id, r.holder, r.fence, r.paths, r.exclusive, r.created_at";
+/// The column list every reservation query selects (from `reservations r`), in [`read`]'s order;
+/// a macro so the queries are literals (no string is built on the writer per completion).
+macro_rules! columns {
+    () => {
+        "r.id, r.task_id, r.holder, r.fence, r.paths, r.exclusive, r.created_at"
+    };
+}
 
-fn read(row: &rusqlite::Row<'_>) -> rusqlite::Result<(Reservation, String)> {
-    Ok((
-        Reservation {
-            id: row.get(0)?,
-            task_id: row.get(1)?,
-            holder: row.get(2)?,
-            fence: row.get(3)?,
-            paths: Vec::new(),
-            exclusive: row.get(5)?,
-            created_at: Timestamp(row.get(6)?),
-        },
-        row.get(4)?,
-    ))
+fn read(row: &rusqlite::Row<'_>) -> rusqlite::Result<StoreResult<Reservation>> {
+    let paths: String = row.get(4)?;
+    let reservation = Reservation {
+        id: row.get(0)?,
+        task_id: row.get(1)?,
+        holder: row.get(2)?,
+        fence: row.get(3)?,
+        paths: Vec::new(),
+        exclusive: row.get(5)?,
+        created_at: Timestamp(row.get(6)?),
+    };
+    Ok(json("reservation paths", &paths).map(|paths| Reservation { paths, ..reservation }))
+}
+
+/// The reservations `sql` (selecting `columns!()` from `reservations r`) finds with `params`.
+fn select(conn: &Connection, sql: &str, params: impl rusqlite::Params) -> StoreResult<Vec<Reservation>> {
+    let found = conn
+        .prepare_cached(sql)?
+        .query_map(params, read)?
+        .collect::<Result<Vec<_>, _>>()?;
+    found.into_iter().collect()
 }
 
 /// Every live reservation, oldest first.
 pub(super) fn live(conn: &Connection, now: Timestamp) -> StoreResult<Vec<Reservation>> {
-    let found = conn
-        .prepare_cached(&format!(
-            "SELECT {COLUMNS} FROM reservations r JOIN tasks t ON t.id = r.task_id \
+    select(
+        conn,
+        concat!(
+            "SELECT ",
+            columns!(),
+            " FROM reservations r JOIN tasks t ON t.id = r.task_id \
              WHERE t.status = 'in_progress' AND t.fence = r.fence AND t.lease_expires_at > ?1 \
              ORDER BY r.id"
-        ))?
-        .query_map([now.millis()], read)?
-        .collect::<Result<Vec<_>, _>>()?;
-    found
-        .into_iter()
-        .map(|(mut r, paths)| {
-            r.paths = json("reservation paths", &paths)?;
-            Ok(r)
-        })
-        .collect()
+        ),
+        [now.millis()],
+    )
 }
 
 /// The tasks whose reservations never clash with task `id`'s: itself, its ancestors and its
@@ -160,32 +170,36 @@ pub(super) fn reserve_in(
 /// Ends every reservation of task `id` inside the caller's change (its lease ended: `reason`
 /// says how), each with an event by `actor`; wakes the tasks they kept waiting.
 pub(super) fn end_all(tx: &mut Tx<'_>, id: i64, actor: Option<&str>, reason: &str) -> StoreResult<()> {
-    let ended = tx
-        .prepare_cached(&format!(
-            "SELECT {COLUMNS} FROM reservations r WHERE r.task_id = ?1"
-        ))?
-        .query_map([id], read)?
-        .collect::<Result<Vec<_>, _>>()?;
-    if ended.is_empty() {
-        return Ok(());
-    }
-    tx.prepare_cached("DELETE FROM reservations WHERE task_id = ?1")?
-        .execute([id])?;
+    let ended = select(
+        tx,
+        concat!("SELECT ", columns!(), " FROM reservations r WHERE r.task_id = ?1"),
+        [id],
+    )?;
+    end(tx, ended, actor, reason)
+}
+
+/// Ends the reservations `ended` inside the caller's change, each with an event by `actor`
+/// saying `reason`; wakes the tasks they kept waiting.
+fn end(tx: &mut Tx<'_>, ended: Vec<Reservation>, actor: Option<&str>, reason: &str) -> StoreResult<()> {
     let mut patterns = Vec::new();
-    for (r, paths) in ended {
-        let paths: Vec<String> = json("reservation paths", &paths)?;
-        patterns.extend(paths.iter().cloned());
+    for r in ended {
+        tx.prepare_cached("DELETE FROM reservations WHERE id = ?1")?
+            .execute([r.id])?;
+        patterns.extend(r.paths.iter().cloned());
         tx.event(NewEvent {
-            task_id: Some(id),
+            task_id: Some(r.task_id),
             actor: actor.map(str::to_string),
             change: Change::ReservationReleased {
                 reservation: r.id,
                 holder: r.holder,
                 fence: r.fence,
-                paths,
+                paths: r.paths,
                 reason: reason.to_string(),
             },
         });
+    }
+    if patterns.is_empty() {
+        return Ok(());
     }
     wake_declaring(tx, &patterns)
 }
@@ -265,30 +279,19 @@ impl Reservations for Sqlite {
         self.write(move |tx| {
             let task = fetch_task(tx, id)?;
             check_hold(&task, &who, fence)?;
-            let found = tx
-                .prepare_cached(&format!(
-                    "SELECT {COLUMNS} FROM reservations r WHERE r.id = ?1 AND r.task_id = ?2 AND r.fence = ?3"
-                ))?
-                .query_row(params![reservation, id, fence], read)
-                .optional()?;
-            let Some((mut r, paths)) = found else {
+            let found = select(
+                tx,
+                concat!(
+                    "SELECT ",
+                    columns!(),
+                    " FROM reservations r WHERE r.id = ?1 AND r.task_id = ?2 AND r.fence = ?3"
+                ),
+                params![reservation, id, fence],
+            )?;
+            let Some(r) = found.first().cloned() else {
                 return Err(Refused::NotFound(format!("reservation {reservation} of task #{id}")).into());
             };
-            r.paths = json("reservation paths", &paths)?;
-            tx.prepare_cached("DELETE FROM reservations WHERE id = ?1")?
-                .execute([reservation])?;
-            tx.event(NewEvent::task(
-                id,
-                &who.name,
-                Change::ReservationReleased {
-                    reservation,
-                    holder: r.holder.clone(),
-                    fence,
-                    paths: r.paths.clone(),
-                    reason: "released".into(),
-                },
-            ));
-            wake_declaring(tx, &r.paths)?;
+            end(tx, found, Some(&who.name), "released")?;
             Ok(r)
         })
         .await
