@@ -344,6 +344,29 @@ async fn find(client: &Client, css: &str) -> fantoccini::elements::Element {
     }
 }
 
+/// The text of the element `css` selects. The page re-renders as events arrive, so an element
+/// found a moment ago may have been replaced; it is then looked up again.
+async fn text(client: &Client, css: &str) -> String {
+    loop {
+        match find(client, css).await.text().await {
+            Ok(text) => return text,
+            Err(e) if e.is_stale_element_reference() => continue,
+            Err(e) => panic!("reading {css}: {e}"),
+        }
+    }
+}
+
+/// Clicks the element `css` selects, looking it up again if the page replaced it meanwhile.
+async fn click(client: &Client, css: &str) {
+    loop {
+        match find(client, css).await.click().await {
+            Ok(()) => return,
+            Err(e) if e.is_stale_element_reference() => continue,
+            Err(e) => panic!("clicking {css}: {e}"),
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_browser_logs_in_sees_a_new_task_live_and_cancels_it() {
     let Some(driver) = driver().await else {
@@ -369,12 +392,8 @@ async fn a_browser_logs_in_sees_a_new_task_live_and_cancels_it() {
     client.goto(&format!("{}/", server.url)).await.unwrap();
     let token = find(&client, "input#token").await;
     token.send_keys(ADMIN_TOKEN).await.unwrap();
-    find(&client, "button[type=submit]").await.click().await.unwrap();
-    find(&client, "nav a[href='#/board']")
-        .await
-        .click()
-        .await
-        .unwrap();
+    click(&client, "button[type=submit]").await;
+    click(&client, "nav a[href='#/board']").await;
     find(&client, "#data .board").await;
 
     // A task created through the API shows up on the open board, without a reload.
@@ -386,19 +405,15 @@ async fn a_browser_logs_in_sees_a_new_task_live_and_cancels_it() {
     let task = server
         .task(json!({"title": "Shown live on the board", "priority": "P1"}))
         .await;
-    let card = find(&client, &format!("a.task[data-task='{}']", task["id"])).await;
-    assert!(card.text().await.unwrap().contains("Shown live on the board"));
+    let card = format!("a.task[data-task='{}']", task["id"]);
+    assert!(text(&client, &card).await.contains("Shown live on the board"));
     let same_page: Value = client.execute("return window.__marker;", vec![]).await.unwrap();
     assert_eq!(same_page, json!(42), "the page was not reloaded");
 
     // Open it and cancel it: the status changes on the page.
-    card.click().await.unwrap();
+    click(&client, &card).await;
     find(&client, "dl.fields .status-available").await;
-    find(&client, "button[data-act='cancel']")
-        .await
-        .click()
-        .await
-        .unwrap();
+    click(&client, "button[data-act='cancel']").await;
     find(&client, "dl.fields .status-cancelled").await;
     let (_, t) = server.get(&server.admin, &format!("/tasks/{}", task["id"])).await;
     assert_eq!(t["status"], "cancelled");
@@ -433,17 +448,13 @@ async fn a_browser_logs_in_sees_a_new_task_live_and_cancels_it() {
                 .find(|a| a["name"] == "doomed")
                 .unwrap()["id"]
                 .clone();
-            find(&client, &format!("button[data-deactivate='{id}']"))
-                .await
-                .click()
-                .await
-                .unwrap();
-            let status = find(&client, "#data span.bad").await.text().await.unwrap();
+            click(&client, &format!("button[data-deactivate='{id}']")).await;
+            let status = text(&client, "#data span.bad").await;
             assert_eq!(status, "deactivated");
             assert_eq!(server.get(&doomed, "/tasks").await.0, StatusCode::UNAUTHORIZED);
         }
         if view == "#/runs" {
-            let error = find(&client, "#data .run-error").await.text().await.unwrap();
+            let error = text(&client, "#data .run-error").await;
             assert!(error.contains("exited with code 3"), "{error}");
         }
     }
@@ -463,12 +474,12 @@ async fn a_browser_logs_in_sees_a_new_task_live_and_cancels_it() {
         )
         .await
         .unwrap();
-    let reserved = find(&client, "#reservations").await.text().await.unwrap();
+    let reserved = text(&client, "#reservations").await;
     assert!(
         reserved.contains("coder-1") && reserved.contains("exclusive") && reserved.contains("src/auth/**"),
         "{reserved}"
     );
-    let page = find(&client, "#data").await.text().await.unwrap();
+    let page = text(&client, "#data").await;
     assert!(page.contains("coder-1 reserved src/auth/**"), "{page}");
     // The failed task's page tells its story in sentences, decisions and timeline alike.
     client
@@ -478,8 +489,8 @@ async fn a_browser_logs_in_sees_a_new_task_live_and_cancels_it() {
         )
         .await
         .unwrap();
-    let timeline = find(&client, "ul.timeline").await;
-    let page = find(&client, "#data").await.text().await.unwrap();
+    let timeline = text(&client, "ul.timeline").await;
+    let page = text(&client, "#data").await;
     assert!(
         page.contains("spawned: P0 work is spawned: run #1 of development-lead"),
         "{page}"
@@ -489,11 +500,11 @@ async fn a_browser_logs_in_sees_a_new_task_live_and_cancels_it() {
         "{page}"
     );
     assert!(
-        !timeline.text().await.unwrap().contains("{\""),
+        !timeline.contains("{\""),
         "no raw JSON: {page}"
     );
 
-    let flash = find(&client, "#flash").await.text().await.unwrap();
+    let flash = text(&client, "#flash").await;
     assert_eq!(flash, "", "the page showed an error");
     let log = client.issue_cmd(BrowserLog).await.unwrap();
     let errors: Vec<&Value> = log
