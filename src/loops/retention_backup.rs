@@ -139,7 +139,8 @@ impl Loop for RetentionBackup {
             let logs = prune_files(&runs, ".log", cutoff)?;
             let folders = prune_run_folders(&runs, cutoff)?;
             let worktrees = ctx.spawner.sweep_worktrees().await?;
-            let (backup, dropped) = if self.backups_keep > 0 {
+            let files = ctx.store.backs_up_to_files();
+            let (backup, dropped) = if self.backups_keep > 0 && files {
                 let (path, dropped) = backup(ctx, self.backups_keep).await?;
                 (Some(path), dropped)
             } else {
@@ -149,6 +150,9 @@ impl Loop for RetentionBackup {
                 Some(path) => format!(
                     "pruned {events} events and {logs} run logs; backup {} ({dropped} old backups removed)",
                     path.display()
+                ),
+                None if !files => format!(
+                    "pruned {events} events and {logs} run logs; the PostgreSQL registry is backed up with pg_dump"
                 ),
                 None => format!("pruned {events} events and {logs} run logs; backups are off"),
             };

@@ -21,8 +21,11 @@ mod error;
 mod events;
 mod leases;
 mod outbox;
+pub mod postgres;
+mod principals;
 mod reservations;
 mod routing;
+mod rows;
 mod runs;
 pub mod sqlite;
 mod tasks;
@@ -110,6 +113,12 @@ pub trait Registry:
 
     /// Writes a consistent copy of the whole registry to `target` (which must not exist).
     async fn backup_into(&self, target: &Path) -> StoreResult<()>;
+
+    /// Whether [`Registry::backup_into`] can copy this registry into a file (SQLite); a
+    /// database server's registry is backed up with the server's own tools instead.
+    fn backs_up_to_files(&self) -> bool {
+        true
+    }
 
     /// Finishes the work taken and closes the database.
     async fn close(&self);

@@ -1,8 +1,6 @@
 //! Agents on SQLite: registering them, their tokens (kept only as SHA-256 hashes) and liveness,
 //! the people among them, and the principals remembered by token hash between changes.
 
-use std::collections::HashMap;
-use std::sync::Mutex;
 use std::time::Duration;
 
 use rusqlite::{params, OptionalExtension};
@@ -15,62 +13,6 @@ use super::engine::Tx;
 use super::lifecycle::release_all_held_by;
 use super::rows::{json, to_json, AgentRow, AGENT_COLUMNS};
 use super::Sqlite;
-
-/// Most principals remembered; beyond it the memory starts over.
-const PRINCIPALS_KEPT: usize = 10_000;
-
-/// Principals (with liveness status) by token hash. Every committed change to agents forgets
-/// them all and moves to a new generation; an answer read during an older generation is not
-/// kept, so no stale principal outlives a change.
-#[derive(Default)]
-pub(super) struct PrincipalCache {
-    inner: Mutex<Remembered>,
-}
-
-/// The generation, and the principals (with liveness status) read during it, by token hash.
-type Remembered = (u64, HashMap<String, (Principal, String)>);
-
-impl PrincipalCache {
-    fn lock(&self) -> std::sync::MutexGuard<'_, Remembered> {
-        self.inner.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    fn generation(&self) -> u64 {
-        self.lock().0
-    }
-
-    fn get(&self, token_hash: &str) -> Option<(Principal, String)> {
-        self.lock().1.get(token_hash).cloned()
-    }
-
-    /// Keeps `found`, read during `generation`, unless agents changed since.
-    fn put(&self, generation: u64, token_hash: &str, found: (Principal, String)) {
-        let mut inner = self.lock();
-        if inner.0 != generation {
-            return;
-        }
-        if inner.1.len() >= PRINCIPALS_KEPT {
-            inner.1.clear();
-        }
-        inner.1.insert(token_hash.to_string(), found);
-    }
-
-    /// Notes that agent `agent_id` is online again (its next call need not say so again).
-    fn mark_online(&self, agent_id: i64) {
-        for (principal, status) in self.lock().1.values_mut() {
-            if principal.agent_id == Some(agent_id) {
-                *status = "online".into();
-            }
-        }
-    }
-
-    /// Forgets everything: agents changed.
-    pub(super) fn forget(&self) {
-        let mut inner = self.lock();
-        inner.0 = inner.0.wrapping_add(1);
-        inner.1.clear();
-    }
-}
 
 /// Creates the agent `name` or gives it a new token hash, role and scope, inside the caller's
 /// change; returns it as a principal.

@@ -17,9 +17,9 @@ use crate::domain::{Event, Timestamp};
 use crate::store::{Durability, EventBus, StoreError, StoreResult, Work};
 use crate::telemetry::Telemetry;
 
-use super::agents::PrincipalCache;
 use super::claimable_work;
 use super::events::insert_events;
+use crate::store::principals::PrincipalCache;
 
 /// Most operations in one transaction.
 const MAX_BATCH: usize = 256;

@@ -1,0 +1,314 @@
+//! Spawned runs on PostgreSQL: a run is recorded together with its claim and its agent's token,
+//! sampled while it lives, and ended with its token revoked (and, for a run in a git worktree,
+//! its branch recorded, and added to the deliverables of the task it completed, that task's row
+//! locked while its result is rewritten).
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use sqlx::postgres::PgRow;
+use sqlx::{PgConnection, Row};
+
+use crate::domain::{
+    BranchTip, Change, NewEvent, Principal, Role, Routed, Run, RunStatus, RunWorktree, TaskResult, Timestamp,
+};
+use crate::store::{Claimed, LiveRun, Runs, StoreError, StoreResult};
+
+use super::agents::upsert_token;
+use super::lifecycle::claim_in;
+use super::routing::set_routing;
+use super::rows::{json, to_json};
+use super::Postgres;
+
+const RUN_COLUMNS: &str = "id, task_id, agent_type, status, holder, fence, pid, started_at, ended_at, \
+    exit_code, cpu_percent, memory_bytes, error, repo, worktree, branch, base, branch_head, branch_commits";
+
+/// Reads a row selected with [`RUN_COLUMNS`].
+fn run_row(row: &PgRow) -> StoreResult<Run> {
+    let status: String = row.try_get(3)?;
+    Ok(Run {
+        id: row.try_get(0)?,
+        task_id: row.try_get(1)?,
+        agent_type: row.try_get(2)?,
+        status: status.parse().map_err(StoreError::Corrupt)?,
+        holder: row.try_get(4)?,
+        fence: row.try_get(5)?,
+        pid: row.try_get(6)?,
+        started_at: Timestamp(row.try_get(7)?),
+        ended_at: row.try_get::<Option<i64>, _>(8)?.map(Timestamp),
+        exit_code: row.try_get(9)?,
+        cpu_percent: row.try_get(10)?,
+        memory_bytes: row.try_get(11)?,
+        error: row.try_get(12)?,
+        repo: row.try_get(13)?,
+        worktree: row.try_get(14)?,
+        branch: row.try_get(15)?,
+        base: row.try_get(16)?,
+        branch_head: row.try_get(17)?,
+        branch_commits: row.try_get(18)?,
+    })
+}
+
+/// Adds branch `branch` (holding `tip`) to the deliverables of task `task_id` when the run whose
+/// claim had fence `fence` completed it; a deliverable naming the same branch is replaced (its
+/// note gains the head). A branch without commits delivers nothing. The task's row is locked
+/// before its result is read, so a concurrent change to it cannot be overwritten.
+async fn add_branch_deliverable(
+    conn: &mut PgConnection,
+    task_id: i64,
+    fence: i64,
+    branch: &str,
+    tip: &BranchTip,
+    now: Timestamp,
+) -> StoreResult<()> {
+    let Some(deliverable) = tip.deliverable(branch) else {
+        return Ok(());
+    };
+    // The fence grows with every claim and a completion keeps it: this run completed the task.
+    let result: Option<Option<String>> = sqlx::query_scalar(
+        "SELECT result FROM tasks WHERE id = $1 AND status = 'completed' AND fence = $2 FOR UPDATE",
+    )
+    .bind(task_id)
+    .bind(fence)
+    .fetch_optional(&mut *conn)
+    .await?;
+    let Some(Some(result)) = result else {
+        return Ok(());
+    };
+    let mut result: TaskResult = json("result", &result)?;
+    result
+        .deliverables
+        .retain(|d| !(d.kind == deliverable.kind && d.reference == deliverable.reference));
+    result.deliverables.push(deliverable);
+    sqlx::query("UPDATE tasks SET result = $2, updated_at = $3 WHERE id = $1")
+        .bind(task_id)
+        .bind(to_json(&result))
+        .bind(now.millis())
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+/// Run `id` as it stands; not found is a refusal.
+async fn find_run(conn: &mut PgConnection, id: i64) -> StoreResult<Run> {
+    let row = sqlx::query(&format!("SELECT {RUN_COLUMNS} FROM runs WHERE id = $1"))
+        .bind(id)
+        .fetch_optional(conn)
+        .await?
+        .ok_or_else(|| StoreError::not_found(format!("run #{id}")))?;
+    run_row(&row)
+}
+
+#[async_trait::async_trait]
+impl Runs for Postgres {
+    async fn start_run(
+        &self,
+        task_id: i64,
+        agent_type: &str,
+        token_hash: &str,
+        lease: Duration,
+        reason: &str,
+    ) -> StoreResult<(Run, Claimed, Principal)> {
+        let mut tx = self.begin().await?;
+        let now = tx.now.millis();
+        let id: i64 = sqlx::query_scalar(
+            "INSERT INTO runs (task_id, agent_type, status, holder, started_at) \
+             VALUES ($1, $2, 'starting', '', $3) RETURNING id",
+        )
+        .bind(task_id)
+        .bind(agent_type)
+        .bind(now)
+        .fetch_one(tx.db())
+        .await?;
+        let row = sqlx::query(&format!(
+            "UPDATE runs SET holder = 'run-' || id WHERE id = $1 RETURNING {RUN_COLUMNS}"
+        ))
+        .bind(id)
+        .fetch_one(tx.db())
+        .await?;
+        let run = run_row(&row)?;
+        let who = upsert_token(
+            &mut tx,
+            &run.holder,
+            "spawned",
+            Role::Agent,
+            token_hash,
+            Some(task_id),
+        )
+        .await?;
+        let claim = claim_in(&mut tx, task_id, &who, lease, &self.options.human_kinds).await?;
+        let reason = format!("{reason}: run #{} of {agent_type}", run.id);
+        set_routing(&mut tx, task_id, Routed::Spawn, &reason, false).await?;
+        self.commit(tx, (run, claim, who)).await
+    }
+
+    async fn run_worktree(&self, run_id: i64, worktree: &RunWorktree) -> StoreResult<()> {
+        let mut tx = self.begin().await?;
+        sqlx::query("UPDATE runs SET repo = $2, worktree = $3, branch = $4, base = $5 WHERE id = $1")
+            .bind(run_id)
+            .bind(&worktree.repo)
+            .bind(&worktree.path)
+            .bind(&worktree.branch)
+            .bind(&worktree.base)
+            .execute(tx.db())
+            .await?;
+        self.commit(tx, ()).await
+    }
+
+    async fn run_started(
+        &self,
+        run: &Run,
+        fence: i64,
+        pid: i64,
+        pid_started_at: Option<i64>,
+    ) -> StoreResult<()> {
+        let mut tx = self.begin().await?;
+        let branch: Option<String> = sqlx::query_scalar(
+            "UPDATE runs SET status = 'running', fence = $2, pid = $3, pid_started_at = $4 WHERE id = $1 \
+             RETURNING branch",
+        )
+        .bind(run.id)
+        .bind(fence)
+        .bind(pid)
+        .bind(pid_started_at)
+        .fetch_optional(tx.db())
+        .await?
+        .ok_or_else(|| StoreError::not_found(format!("run #{}", run.id)))?;
+        tx.event(NewEvent::task(
+            run.task_id,
+            &run.holder,
+            Change::RunStarted {
+                run_id: run.id,
+                agent_type: run.agent_type.clone(),
+                pid,
+                fence,
+                branch,
+            },
+        ));
+        self.commit(tx, ())
+            .await
+            .inspect(|()| self.options.telemetry.run_started(&run.agent_type))
+    }
+
+    async fn run_sampled(&self, run_id: i64, cpu_percent: f64, memory_bytes: i64) -> StoreResult<()> {
+        let mut tx = self.begin().await?;
+        sqlx::query("UPDATE runs SET cpu_percent = $2, memory_bytes = $3 WHERE id = $1")
+            .bind(run_id)
+            .bind(cpu_percent)
+            .bind(memory_bytes)
+            .execute(tx.db())
+            .await?;
+        self.commit(tx, ()).await
+    }
+
+    async fn run_ended(
+        &self,
+        run: &Run,
+        status: RunStatus,
+        exit_code: Option<i64>,
+        error: Option<String>,
+        tip: Option<BranchTip>,
+    ) -> StoreResult<Run> {
+        let mut tx = self.begin().await?;
+        let now = tx.now;
+        let row = sqlx::query(&format!(
+            "UPDATE runs SET status = $2, exit_code = $3, error = $4, ended_at = $5, \
+             branch_head = COALESCE($6, branch_head), branch_commits = COALESCE($7, branch_commits) \
+             WHERE id = $1 RETURNING {RUN_COLUMNS}"
+        ))
+        .bind(run.id)
+        .bind(status.as_str())
+        .bind(exit_code)
+        .bind(&error)
+        .bind(now.millis())
+        .bind(tip.as_ref().map(|t| t.head.clone()))
+        .bind(tip.as_ref().map(|t| t.commits))
+        .fetch_optional(tx.db())
+        .await?
+        .ok_or_else(|| StoreError::not_found(format!("run #{}", run.id)))?;
+        let ended = run_row(&row)?;
+        if let (Some(tip), Some(branch), Some(fence)) = (&tip, &ended.branch, ended.fence) {
+            add_branch_deliverable(tx.db(), run.task_id, fence, branch, tip, now).await?;
+        }
+        // The run's token dies with it (a hash no token can have), and its agent goes offline.
+        sqlx::query("UPDATE agents SET token_hash = 'revoked:' || name, status = 'offline' WHERE name = $1")
+            .bind(&run.holder)
+            .execute(tx.db())
+            .await?;
+        tx.tokens_changed();
+        tx.event(NewEvent::task(
+            run.task_id,
+            &run.holder,
+            Change::RunExited {
+                run_id: run.id,
+                status,
+                exit_code,
+                error,
+                branch: ended.branch.clone(),
+                branch_head: ended.branch_head.clone(),
+                branch_commits: ended.branch_commits,
+            },
+        ));
+        tx.capacity_freed();
+        self.commit(tx, ended)
+            .await
+            .inspect(|_| self.options.telemetry.run_ended(&run.agent_type, status.as_str()))
+    }
+
+    async fn run(&self, id: i64) -> StoreResult<Run> {
+        let mut conn = self.conn().await?;
+        find_run(&mut conn, id).await
+    }
+
+    async fn list_runs(
+        &self,
+        status: Option<RunStatus>,
+        task_id: Option<i64>,
+        before_id: Option<i64>,
+        limit: i64,
+    ) -> StoreResult<Vec<Run>> {
+        sqlx::query(&format!(
+            "SELECT {RUN_COLUMNS} FROM runs WHERE ($1::text IS NULL OR status = $1) \
+             AND ($2::bigint IS NULL OR task_id = $2) AND ($3::bigint IS NULL OR id < $3) \
+             ORDER BY id DESC LIMIT $4"
+        ))
+        .bind(status.map(RunStatus::as_str))
+        .bind(task_id)
+        .bind(before_id)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?
+        .iter()
+        .map(run_row)
+        .collect()
+    }
+
+    async fn live_runs(&self) -> StoreResult<Vec<LiveRun>> {
+        sqlx::query(&format!(
+            "SELECT {RUN_COLUMNS}, pid_started_at FROM runs WHERE status IN ('starting', 'running') ORDER BY id"
+        ))
+        .fetch_all(&self.pool)
+        .await?
+        .iter()
+        .map(|row| {
+            Ok(LiveRun {
+                run: run_row(row)?,
+                pid_started_at: row.try_get(19)?,
+            })
+        })
+        .collect()
+    }
+
+    async fn live_run_counts(&self) -> StoreResult<(usize, HashMap<String, usize>)> {
+        let rows: Vec<(String, i64)> = sqlx::query_as(
+            "SELECT agent_type, COUNT(*) FROM runs WHERE status IN ('starting', 'running') GROUP BY agent_type",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        let per: HashMap<String, usize> = rows
+            .into_iter()
+            .map(|(agent_type, n)| (agent_type, usize::try_from(n).unwrap_or(0)))
+            .collect();
+        Ok((per.values().sum(), per))
+    }
+}
