@@ -11,7 +11,7 @@ use anyhow::Context;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-use crate::config::{Config, Secret, ADMIN_TOKEN_FILE, DATABASE_FILE};
+use crate::config::{backend_of, Backend, Config, Secret, ADMIN_TOKEN_FILE};
 use crate::host::HostMonitor;
 use crate::http::{self, AppState};
 use crate::loops::{LoopContext, Loops};
@@ -32,9 +32,19 @@ pub async fn open_store(config: &Config) -> anyhow::Result<Store> {
         telemetry: Arc::default(),
     };
     let data_dir = &config.server.data_dir;
-    crate::store::sqlite::open(&data_dir.join(DATABASE_FILE), options)
-        .await
-        .with_context(|| format!("cannot open the database in {}", data_dir.display()))
+    match backend_of(config.server.database_url.as_ref(), data_dir) {
+        Backend::Sqlite(file) => crate::store::sqlite::open(&file, options)
+            .await
+            .with_context(|| format!("cannot open the database {}", file.display())),
+        Backend::Postgres(url) => crate::store::postgres::open(&url, options)
+            .await
+            .with_context(|| {
+                format!(
+                    "cannot open the PostgreSQL database {}",
+                    crate::store::postgres::redact(&url)
+                )
+            }),
+    }
 }
 
 /// A server that is bound and ready to run.

@@ -58,6 +58,10 @@ pub struct BenchArgs {
     /// Durability of the server the benchmark starts: normal or full.
     #[arg(long, default_value = "normal")]
     pub durability: String,
+    /// The database of the server the benchmark starts (`postgres://…` for PostgreSQL); default
+    /// a SQLite file in a temporary data folder.
+    #[arg(long = "database", conflicts_with = "target")]
+    pub database: Option<String>,
     /// Use a running server instead of starting one (needs an admin --token).
     #[arg(long = "target")]
     pub target: Option<String>,
@@ -107,10 +111,15 @@ pub async fn run(args: &BenchArgs) -> anyhow::Result<Value> {
             url,
             &token.ok_or_else(|| anyhow::anyhow!("--target needs an admin --token"))?,
         ),
-        None => BenchServer::start(SPAWN_CONFIG, &args.durability).await?,
+        None => BenchServer::start(SPAWN_CONFIG, &args.durability, args.database.as_deref()).await?,
     };
     let admin = server.admin();
-    let mut report = json!({"durability": args.durability, "machine_cores": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0)});
+    let backend = match &args.database {
+        Some(url) if !url.starts_with("sqlite://") => "postgres",
+        _ if args.target.is_some() => "target",
+        _ => "sqlite",
+    };
+    let mut report = json!({"durability": args.durability, "backend": backend, "machine_cores": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0)});
     let say = |text: String| {
         if !json_out {
             say!("{text}");

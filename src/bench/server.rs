@@ -33,8 +33,9 @@ impl BenchServer {
     }
 
     /// Starts `taskyard serve` (this binary) on a free loopback port and a temporary data folder,
-    /// with `config` as its config file; waits until it answers `/healthz`.
-    pub async fn start(config: &str, durability: &str) -> anyhow::Result<Self> {
+    /// with `config` as its config file and the registry in `database` when given (else the data
+    /// folder's SQLite file); waits until it answers `/healthz`.
+    pub async fn start(config: &str, durability: &str, database: Option<&str>) -> anyhow::Result<Self> {
         let dir = tempfile::tempdir()?;
         let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
         let config_path = dir.path().join("taskyard.toml");
@@ -64,6 +65,7 @@ impl BenchServer {
             .arg("--loops-dir")
             .arg(&loops)
             .env("TASKYARD_ADMIN_TOKEN", &token)
+            .envs(database.map(|url| ("TASKYARD_DATABASE_URL", url)))
             // Its startup warnings are about the bench's own minimal config.
             .env("RUST_LOG", "error")
             .stdin(Stdio::null())

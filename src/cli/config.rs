@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use clap::Subcommand;
 
-use crate::config::Config;
+use crate::config::{backend_of, Backend, Config};
 
 use super::ServerArgs;
 
@@ -14,12 +14,13 @@ use super::ServerArgs;
 pub enum ConfigCommand {
     /// Print the effective config (defaults < file < env < flags), secrets redacted.
     Show,
-    /// Validate the config and the loop definitions; exits non-zero naming the file and field at fault.
+    /// Validate the config and the loop definitions, and reach the database; exits non-zero
+    /// naming the file and field (or the database failure) at fault.
     Check,
 }
 
 /// Runs a config subcommand (locally; no server needed).
-pub fn run(global: &ServerArgs, cmd: ConfigCommand) -> ExitCode {
+pub async fn run(global: &ServerArgs, cmd: ConfigCommand) -> ExitCode {
     let (config, file) = match Config::load(&global.overrides()) {
         Ok(loaded) => loaded,
         Err(err) => {
@@ -45,6 +46,19 @@ pub fn run(global: &ServerArgs, cmd: ConfigCommand) -> ExitCode {
                     }
                 };
             say!("config ok (file: {source})");
+            match backend_of(config.server.database_url.as_ref(), &config.server.data_dir) {
+                Backend::Sqlite(file) => say!("database: SQLite, {}", file.display()),
+                Backend::Postgres(url) => {
+                    let shown = crate::store::postgres::redact(&url);
+                    match crate::store::postgres::check(&url).await {
+                        Ok(server) => say!("database: {server} at {shown}"),
+                        Err(err) => {
+                            eprintln!("error: database {shown}: {err}");
+                            return ExitCode::FAILURE;
+                        }
+                    }
+                }
+            }
             if config.spawner_on() {
                 let types: Vec<&str> = config
                     .agent_types

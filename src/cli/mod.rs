@@ -46,6 +46,15 @@ pub struct ServerArgs {
     /// Data folder (database, logs, admin token). Default ./.taskyard
     #[arg(long, global = true, env = "TASKYARD_DATA_DIR")]
     pub data_dir: Option<PathBuf>,
+    /// The registry's database: sqlite://PATH, or postgres://USER:PASSWORD@HOST:PORT/DATABASE.
+    /// Default: the SQLite file in the data folder.
+    #[arg(
+        long = "database",
+        global = true,
+        env = "TASKYARD_DATABASE_URL",
+        hide_env_values = true
+    )]
+    pub database_url: Option<String>,
     /// Loop definitions folder (each file adds a loop or replaces the built-in one of its name).
     /// Default ./loops
     #[arg(long, global = true, env = "TASKYARD_LOOPS_DIR")]
@@ -66,6 +75,7 @@ impl ServerArgs {
             bind: self.bind,
             data_dir: self.data_dir.clone(),
             loops_dir: self.loops_dir.clone(),
+            database_url: self.database_url.clone(),
             log_format: self.log_format,
             admin_token: std::env::var("TASKYARD_ADMIN_TOKEN").ok(),
         }
@@ -198,7 +208,7 @@ pub async fn run_client(command: Command) -> ExitCode {
                 }
             };
         }
-        Command::Config { server, command } => return config::run(&server, command),
+        Command::Config { server, command } => return config::run(&server, command).await,
         Command::Serve(_) => unreachable!("serve is not a client command"),
     };
     match result {

@@ -13,12 +13,14 @@ use crate::domain::input::word;
 use crate::domain::time::Span;
 use crate::domain::Priority;
 
+mod database;
 mod isolation;
 mod notify;
 mod server;
 mod warnings;
 pub mod webhooks;
 
+pub use database::{backend_of, Backend, DatabaseUrl};
 pub use isolation::{Isolation, DEFAULT_BRANCH};
 pub use notify::{HumanConfig, NotifyConfig, SmtpConfig, SmtpTls, Transport};
 pub use server::ServerConfig;
@@ -226,6 +228,8 @@ pub struct Overrides {
     pub data_dir: Option<PathBuf>,
     /// `--loops-dir` / `TASKYARD_LOOPS_DIR`.
     pub loops_dir: Option<PathBuf>,
+    /// `--database` / `TASKYARD_DATABASE_URL`.
+    pub database_url: Option<String>,
     /// `--log-format` / `TASKYARD_LOG_FORMAT`.
     pub log_format: Option<LogFormat>,
     /// `TASKYARD_ADMIN_TOKEN`.
@@ -281,6 +285,9 @@ impl Config {
         }
         if let Some(dir) = &overrides.loops_dir {
             config.server.loops_dir = dir.clone();
+        }
+        if let Some(url) = overrides.database_url.as_deref().filter(|u| !u.is_empty()) {
+            config.server.database_url = Some(DatabaseUrl::parse(url)?);
         }
         if let Some(format) = overrides.log_format {
             config.server.log_format = format;

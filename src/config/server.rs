@@ -23,6 +23,9 @@ pub struct ServerConfig {
     pub bind: SocketAddr,
     /// Data folder: database, run logs, admin token.
     pub data_dir: PathBuf,
+    /// The registry's database: absent (or `sqlite://`) for the SQLite file in the data
+    /// folder, `postgres://USER:PASSWORD@HOST:PORT/DATABASE` for PostgreSQL.
+    pub database_url: Option<super::DatabaseUrl>,
     /// Loop definitions, one TOML file per loop; each adds a loop or replaces the built-in loop
     /// of its name.
     pub loops_dir: PathBuf,
@@ -85,6 +88,7 @@ impl Default for ServerConfig {
         Self {
             bind: SocketAddr::from(([127, 0, 0, 1], 7311)),
             data_dir: PathBuf::from(".taskyard"),
+            database_url: None,
             loops_dir: PathBuf::from("loops"),
             builtin_loops: true,
             public_url: None,
