@@ -499,10 +499,7 @@ async fn a_browser_logs_in_sees_a_new_task_live_and_cancels_it() {
         page.contains("run #1 ended: failed — exited with code 3"),
         "{page}"
     );
-    assert!(
-        !timeline.contains("{\""),
-        "no raw JSON: {page}"
-    );
+    assert!(!timeline.contains("{\""), "no raw JSON: {page}");
 
     let flash = text(&client, "#flash").await;
     assert_eq!(flash, "", "the page showed an error");

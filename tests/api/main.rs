@@ -1,7 +1,9 @@
-//! Integration tests: each boots the real server on port 0 with a fresh SQLite file and talks
-//! to it over real HTTP (and, for the CLI, through the real binary).
+//! Integration tests: each boots the real server on port 0 with a fresh registry (a SQLite
+//! file, or in the `api_postgres` run a PostgreSQL database: see `backend.rs`) and talks to it
+//! over real HTTP (and, for the CLI, through the real binary).
 
 mod auth;
+mod backend;
 mod cancel;
 mod cli;
 mod cli_messages;

@@ -38,6 +38,8 @@ pub fn test_config(data_dir: &Path) -> Config {
     config.server.data_dir = data_dir.to_path_buf();
     config.server.admin_token = Some(taskyard::config::Secret::new(ADMIN_TOKEN));
     config.server.retry_backoff_seconds = 0;
+    config.server.database_url =
+        crate::backend::database_url(data_dir).map(|url| taskyard::config::DatabaseUrl::parse(&url).unwrap());
     config
 }
 
@@ -298,6 +300,7 @@ pub async fn serve_child_limited(
         .arg(loops)
         .env("TASKYARD_ADMIN_TOKEN", ADMIN_TOKEN)
         .env("RUST_LOG", "error")
+        .envs(crate::backend::database_url(data).map(|url| ("TASKYARD_DATABASE_URL", url)))
         .envs(env.iter().copied())
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::null())
