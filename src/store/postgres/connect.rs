@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
-use sqlx::ConnectOptions;
+use sqlx::{ConnectOptions, Connection, PgConnection};
 
 use crate::store::StoreError;
 
@@ -33,6 +33,7 @@ fn options(url: &str) -> Result<PgConnectOptions, sqlx::Error> {
 
 /// A pool on `url`, after checking the server's version and migrating its schema.
 pub(super) async fn pool(url: &str, readers: u32) -> anyhow::Result<PgPool> {
+    check(url).await?;
     let options = options(url).map_err(|e| anyhow::anyhow!("{}", describe(&e)))?;
     let pool = PgPoolOptions::new()
         .max_connections(MAX_CONNECTIONS.max(readers))
@@ -42,37 +43,29 @@ pub(super) async fn pool(url: &str, readers: u32) -> anyhow::Result<PgPool> {
         .connect_with(options)
         .await
         .map_err(|e| anyhow::anyhow!("{}", describe(&e)))?;
-    server_version(&pool).await?;
     sqlx::migrate!("migrations/postgres").run(&pool).await?;
     Ok(pool)
 }
 
-/// Refuses a server older than [`OLDEST_SUPPORTED`].
-async fn server_version(pool: &PgPool) -> anyhow::Result<String> {
-    let (number, text): (String, String) =
-        sqlx::query_as("SELECT current_setting('server_version_num'), current_setting('server_version')")
-            .fetch_one(pool)
-            .await?;
-    let number: i64 = number.parse().unwrap_or(0);
-    if number < OLDEST_SUPPORTED {
-        anyhow::bail!("PostgreSQL {text} is too old: taskyard needs PostgreSQL 14 or newer");
-    }
-    Ok(text)
-}
-
-/// Connects to `url` once and says what the server is, or what kept it from answering
-/// (`taskyard config check`).
+/// Connects to `url` once, on a connection of its own (so that a refusal is told as it is, not
+/// as a pool's timeout), and says what the server is; refuses one older than
+/// [`OLDEST_SUPPORTED`] (also `taskyard config check`).
 pub async fn check(url: &str) -> anyhow::Result<String> {
     let options = options(url).map_err(|e| anyhow::anyhow!("{}", describe(&e)))?;
-    let pool = PgPoolOptions::new()
-        .max_connections(1)
-        .acquire_timeout(ACQUIRE_TIMEOUT)
-        .connect_with(options)
+    let connecting = PgConnection::connect_with(&options);
+    let mut conn = tokio::time::timeout(ACQUIRE_TIMEOUT, connecting)
         .await
+        .map_err(|_| anyhow::anyhow!("{}", describe(&sqlx::Error::PoolTimedOut)))?
         .map_err(|e| anyhow::anyhow!("{}", describe(&e)))?;
-    let version = server_version(&pool).await;
-    pool.close().await;
-    Ok(format!("PostgreSQL {}", version?))
+    let (number, text): (String, String) =
+        sqlx::query_as("SELECT current_setting('server_version_num'), current_setting('server_version')")
+            .fetch_one(&mut conn)
+            .await?;
+    let _ = conn.close().await;
+    if number.parse::<i64>().unwrap_or(0) < OLDEST_SUPPORTED {
+        anyhow::bail!("PostgreSQL {text} is too old: taskyard needs PostgreSQL 14 or newer");
+    }
+    Ok(format!("PostgreSQL {text}"))
 }
 
 /// `err`, from connecting, in words: refused, authentication, a missing database, a bad URL.
