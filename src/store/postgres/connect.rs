@@ -25,10 +25,17 @@ const MAX_CONNECTIONS: u32 = 32;
 /// Connection options for `url`, with the settings every connection of the store uses.
 fn options(url: &str) -> Result<PgConnectOptions, sqlx::Error> {
     let options: PgConnectOptions = url.parse()?;
-    Ok(options
-        .application_name("taskyard")
-        .options([("statement_timeout", STATEMENT_TIMEOUT)])
-        .disable_statement_logging())
+    let options = options.application_name("taskyard").disable_statement_logging();
+    // A timeout the URL sets (`?options=-c%20statement_timeout%3D5s`) is the operator's choice.
+    Ok(
+        match options
+            .get_options()
+            .is_some_and(|o| o.contains("statement_timeout"))
+        {
+            true => options,
+            false => options.options([("statement_timeout", STATEMENT_TIMEOUT)]),
+        },
+    )
 }
 
 /// A pool on `url`, after checking the server's version and migrating its schema.
