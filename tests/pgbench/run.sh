@@ -20,6 +20,6 @@ done
 psql -q -v ON_ERROR_STOP=1 "$TARGET" -c "
     INSERT INTO tasks (title, priority, status, created_at, updated_at)
     SELECT 'bench ' || n, 2 + n % 2, 'available', taskyard_now_ms(), taskyard_now_ms()
-      FROM generate_series(1, $TASKS) AS n;
-    VACUUM ANALYZE tasks;"
+      FROM generate_series(1, $TASKS) AS n;"
+psql -q "$TARGET" -c "VACUUM ANALYZE tasks"
 pgbench -n -c "$CLIENTS" -j 2 -T "$SECONDS_" -P 5 -r -f tests/pgbench/cycle.sql "$TARGET"
