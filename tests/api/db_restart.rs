@@ -129,7 +129,8 @@ async fn the_database_restarting_under_load_loses_nothing_acknowledged() {
         wrong.is_empty(),
         "answers other than success, refusal or 503: {wrong:?}"
     );
-    for id in seen.created.lock().unwrap().iter() {
+    let created = seen.created.lock().unwrap().clone();
+    for id in &created {
         let (status, _) = server.get(&server.admin, &format!("/tasks/{id}")).await;
         assert_eq!(status, StatusCode::OK, "acknowledged task #{id} is gone");
     }
@@ -161,7 +162,8 @@ async fn a_stuck_statement_is_cancelled_and_answered_unavailable() {
     let mut config = test_config(dir.path());
     let url = crate::backend::database_url(dir.path()).unwrap();
     // The operator's statement timeout, from the URL, instead of the default 30 s.
-    let short = format!("{url}?options=-c%20statement_timeout%3D1s");
+    let join = if url.contains('?') { '&' } else { '?' };
+    let short = format!("{url}{join}options=-c%20statement_timeout%3D1s");
     config.server.database_url = Some(taskyard::config::DatabaseUrl::parse(&short).unwrap());
     let server = Server::boot(config).await;
     server.task(json!({"title": "behind a lock"})).await;

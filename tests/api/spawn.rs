@@ -578,6 +578,27 @@ async fn runs_can_be_killed_from_the_api() {
         scripts: _scripts,
         ..
     } = sleeping_run().await;
+    // The script has said "up" (a kill may otherwise land before its first line).
+    let log_url = format!("{}/api/v1/runs/{run_id}/log", server.url);
+    tokio::time::timeout(Duration::from_secs(60), async {
+        loop {
+            let log = reqwest::Client::new()
+                .get(&log_url)
+                .bearer_auth(&server.admin)
+                .send()
+                .await
+                .unwrap()
+                .text()
+                .await
+                .unwrap();
+            if log.contains("up") {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("the run writes its first line");
     // Follow the log while the run lives; the stream ends when the run does.
     let follow = reqwest::Client::new()
         .get(format!("{}/api/v1/runs/{run_id}/log?follow=true", server.url))

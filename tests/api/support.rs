@@ -78,6 +78,9 @@ impl Server {
         let handle = tokio::spawn(app.run(async move {
             let _ = stopped.await;
         }));
+        // Serving begins once boot's reconciliation (runs, worktrees) is over: a test that
+        // touched what it reconciles before that would race it.
+        wait_until_up(&format!("http://{addr}/healthz"), "the server").await;
         Server {
             url,
             addr,
