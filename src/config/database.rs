@@ -14,7 +14,7 @@ use super::{ConfigError, DATABASE_FILE};
 pub struct DatabaseUrl(String);
 
 /// The backend a [`DatabaseUrl`] names.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub enum Backend {
     /// The embedded SQLite registry in this file.
     Sqlite(PathBuf),
@@ -25,7 +25,14 @@ pub enum Backend {
 impl DatabaseUrl {
     /// Wraps `url` once it names a backend taskyard has.
     pub fn parse(url: &str) -> Result<DatabaseUrl, ConfigError> {
-        let url = url.trim();
+        let url = DatabaseUrl(url.trim().to_string());
+        url.check()?;
+        Ok(url)
+    }
+
+    /// Refuses a URL that names no backend taskyard has (without printing its password).
+    pub fn check(&self) -> Result<(), ConfigError> {
+        let url = &self.0;
         let known = ["sqlite://", "postgres://", "postgresql://"];
         if !known.iter().any(|scheme| url.starts_with(scheme)) {
             return Err(ConfigError::Invalid {
@@ -37,7 +44,7 @@ impl DatabaseUrl {
                 ),
             });
         }
-        Ok(DatabaseUrl(url.to_string()))
+        Ok(())
     }
 
     /// The backend this URL names; a SQLite path that is relative is taken from `data_dir`'s
@@ -69,16 +76,26 @@ pub fn backend_of(url: Option<&DatabaseUrl>, data_dir: &Path) -> Backend {
     }
 }
 
+impl fmt::Debug for Backend {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Backend::Sqlite(file) => write!(f, "Sqlite({file:?})"),
+            Backend::Postgres(url) => write!(f, "Postgres({:?})", crate::store::postgres::redact(url)),
+        }
+    }
+}
+
 impl Serialize for DatabaseUrl {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         serializer.serialize_str(&self.redacted())
     }
 }
 
+/// Read as it is written and judged by [`DatabaseUrl::check`] when the config is validated: a
+/// refusal here would come back with the file's line quoted, password and all.
 impl<'de> Deserialize<'de> for DatabaseUrl {
     fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let url = String::deserialize(deserializer)?;
-        DatabaseUrl::parse(&url).map_err(serde::de::Error::custom)
+        String::deserialize(deserializer).map(|url| DatabaseUrl(url.trim().to_string()))
     }
 }
 

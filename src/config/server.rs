@@ -180,6 +180,9 @@ impl ServerConfig {
         within("login_burst", self.login_burst, 1..=100_000)?;
         rate("auth_failures_per_second", self.auth_failures_per_second)?;
         within("auth_failures_burst", self.auth_failures_burst, 1..=100_000)?;
+        if let Some(url) = &self.database_url {
+            url.check()?;
+        }
         if let Some(url) = &self.public_url {
             if !(url.starts_with("http://") || url.starts_with("https://")) {
                 return Err(ConfigError::Invalid {

@@ -129,19 +129,21 @@ pub(super) fn classify(err: sqlx::Error) -> StoreError {
     }
 }
 
-/// `url` with its password (if any) replaced, for printing.
+/// `url` with its password (if any) replaced, for printing. The user information ends at the
+/// URL's last `@`, so a password holding `/`, `?` or `@` is still hidden; a string that is not
+/// a URL at all is not printed.
 pub fn redact(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_string();
+        return "<not a URL: redacted>".to_string();
     };
-    let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
-    let (authority, tail) = rest.split_at(authority_end);
-    let authority = match authority.rsplit_once('@') {
-        Some((userinfo, host)) => match userinfo.split_once(':') {
-            Some((user, _)) => format!("{user}:<redacted>@{host}"),
-            None => format!("{userinfo}@{host}"),
-        },
-        None => authority.to_string(),
+    let (userinfo, tail) = match rest.rfind('@') {
+        Some(at) => (Some(&rest[..at]), &rest[at + 1..]),
+        None => (None, rest),
+    };
+    let userinfo = match userinfo.map(|u| u.split_once(':').map_or(u, |(user, _)| user)) {
+        Some(user) if userinfo.is_some_and(|u| u.contains(':')) => format!("{user}:<redacted>@"),
+        Some(user) => format!("{user}@"),
+        None => String::new(),
     };
     let tail = match tail.split_once('?') {
         Some((path, query)) => {
@@ -156,7 +158,7 @@ pub fn redact(url: &str) -> String {
         }
         None => tail.to_string(),
     };
-    format!("{scheme}://{authority}{tail}")
+    format!("{scheme}://{userinfo}{tail}")
 }
 
 #[cfg(test)]
@@ -175,5 +177,7 @@ mod tests {
         );
         assert_eq!(redact("postgres://db/taskyard"), "postgres://db/taskyard");
         assert_eq!(redact("postgres://a:b:c@h/d"), "postgres://a:<redacted>@h/d");
+        assert_eq!(redact("postgres://u:pa/ss?x@h/d"), "postgres://u:<redacted>@h/d");
+        assert_eq!(redact("postgres:/u:pw@h/d"), "<not a URL: redacted>");
     }
 }
