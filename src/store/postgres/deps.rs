@@ -17,7 +17,7 @@ use super::tx::Tx;
 
 /// The advisory lock key a dependency edit holds while it checks for cycles and writes its
 /// edges: two edits that would each close half of a cycle cannot both pass the check.
-const DEPENDENCY_EDIT_LOCK: i64 = 0x7479_6465_7073; // "tydeps"
+pub(super) const DEPENDENCY_EDIT_LOCK: i64 = 0x7479_6465_7073; // "tydeps"
 
 /// Turns ids and keys into ids; `batch` holds keys created earlier in the same transaction.
 /// Errors name `field[i]`.

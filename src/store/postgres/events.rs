@@ -29,11 +29,14 @@ pub(super) fn event(row: &PgRow) -> StoreResult<Event> {
     })
 }
 
-/// Appends `events` inside the caller's transaction, in one statement; returns them as recorded.
+/// Appends `events` inside the caller's transaction, in one statement that first takes the
+/// advisory lock `lock` (held to the end of the transaction: see `tx.rs`); returns them as
+/// recorded.
 pub(super) async fn insert_events(
     conn: &mut PgConnection,
     now: Timestamp,
     new: Vec<NewEvent>,
+    lock: i64,
 ) -> StoreResult<Vec<Event>> {
     let (mut kinds, mut tasks, mut actors, mut data) = (
         Vec::with_capacity(new.len()),
@@ -49,10 +52,12 @@ pub(super) async fn insert_events(
         data.push(to_json(&body));
     }
     let ids: Vec<i64> = sqlx::query_scalar(
-        "INSERT INTO events (kind, task_id, actor, data, created_at) \
-         SELECT kind, task_id, actor, data, $5 \
-         FROM unnest($1::text[], $2::int8[], $3::text[], $4::text[]) WITH ORDINALITY \
-             AS e(kind, task_id, actor, data, n) ORDER BY n \
+        // The lock is taken before any row is formed, so before any id is drawn.
+        "WITH appending AS MATERIALIZED (SELECT pg_advisory_xact_lock($6)) \
+         INSERT INTO events (kind, task_id, actor, data, created_at) \
+         SELECT e.kind, e.task_id, e.actor, e.data, $5 \
+         FROM appending, unnest($1::text[], $2::int8[], $3::text[], $4::text[]) WITH ORDINALITY \
+             AS e(kind, task_id, actor, data, n) ORDER BY e.n \
          RETURNING id",
     )
     .bind(&kinds)
@@ -60,6 +65,7 @@ pub(super) async fn insert_events(
     .bind(&actors)
     .bind(&data)
     .bind(now.millis())
+    .bind(lock)
     .fetch_all(conn)
     .await?;
     let mut ids = ids;

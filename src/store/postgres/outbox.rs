@@ -17,7 +17,7 @@ use crate::store::{
     Claimed, NotificationFilter, NotificationPage, Outbox, Outgoing, StoreError, StoreResult,
 };
 
-use super::lifecycle::{claim_in, unblock_in};
+use super::lifecycle::{check_active, claim_in, unblock_in};
 use super::tx::Tx;
 use super::Postgres;
 
@@ -393,6 +393,8 @@ impl Outbox for Postgres {
         let task_id = n
             .task_id
             .ok_or_else(|| StoreError::conflict("this email is not about one task"))?;
+        // The agent's row before the task's, in the order claims and deactivations take them.
+        check_active(&mut tx, who).await?;
         if lock_task_status(&mut tx, task_id).await? == Status::Blocked {
             unblock_in(&mut tx, task_id, who, Some("taken from an email".into())).await?;
         }

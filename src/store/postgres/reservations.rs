@@ -259,8 +259,10 @@ async fn wake_declaring(tx: &mut Tx, patterns: &[String]) -> StoreResult<()> {
 }
 
 /// Claims reserve a task's declared paths: refused (`409`) when another lease holds one. Leases
-/// that ran out are returned first, so their reservations are not in the way; the reserving
-/// lock is held from the check on, through the claim's own reservation.
+/// that ran out are returned first, so their reservations end (with their events) and are not
+/// in the way; the reaping skips rows other changes hold, so it never waits with the claimed
+/// row locked. The reserving lock is held from the check on, through the claim's own
+/// reservation.
 pub(super) async fn check_declared(tx: &mut Tx, task: &Task) -> StoreResult<()> {
     if task.paths.is_empty() || !any(tx.db()).await? {
         return Ok(());

@@ -31,10 +31,6 @@ use super::{deps, fetch_task, find_task, lock_task, query_tasks, reservations, P
 /// One minute in ms.
 const MINUTE: i64 = 60_000;
 
-/// The advisory lock key every edit of a task's dependencies takes first, so cycle checks see
-/// every other such edit committed.
-const DEPENDENCY_EDIT_LOCK: i64 = 0x7479_6465_7065_6e64; // "tydepend"
-
 /// A parameter of a statement built at run time.
 enum Arg {
     Text(String),
@@ -295,9 +291,16 @@ async fn patch_in(tx: &mut Tx, id: i64, patch: TaskPatch, actor: &Principal) -> 
         // Taken before the row lock, so edits of dependencies queue here and never hold a task
         // another one waits for.
         sqlx::query("SELECT pg_advisory_xact_lock($1)")
-            .bind(DEPENDENCY_EDIT_LOCK)
+            .bind(deps::DEPENDENCY_EDIT_LOCK)
             .execute(tx.db())
             .await?;
+    }
+    if let Some(refs) = &patch.depends_on {
+        // The new dependencies' rows before the task's own: completing a dependency locks it,
+        // then its dependents (this task among them), so taking them the other way round here
+        // could deadlock with that completion.
+        let ids = deps::resolve(tx.db(), refs, "depends_on", &HashMap::new()).await?;
+        deps::statuses(tx.db(), &ids).await?;
     }
     let task = lock_task(tx.db(), id).await?;
     if task.status == Status::InProgress {

@@ -115,11 +115,7 @@ impl Tx {
         let events = if new.is_empty() {
             Vec::new()
         } else {
-            sqlx::query("SELECT pg_advisory_xact_lock($1)")
-                .bind(EVENT_APPEND_LOCK)
-                .execute(&mut *self.tx)
-                .await?;
-            insert_events(&mut self.tx, now, new).await?
+            insert_events(&mut self.tx, now, new, EVENT_APPEND_LOCK).await?
         };
         let started = std::time::Instant::now();
         self.tx.commit().await?;

@@ -58,7 +58,8 @@ impl Upkeep for Postgres {
             .bind(&run.loop_name)
             .bind(&run.kind)
             .bind(run.started_at.millis())
-            .bind(tx.now.millis())
+            // On the clock `started_at` was read from, so a run never ends before it began.
+            .bind(Timestamp::now().millis())
             .bind(run.ok)
             .bind(&run.summary)
             .bind(run.details.to_string())

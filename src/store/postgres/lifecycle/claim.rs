@@ -90,9 +90,10 @@ impl Expired {
 /// Returns expired leases (all, or only task `only`'s) to `available`, or to `failed` when
 /// their attempts are used up (see `lifecycle::expiring`). Returns how many.
 ///
-/// The expired rows are locked in id order (so two reapers cannot deadlock) before they are
-/// changed; a row another transaction changed meanwhile is judged again as it now stands, and
-/// left alone when its lease is no longer expired.
+/// The expired rows are locked in id order before they are changed, skipping rows another
+/// change holds (that change deals with them, and waiting could deadlock with it); a row
+/// changed meanwhile is judged again as it now stands, and left alone when its lease is no
+/// longer expired.
 pub(in crate::store::postgres) async fn reap(tx: &mut Tx, only: Option<i64>) -> StoreResult<usize> {
     const COLUMNS: &str = "SELECT id, lease_holder, fence, attempts, max_attempts, project FROM tasks \
          WHERE status = 'in_progress' AND lease_expires_at <= $1";
@@ -106,7 +107,9 @@ pub(in crate::store::postgres) async fn reap(tx: &mut Tx, only: Option<i64>) -> 
                 .await?
         }
         None => {
-            sqlx::query(&format!("{COLUMNS} ORDER BY id FOR UPDATE"))
+            // A row another change holds is being dealt with there (a claim of it, say, which
+            // returns its expired lease itself); waiting for it could deadlock with that change.
+            sqlx::query(&format!("{COLUMNS} ORDER BY id FOR UPDATE SKIP LOCKED"))
                 .bind(now.millis())
                 .fetch_all(tx.db())
                 .await?
@@ -174,22 +177,30 @@ pub(in crate::store::postgres) async fn reap(tx: &mut Tx, only: Option<i64>) -> 
 /// its token stopped working, and so must a long poll it had already begun. The agent's row is
 /// share-locked until the claim commits, so a deactivation either comes first (and is seen
 /// here) or waits, and then finds the claim's lease to release.
-async fn check_active(tx: &mut Tx, who: &Principal) -> StoreResult<()> {
+pub(in crate::store::postgres) async fn check_active(tx: &mut Tx, who: &Principal) -> StoreResult<()> {
+    match is_active(tx, who).await? {
+        true => Ok(()),
+        false => Err(deactivated(who)),
+    }
+}
+
+/// Whether `who` may take work, its agent row share-locked until the change ends. Taken
+/// before any task row, as a deactivation takes the agent row before the tasks it releases.
+async fn is_active(tx: &mut Tx, who: &Principal) -> StoreResult<bool> {
     let Some(id) = who.agent_id else {
-        return Ok(());
+        return Ok(true);
     };
     let active: Option<bool> =
         sqlx::query_scalar("SELECT deactivated_at IS NULL FROM agents WHERE id = $1 FOR SHARE")
             .bind(id)
             .fetch_optional(tx.db())
             .await?;
-    match active {
-        Some(true) => Ok(()),
-        _ => Err(StoreError::forbidden(format!(
-            "agent {} was deactivated: it can take no work",
-            who.name
-        ))),
-    }
+    Ok(active == Some(true))
+}
+
+/// The refusal of a deactivated agent's claim.
+fn deactivated(who: &Principal) -> StoreError {
+    StoreError::forbidden(format!("agent {} was deactivated: it can take no work", who.name))
 }
 
 /// Claims task `id` for `who` inside the caller's change: its row is locked, an expired lease
@@ -305,8 +316,9 @@ impl Wanted {
         match pick {
             Pick::Best | Pick::One => {
                 let (mut filter, next) = self.condition(5);
-                if pick == Pick::One {
-                    filter.push_str(&format!(" AND t.id = ${next}"));
+                match pick {
+                    Pick::One => filter.push_str(&format!(" AND t.id = ${next}")),
+                    _ => filter.push_str(" AND t.paths = '[]'"),
                 }
                 format!(
                     "WITH pick AS (SELECT t.id FROM tasks t WHERE {filter} \
@@ -373,13 +385,30 @@ pub(super) async fn claim_next_in(
     human_kinds: &[String],
 ) -> StoreResult<Option<Claimed>> {
     let now = tx.now;
-    let (expired, reserved): (bool, bool) = sqlx::query_as(
-        "SELECT EXISTS (SELECT 1 FROM tasks WHERE status = 'in_progress' AND lease_expires_at <= $1), \
-                EXISTS (SELECT 1 FROM reservations)",
-    )
-    .bind(now.millis())
-    .fetch_one(tx.db())
-    .await?;
+    // In one statement: whether the agent may take work (its row share-locked, before any task
+    // row, as a deactivation takes it), and what the claim must see to first.
+    const SITUATION: &str =
+        "EXISTS (SELECT 1 FROM tasks WHERE status = 'in_progress' AND lease_expires_at <= $1), \
+         EXISTS (SELECT 1 FROM reservations), \
+         EXISTS (SELECT 1 FROM tasks WHERE status = 'available' AND paths <> '[]')";
+    let (active, expired, reserved, declaring): (bool, bool, bool, bool) = match who.agent_id {
+        Some(agent) => sqlx::query_as(&format!(
+            "SELECT deactivated_at IS NULL, {SITUATION} FROM agents WHERE id = $2 FOR SHARE"
+        ))
+        .bind(now.millis())
+        .bind(agent)
+        .fetch_optional(tx.db())
+        .await?
+        .unwrap_or((false, false, false, false)),
+        None => {
+            let (expired, reserved, declaring): (bool, bool, bool) =
+                sqlx::query_as(&format!("SELECT {SITUATION}"))
+                    .bind(now.millis())
+                    .fetch_one(tx.db())
+                    .await?;
+            (true, expired, reserved, declaring)
+        }
+    };
     // Reaping ends reservations: whether any are left is asked again.
     let reserved = match expired {
         true => {
@@ -395,20 +424,25 @@ pub(super) async fn claim_next_in(
         until: now.plus_millis(millis(lease)).millis(),
         length: millis(lease),
     };
-    let row = match reserved {
+    // While paths are reserved, or tasks that declare paths wait (whose claim reserves them,
+    // perhaps against another claim made at the same moment), claims go one at a time under
+    // the reserving lock, passing over tasks declaring a reserved path. Otherwise the best task
+    // is taken in one statement; one that declares paths (filed meanwhile) is left to that path.
+    let row = match reserved || declaring {
         false => {
             let sql = wanted.sql(Pick::Best);
             wanted.bind(new.query(&sql)).fetch_optional(tx.db()).await?
         }
-        // While paths are reserved, tasks declaring a reserved one are passed over.
         true => claim_clear_of_reservations(tx, &wanted, &new).await?,
     };
     let Some(row) = row else {
         return Ok(None);
     };
-    // Checked once there was work to hand out, as a deactivated agent's long poll finds out
+    // Refused once there was work to hand out, as a deactivated agent's long poll finds out
     // then; refusing now undoes the claim with the rest of the change.
-    check_active(tx, who).await?;
+    if !active {
+        return Err(deactivated(who));
+    }
     let claim = claimed(rows::task(&row)?)?;
     record_claim(tx, &claim).await?;
     Ok(Some(claim))

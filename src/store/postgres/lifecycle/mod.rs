@@ -24,12 +24,12 @@ use crate::domain::lifecycle::{check_block, check_hold, check_unblock, failing, 
 use crate::domain::{BlockedBy, Change, NewEvent, Principal, Refused, Status, Task, TaskResult, Timestamp};
 use crate::store::{ClaimFilter, Claimed, Leases, StoreError, StoreResult};
 
-use super::rows::{self, to_json, TASK_COLUMNS};
+use super::rows::{self, to_json, TASK_COLUMNS, TASK_COLUMN_COUNT};
 use super::tx::{Count, Tx};
 use super::{deps, fetch_task, lock_task, reservations, Postgres};
 
 use claim::claim_next_in;
-pub(super) use claim::{claim_in, reap};
+pub(super) use claim::{check_active, claim_in, reap};
 
 /// The task and its descendants, as a recursive CTE named `tree(id)` over `$1`.
 const SUBTREE: &str = "WITH RECURSIVE tree(id) AS (SELECT $1::bigint UNION \
@@ -244,23 +244,34 @@ impl Leases for Postgres {
             time_spent_minutes: spec.time_spent_minutes,
         };
         let now = tx.now;
+        // Whether the lease held reservations and whether other tasks depend on this one come
+        // back with the row, so the usual completion (neither) takes no further statement.
         let sql = format!(
             "UPDATE tasks SET status = 'completed', status_reason = NULL, result = $2, \
                  progress_percent = 100, lease_holder = NULL, lease_expires_at = NULL, \
                  completed_at = $3, updated_at = $3 \
              WHERE id = $1 AND status = 'in_progress' AND fence = $4 AND lease_holder = $5 \
-             RETURNING {TASK_COLUMNS}"
+             RETURNING {TASK_COLUMNS}, \
+                 EXISTS (SELECT 1 FROM reservations WHERE task_id = $1), \
+                 EXISTS (SELECT 1 FROM task_deps WHERE depends_on_id = $1)"
         );
-        let query = sqlx::query(&sql)
+        let row = sqlx::query(&sql)
             .bind(id)
             .bind(to_json(&result))
             .bind(now.millis())
             .bind(spec.fence)
-            .bind(&holder);
-        let Some(updated) = update_task(&mut tx, query).await? else {
+            .bind(&holder)
+            .fetch_optional(tx.db())
+            .await?;
+        let Some(row) = row else {
             return Err(lease_refusal(&mut tx, id, who, spec.fence).await);
         };
-        reservations::end_all(&mut tx, id, Some(&who.name), "completed").await?;
+        let updated = rows::task(&row)?;
+        let reserved: bool = row.try_get(TASK_COLUMN_COUNT)?;
+        let depended_on: bool = row.try_get(TASK_COLUMN_COUNT + 1)?;
+        if reserved {
+            reservations::end_all(&mut tx, id, Some(&who.name), "completed").await?;
+        }
         tx.event(NewEvent::task(
             id,
             &who.name,
@@ -270,7 +281,9 @@ impl Leases for Postgres {
                 summary: result.summary,
             },
         ));
-        deps::release_dependents(&mut tx, id, &who.name).await?;
+        if depended_on {
+            deps::release_dependents(&mut tx, id, &who.name).await?;
+        }
         tx.count(Count::Completion, &updated.project);
         self.commit(tx, updated).await
     }
@@ -406,13 +419,15 @@ impl Leases for Postgres {
                 task.status
             )));
         }
-        let mut cancelled: Vec<i64> = sqlx::query_scalar(&format!(
-            "{SUBTREE} UPDATE tasks SET status = 'cancelled', status_reason = $2, lease_holder = NULL, \
+        // Exactly the tasks locked and judged above: a subtask filed meanwhile was not judged.
+        let judged: Vec<i64> = unfinished.iter().map(|u| u.id).collect();
+        let mut cancelled: Vec<i64> = sqlx::query_scalar(
+            "UPDATE tasks SET status = 'cancelled', status_reason = $2, lease_holder = NULL, \
                  lease_expires_at = NULL, updated_at = $3, completed_at = $3 \
-             WHERE id IN (SELECT id FROM tree) AND status NOT IN ('completed', 'failed', 'cancelled') \
-             RETURNING id"
-        ))
-        .bind(id)
+             WHERE id = ANY($1) AND status NOT IN ('completed', 'failed', 'cancelled') \
+             RETURNING id",
+        )
+        .bind(&judged)
         .bind(
             note.clone()
                 .unwrap_or_else(|| format!("cancelled by {}", actor.name)),
@@ -446,15 +461,20 @@ impl Leases for Postgres {
     }
 
     async fn next_timed_wakeup(&self, after: Timestamp) -> StoreResult<Option<Timestamp>> {
-        let at: Option<i64> = sqlx::query_scalar(
-            "SELECT MIN(t) FROM ( \
-               SELECT MIN(not_before) AS t FROM tasks WHERE status = 'available' AND not_before > $1 \
+        // Backoffs and leases end on the database's clock; the caller counts on the server's.
+        // `after` is moved onto the database's clock and the answer back onto the server's.
+        let server_now = Timestamp::now().millis();
+        let (at, db_now): (Option<i64>, i64) = sqlx::query_as(
+            "SELECT MIN(t), taskyard_now_ms() FROM ( \
+               SELECT MIN(not_before) AS t FROM tasks WHERE status = 'available' \
+                   AND not_before > $1 - $2 + taskyard_now_ms() \
                UNION ALL SELECT MIN(lease_expires_at) FROM tasks WHERE status = 'in_progress') AS due",
         )
         .bind(after.millis())
+        .bind(server_now)
         .fetch_one(&self.pool)
         .await?;
-        Ok(at.map(Timestamp))
+        Ok(at.map(|at| Timestamp(at - db_now + server_now)))
     }
 
     async fn leases_held_by(&self, holder: &str) -> StoreResult<Vec<(i64, i64)>> {
