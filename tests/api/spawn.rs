@@ -102,6 +102,19 @@ pub(crate) async fn sleeping_run() -> SleepingRun {
     }
 }
 
+/// Run `id`'s log, as the API serves it to an admin.
+pub(crate) async fn run_log(server: &Server, id: impl std::fmt::Display) -> String {
+    reqwest::Client::new()
+        .get(format!("{}/api/v1/runs/{id}/log", server.url))
+        .bearer_auth(&server.admin)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
+
 pub(crate) fn exited(task: &Value) -> impl Fn(&Event) -> bool + '_ {
     move |e: &Event| e.kind() == "run.exited" && Some(e.task_id.unwrap_or(-1)) == task["id"].as_i64()
 }
@@ -147,15 +160,7 @@ async fn a_p0_backend_task_is_done_by_a_spawned_backend_specialist() {
         (Some("backend-specialist"), Some(0))
     );
     assert_eq!(run["holder"], format!("run-{}", run["id"]));
-    let log = reqwest::Client::new()
-        .get(format!("{}/api/v1/runs/{}/log", server.url, run["id"]))
-        .bearer_auth(&server.admin)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let log = run_log(&server, &run["id"]).await;
     assert!(
         log.contains(&format!("agent for task {} starting", task["id"])),
         "{log}"
@@ -579,19 +584,9 @@ async fn runs_can_be_killed_from_the_api() {
         ..
     } = sleeping_run().await;
     // The script has said "up" (a kill may otherwise land before its first line).
-    let log_url = format!("{}/api/v1/runs/{run_id}/log", server.url);
     tokio::time::timeout(Duration::from_secs(60), async {
         loop {
-            let log = reqwest::Client::new()
-                .get(&log_url)
-                .bearer_auth(&server.admin)
-                .send()
-                .await
-                .unwrap()
-                .text()
-                .await
-                .unwrap();
-            if log.contains("up") {
+            if run_log(&server, run_id).await.contains("up") {
                 break;
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
