@@ -1,7 +1,7 @@
 //! The task registry's contract: what the rest of the server may ask of storage, as a small set
 //! of traits named for what callers use, with the types they exchange. Each backend lives in a
-//! folder of its own (`sqlite/`) and implements them all; nothing outside a backend's folder
-//! names a database driver. The lease lifecycle's rules are plain functions in
+//! folder of its own (`sqlite/`, `postgres/`) and implements them all; nothing outside a
+//! backend's folder names a database driver. The lease lifecycle's rules are plain functions in
 //! `domain::lifecycle` (and `domain::claim`, `domain::cancel`); a backend only applies them.
 //!
 //! - [`Tasks`] (`tasks.rs`): create, read, list, edit; scope; the facts `why` and the overview need.
@@ -14,8 +14,12 @@
 //! - [`EventBus`] (`bus.rs`): live events and wake-ups, published after each commit; long polls
 //!   wait in line in `waiters.rs`.
 //! - `why.rs`: whether a task is claimable and why, from the facts any backend gathers.
+//! - What both backends share: `rows.rs` (every stored row read into its domain object, through
+//!   a backend's `rows::Columns`), `announce.rs` (what a change announces once it commits),
+//!   `principals.rs` (principals remembered by token hash).
 
 mod agents;
+mod announce;
 mod bus;
 mod error;
 mod events;

@@ -15,6 +15,7 @@ use super::lifecycle::release_all_held_by;
 use super::rows::{self, json, to_json, AGENT_COLUMNS};
 use super::tx::Tx;
 use super::Postgres;
+use crate::store::announce::Announce;
 
 /// Creates the agent `name` or gives it a new token hash, role and scope, inside the caller's
 /// change; returns it as a principal. A deactivated agent is refused.
@@ -129,24 +130,7 @@ impl Agents for Postgres {
         .bind(token_hash)
         .fetch_optional(&self.pool)
         .await?;
-        let found = row
-            .map(|row| {
-                let row = rows::agent_row(&row)?;
-                let scope = row.scope_task_id;
-                let agent = Agent::try_from(row)?;
-                Ok::<_, StoreError>((
-                    Principal {
-                        agent_id: Some(agent.id),
-                        name: agent.name,
-                        role: agent.role,
-                        kind: agent.kind,
-                        capabilities: agent.capabilities,
-                        scope,
-                    },
-                    agent.status,
-                ))
-            })
-            .transpose()?;
+        let found = row.map(|row| rows::principal(&row)).transpose()?;
         if let Some(found) = &found {
             cache.put(generation, token_hash, found.clone());
         }

@@ -56,7 +56,7 @@ pub(super) async fn pool(url: &str, readers: u32) -> anyhow::Result<PgPool> {
 
 /// Connects to `url` once, on a connection of its own (so that a refusal is told as it is, not
 /// as a pool's timeout), and says what the server is; refuses one older than
-/// [`OLDEST_SUPPORTED`] (also `taskyard config check`).
+/// `OLDEST_SUPPORTED` (also `taskyard config check`).
 pub async fn check(url: &str) -> anyhow::Result<String> {
     let options = options(url).map_err(|e| anyhow::anyhow!("{}", describe(&e)))?;
     let connecting = PgConnection::connect_with(&options);

@@ -14,6 +14,7 @@ use crate::store::{StoreError, StoreResult};
 
 use super::rows::to_json;
 use super::tx::Tx;
+use crate::store::announce::Announce;
 
 /// The advisory lock key a dependency edit holds while it checks for cycles and writes its
 /// edges: two edits that would each close half of a cycle cannot both pass the check.

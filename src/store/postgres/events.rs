@@ -1,33 +1,14 @@
 //! The event log on PostgreSQL: appended by each change just before it commits (see `tx.rs`),
 //! read back for SSE, the notifier and task pages.
 
-use sqlx::postgres::PgRow;
-use sqlx::{PgConnection, Row};
+use sqlx::PgConnection;
 
 use crate::domain::event::{NewEvent, PEOPLE_KINDS};
-use crate::domain::{Change, Event, Timestamp};
-use crate::store::{EventLog, StoreError, StoreResult};
+use crate::domain::{Event, Timestamp};
+use crate::store::{EventLog, StoreResult};
 
-use super::rows::to_json;
+use super::rows::{event, to_json, EVENT_COLUMNS};
 use super::Postgres;
-
-pub(super) const COLUMNS: &str = "id, kind, task_id, actor, data, created_at";
-
-/// Reads a row selected with [`COLUMNS`].
-pub(super) fn event(row: &PgRow) -> StoreResult<Event> {
-    let id: i64 = row.try_get(0)?;
-    let kind: String = row.try_get(1)?;
-    let data: String = row.try_get(4)?;
-    let data =
-        serde_json::from_str(&data).map_err(|e| StoreError::Corrupt(format!("event #{id}'s data: {e}")))?;
-    Ok(Event {
-        id,
-        task_id: row.try_get(2)?,
-        actor: row.try_get(3)?,
-        at: Timestamp(row.try_get(5)?),
-        change: Change::from_parts(&kind, data),
-    })
-}
 
 /// Appends `events` inside the caller's transaction, in one statement that first takes the
 /// advisory lock `lock` (held to the end of the transaction: see `tx.rs`); returns them as
@@ -82,7 +63,7 @@ pub(super) async fn insert_events(
 impl EventLog for Postgres {
     async fn events_after(&self, after: i64, limit: i64) -> StoreResult<Vec<Event>> {
         sqlx::query(&format!(
-            "SELECT {COLUMNS} FROM events WHERE id > $1 ORDER BY id LIMIT $2"
+            "SELECT {EVENT_COLUMNS} FROM events WHERE id > $1 ORDER BY id LIMIT $2"
         ))
         .bind(after)
         .bind(limit)
@@ -101,7 +82,7 @@ impl EventLog for Postgres {
             .await?;
         let kinds: Vec<String> = PEOPLE_KINDS.iter().map(|k| k.to_string()).collect();
         let found = sqlx::query(&format!(
-            "SELECT {COLUMNS} FROM events WHERE id > $1 AND kind = ANY($2) ORDER BY id LIMIT $3"
+            "SELECT {EVENT_COLUMNS} FROM events WHERE id > $1 AND kind = ANY($2) ORDER BY id LIMIT $3"
         ))
         .bind(after)
         .bind(&kinds)
@@ -125,7 +106,7 @@ impl EventLog for Postgres {
 
     async fn task_events(&self, task_id: i64, limit: i64) -> StoreResult<Vec<Event>> {
         let mut found = sqlx::query(&format!(
-            "SELECT {COLUMNS} FROM events WHERE task_id = $1 ORDER BY id DESC LIMIT $2"
+            "SELECT {EVENT_COLUMNS} FROM events WHERE task_id = $1 ORDER BY id DESC LIMIT $2"
         ))
         .bind(task_id)
         .bind(limit)

@@ -6,8 +6,7 @@
 
 use std::time::Duration;
 
-use sqlx::postgres::PgRow;
-use sqlx::{PgConnection, Row as _};
+use sqlx::PgConnection;
 
 use crate::domain::{
     Change, LinkAction, NewEvent, NewNotification, Notification, NotificationStatus, Principal, Reason,
@@ -18,104 +17,25 @@ use crate::store::{
 };
 
 use super::lifecycle::{check_active, claim_in, unblock_in};
+use super::rows::{outgoing, NOTIFICATION_COLUMNS};
 use super::tx::Tx;
 use super::Postgres;
-
-const COLUMNS: &str = "id, task_id, human, to_addr, subject, reason, status, attempts, last_error, \
-    next_attempt_at, body_text, body_html, action, acted_at, created_at, sent_at";
+use crate::store::announce::Announce;
 
 /// How long notifications taken for sending are left to the server that took them: a batch is
 /// sent one after another. Should that server stop before recording the attempts, another one
 /// sends them once this time has passed.
 const SENDING_MS: i64 = 15 * 60 * 1_000;
 
-/// A notification row as stored.
-struct Row {
-    id: i64,
-    task_id: Option<i64>,
-    human: String,
-    to_addr: String,
-    subject: String,
-    reason: String,
-    status: String,
-    attempts: i64,
-    last_error: Option<String>,
-    next_attempt_at: i64,
-    body_text: Option<String>,
-    body_html: Option<String>,
-    action: Option<String>,
-    acted_at: Option<i64>,
-    created_at: i64,
-    sent_at: Option<i64>,
-}
-
-impl Row {
-    /// Reads a row selected with [`COLUMNS`].
-    fn read(row: &PgRow) -> Result<Row, sqlx::Error> {
-        Ok(Row {
-            id: row.try_get(0)?,
-            task_id: row.try_get(1)?,
-            human: row.try_get(2)?,
-            to_addr: row.try_get(3)?,
-            subject: row.try_get(4)?,
-            reason: row.try_get(5)?,
-            status: row.try_get(6)?,
-            attempts: row.try_get(7)?,
-            last_error: row.try_get(8)?,
-            next_attempt_at: row.try_get(9)?,
-            body_text: row.try_get(10)?,
-            body_html: row.try_get(11)?,
-            action: row.try_get(12)?,
-            acted_at: row.try_get(13)?,
-            created_at: row.try_get(14)?,
-            sent_at: row.try_get(15)?,
-        })
-    }
-
-    /// The notification with its stored bodies; a value the schema does not allow is corrupt.
-    fn into_outgoing(self) -> StoreResult<Outgoing> {
-        let corrupt = |what: &str, v: &str| StoreError::Corrupt(format!("notification {what} {v:?}"));
-        let status =
-            NotificationStatus::parse(&self.status).ok_or_else(|| corrupt("status", &self.status))?;
-        let notification = Notification {
-            id: self.id,
-            task_id: self.task_id,
-            human: self.human,
-            to: self.to_addr,
-            subject: self.subject,
-            reason: Reason::parse(&self.reason).ok_or_else(|| corrupt("reason", &self.reason))?,
-            status,
-            attempts: self.attempts,
-            last_error: self.last_error,
-            created_at: Timestamp(self.created_at),
-            sent_at: self.sent_at.map(Timestamp),
-            next_attempt_at: (status == NotificationStatus::Queued)
-                .then_some(Timestamp(self.next_attempt_at)),
-            action: match self.action.as_deref() {
-                None => None,
-                Some(a) => Some(LinkAction::parse(a).ok_or_else(|| corrupt("action", a))?),
-            },
-            acted_at: self.acted_at.map(Timestamp),
-        };
-        Ok(Outgoing {
-            notification,
-            body: self.body_text.zip(self.body_html),
-        })
-    }
-}
-
-/// Reads a row selected with [`COLUMNS`] into a notification with its bodies.
-fn outgoing(row: &PgRow) -> StoreResult<Outgoing> {
-    Row::read(row)?.into_outgoing()
-}
-
 /// Notification `id` with its bodies; not found is a refusal.
 async fn fetch(conn: &mut PgConnection, id: i64) -> StoreResult<Outgoing> {
-    let row = sqlx::query(&format!("SELECT {COLUMNS} FROM notifications WHERE id = $1"))
-        .bind(id)
-        .fetch_optional(conn)
-        .await?
-        .ok_or_else(|| StoreError::not_found(format!("notification #{id}")))?;
+    let row = sqlx::query(&format!(
+        "SELECT {NOTIFICATION_COLUMNS} FROM notifications WHERE id = $1"
+    ))
+    .bind(id)
+    .fetch_optional(conn)
+    .await?
+    .ok_or_else(|| StoreError::not_found(format!("notification #{id}")))?;
     outgoing(&row)
 }
 
@@ -149,7 +69,7 @@ async fn use_link(tx: &mut Tx, id: i64, action: LinkAction) -> StoreResult<Notif
     let now = tx.now.millis();
     let used = sqlx::query(&format!(
         "UPDATE notifications SET action = $2, acted_at = $3 WHERE id = $1 AND acted_at IS NULL \
-         RETURNING {COLUMNS}"
+         RETURNING {NOTIFICATION_COLUMNS}"
     ))
     .bind(id)
     .bind(action.as_str())
@@ -179,7 +99,7 @@ async fn attempt_done(
     let done = sqlx::query(&format!(
         "UPDATE notifications SET status = $2, attempts = attempts + 1, last_error = COALESCE($3, last_error), \
          next_attempt_at = $4, sent_at = CASE WHEN $2 = 'sent' THEN $5::bigint ELSE sent_at END \
-         WHERE id = $1 AND status = 'queued' RETURNING {COLUMNS}"
+         WHERE id = $1 AND status = 'queued' RETURNING {NOTIFICATION_COLUMNS}"
     ))
     .bind(id)
     .bind(status)
@@ -333,7 +253,7 @@ impl Outbox for Postgres {
     async fn list_notifications(&self, filter: &NotificationFilter) -> StoreResult<NotificationPage> {
         let limit = filter.limit;
         let mut items = sqlx::query(&format!(
-            "SELECT {COLUMNS} FROM notifications WHERE ($1::text IS NULL OR status = $1) \
+            "SELECT {NOTIFICATION_COLUMNS} FROM notifications WHERE ($1::text IS NULL OR status = $1) \
              AND ($2::bigint IS NULL OR task_id = $2) AND ($3::bigint IS NULL OR id < $3) \
              ORDER BY id DESC LIMIT $4"
         ))

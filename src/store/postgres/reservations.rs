@@ -9,7 +9,7 @@
 //! of them cannot both find the paths free.
 
 use sqlx::postgres::PgRow;
-use sqlx::{PgConnection, Row};
+use sqlx::PgConnection;
 
 use crate::domain::lifecycle::check_hold;
 use crate::domain::paths::{first_overlap, overlap};
@@ -18,9 +18,10 @@ use crate::domain::{Change, InputError, NewEvent, Principal, Refused, Reservatio
 use crate::store::{Reservations, StoreError, StoreResult};
 
 use super::lifecycle::reap;
-use super::rows::{json, to_json};
+use super::rows::{json, reservation, to_json};
 use super::tx::Tx;
 use super::{lock_task, Postgres};
+use crate::store::announce::Announce;
 
 /// The advisory lock key held, until its transaction ends, by a change that judges clashes
 /// before it reserves.
@@ -47,23 +48,9 @@ macro_rules! live_at {
     };
 }
 
-/// Reads a row selected with `columns!()`.
-fn read(row: &PgRow) -> StoreResult<Reservation> {
-    let paths: String = row.try_get(4)?;
-    Ok(Reservation {
-        id: row.try_get(0)?,
-        task_id: row.try_get(1)?,
-        holder: row.try_get(2)?,
-        fence: row.try_get(3)?,
-        paths: json("reservation paths", &paths)?,
-        exclusive: row.try_get(5)?,
-        created_at: Timestamp(row.try_get(6)?),
-    })
-}
-
 /// Reads rows selected with `columns!()`.
 fn read_all(rows: &[PgRow]) -> StoreResult<Vec<Reservation>> {
-    rows.iter().map(read).collect()
+    rows.iter().map(reservation).collect()
 }
 
 /// Takes the reserving lock (see the module's header) until the caller's transaction ends.

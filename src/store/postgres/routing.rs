@@ -8,6 +8,7 @@ use crate::store::{Routes, Routing, StoreError, StoreResult};
 use super::rows::TASK_COLUMNS;
 use super::tx::Tx;
 use super::{lock_task, query_tasks, Postgres};
+use crate::store::announce::Announce;
 
 /// Sets a task's routing decision inside the caller's change, with its event when the decision
 /// or its reason changed; returns whether it did.

@@ -6,7 +6,6 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use sqlx::postgres::PgRow;
 use sqlx::{PgConnection, Row};
 
 use crate::domain::{
@@ -17,37 +16,9 @@ use crate::store::{Claimed, LiveRun, Runs, StoreError, StoreResult};
 use super::agents::upsert_token;
 use super::lifecycle::claim_in;
 use super::routing::set_routing;
-use super::rows::{json, to_json};
+use super::rows::{self, json, to_json, RUN_COLUMNS};
 use super::Postgres;
-
-const RUN_COLUMNS: &str = "id, task_id, agent_type, status, holder, fence, pid, started_at, ended_at, \
-    exit_code, cpu_percent, memory_bytes, error, repo, worktree, branch, base, branch_head, branch_commits";
-
-/// Reads a row selected with [`RUN_COLUMNS`].
-fn run_row(row: &PgRow) -> StoreResult<Run> {
-    let status: String = row.try_get(3)?;
-    Ok(Run {
-        id: row.try_get(0)?,
-        task_id: row.try_get(1)?,
-        agent_type: row.try_get(2)?,
-        status: status.parse().map_err(StoreError::Corrupt)?,
-        holder: row.try_get(4)?,
-        fence: row.try_get(5)?,
-        pid: row.try_get(6)?,
-        started_at: Timestamp(row.try_get(7)?),
-        ended_at: row.try_get::<Option<i64>, _>(8)?.map(Timestamp),
-        exit_code: row.try_get(9)?,
-        cpu_percent: row.try_get(10)?,
-        memory_bytes: row.try_get(11)?,
-        error: row.try_get(12)?,
-        repo: row.try_get(13)?,
-        worktree: row.try_get(14)?,
-        branch: row.try_get(15)?,
-        base: row.try_get(16)?,
-        branch_head: row.try_get(17)?,
-        branch_commits: row.try_get(18)?,
-    })
-}
+use crate::store::announce::Announce;
 
 /// Adds branch `branch` (holding `tip`) to the deliverables of task `task_id` when the run whose
 /// claim had fence `fence` completed it; a deliverable naming the same branch is replaced (its
@@ -96,7 +67,7 @@ async fn find_run(conn: &mut PgConnection, id: i64) -> StoreResult<Run> {
         .fetch_optional(conn)
         .await?
         .ok_or_else(|| StoreError::not_found(format!("run #{id}")))?;
-    run_row(&row)
+    rows::run(&row)
 }
 
 #[async_trait::async_trait]
@@ -126,7 +97,7 @@ impl Runs for Postgres {
         .bind(id)
         .fetch_one(tx.db())
         .await?;
-        let run = run_row(&row)?;
+        let run = rows::run(&row)?;
         let who = upsert_token(
             &mut tx,
             &run.holder,
@@ -226,7 +197,7 @@ impl Runs for Postgres {
         .fetch_optional(tx.db())
         .await?
         .ok_or_else(|| StoreError::not_found(format!("run #{}", run.id)))?;
-        let ended = run_row(&row)?;
+        let ended = rows::run(&row)?;
         if let (Some(tip), Some(branch), Some(fence)) = (&tip, &ended.branch, ended.fence) {
             add_branch_deliverable(tx.db(), run.task_id, fence, branch, tip, now).await?;
         }
@@ -279,7 +250,7 @@ impl Runs for Postgres {
         .fetch_all(&self.pool)
         .await?
         .iter()
-        .map(run_row)
+        .map(rows::run)
         .collect()
     }
 
@@ -292,7 +263,7 @@ impl Runs for Postgres {
         .iter()
         .map(|row| {
             Ok(LiveRun {
-                run: run_row(row)?,
+                run: rows::run(row)?,
                 pid_started_at: row.try_get(19)?,
             })
         })

@@ -27,6 +27,7 @@ use crate::store::{
 use super::rows::{to_json, TASK_COLUMNS};
 use super::tx::Tx;
 use super::{deps, fetch_task, find_task, lock_task, query_tasks, reservations, Postgres};
+use crate::store::announce::Announce;
 
 /// One minute in ms.
 const MINUTE: i64 = 60_000;

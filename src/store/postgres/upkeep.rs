@@ -7,38 +7,17 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use sqlx::postgres::PgRow;
-use sqlx::Row;
-
 use crate::domain::lifecycle::waiting_on;
 use crate::domain::{Because, BlockedBy, Change, NewEvent, Status, Timestamp};
 use crate::store::{LoopRun, NewLoopRun, StoreError, StoreResult, Upkeep};
 
 use super::deps;
-use super::rows::json;
+use super::rows::{loop_run, LOOP_RUN_COLUMNS};
 use super::Postgres;
+use crate::store::announce::Announce;
 
 /// How many run records are kept per loop.
 const KEEP_PER_LOOP: i64 = 200;
-
-/// The columns [`loop_run`] reads, in its order.
-const RUN_COLUMNS: &str = "id, loop_name, kind, started_at, finished_at, ok, summary, details";
-
-/// Reads a row selected with [`RUN_COLUMNS`].
-fn loop_run(row: &PgRow) -> StoreResult<LoopRun> {
-    let id: i64 = row.try_get(0)?;
-    let details: String = row.try_get(7)?;
-    Ok(LoopRun {
-        id,
-        loop_name: row.try_get(1)?,
-        kind: row.try_get(2)?,
-        started_at: Timestamp(row.try_get(3)?),
-        finished_at: Timestamp(row.try_get(4)?),
-        ok: row.try_get(5)?,
-        summary: row.try_get(6)?,
-        details: json(&format!("details of loop run #{id}"), &details)?,
-    })
-}
 
 /// `d` in whole milliseconds (saturating).
 fn millis(d: Duration) -> i64 {
@@ -53,7 +32,7 @@ impl Upkeep for Postgres {
             let mut tx = self.begin().await?;
             let row = sqlx::query(&format!(
                 "INSERT INTO loop_runs (loop_name, kind, started_at, finished_at, ok, summary, details) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING {RUN_COLUMNS}"
+                 VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING {LOOP_RUN_COLUMNS}"
             ))
             .bind(&run.loop_name)
             .bind(&run.kind)
@@ -92,7 +71,7 @@ impl Upkeep for Postgres {
 
     async fn loop_runs(&self, loop_name: &str, limit: i64) -> StoreResult<Vec<LoopRun>> {
         sqlx::query(&format!(
-            "SELECT {RUN_COLUMNS} FROM loop_runs WHERE loop_name = $1 ORDER BY id DESC LIMIT $2"
+            "SELECT {LOOP_RUN_COLUMNS} FROM loop_runs WHERE loop_name = $1 ORDER BY id DESC LIMIT $2"
         ))
         .bind(loop_name)
         .bind(limit)
@@ -106,7 +85,7 @@ impl Upkeep for Postgres {
     async fn last_loop_runs(&self) -> StoreResult<HashMap<String, (LoopRun, i64)>> {
         let mut conn = self.conn().await?;
         let last = sqlx::query(&format!(
-            "SELECT {RUN_COLUMNS} FROM loop_runs WHERE id IN (SELECT MAX(id) FROM loop_runs GROUP BY loop_name)"
+            "SELECT {LOOP_RUN_COLUMNS} FROM loop_runs WHERE id IN (SELECT MAX(id) FROM loop_runs GROUP BY loop_name)"
         ))
         .fetch_all(&mut *conn)
         .await?

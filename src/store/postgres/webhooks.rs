@@ -5,49 +5,19 @@
 
 use std::collections::HashMap;
 
-use sqlx::postgres::PgRow;
 use sqlx::Row;
 
 use crate::domain::webhook::{Delivery, DeliveryStatus, Hook};
 use crate::domain::Timestamp;
-use crate::store::{StoreError, StoreResult, Webhooks};
+use crate::store::{StoreResult, Webhooks};
 
-use super::events::{event, COLUMNS};
+use super::rows::{delivery, event, DELIVERY_COLUMNS, EVENT_COLUMNS};
 use super::Postgres;
-
-const DELIVERY_COLUMNS: &str =
-    "id, webhook, url, event_id, kind, status, attempts, last_status, last_error, \
-     created_at, next_attempt_at, delivered_at, secret_env, body";
 
 /// How long deliveries taken for sending are left to the server that took them: a batch is
 /// sent at once, each attempt within a few seconds. Should that server stop before recording
 /// the attempts, another one sends them once this time has passed.
 const SENDING_MS: i64 = 5 * 60 * 1_000;
-
-/// Reads a row selected with [`DELIVERY_COLUMNS`].
-fn delivery(row: &PgRow) -> StoreResult<Delivery> {
-    let status: String = row.try_get(5)?;
-    let status = status.parse::<DeliveryStatus>().map_err(StoreError::Corrupt)?;
-    Ok(Delivery {
-        id: row.try_get(0)?,
-        webhook: row.try_get(1)?,
-        url: row.try_get(2)?,
-        event_id: row.try_get(3)?,
-        kind: row.try_get(4)?,
-        status,
-        attempts: row.try_get(6)?,
-        last_status: row.try_get(7)?,
-        last_error: row.try_get(8)?,
-        created_at: Timestamp(row.try_get(9)?),
-        next_attempt_at: match status {
-            DeliveryStatus::Queued => Some(Timestamp(row.try_get(10)?)),
-            _ => None,
-        },
-        delivered_at: row.try_get::<Option<i64>, _>(11)?.map(Timestamp),
-        secret_env: row.try_get(12)?,
-        body: row.try_get(13)?,
-    })
-}
 
 #[async_trait::async_trait]
 impl Webhooks for Postgres {
@@ -72,7 +42,7 @@ impl Webhooks for Postgres {
             return self.commit(tx, 0).await;
         }
         let batch = sqlx::query(&format!(
-            "SELECT {COLUMNS} FROM events WHERE id > $1 ORDER BY id LIMIT $2"
+            "SELECT {EVENT_COLUMNS} FROM events WHERE id > $1 ORDER BY id LIMIT $2"
         ))
         .bind(cursor)
         .bind(limit)

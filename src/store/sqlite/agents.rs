@@ -11,8 +11,9 @@ use crate::store::{Agents, StoreError, StoreResult};
 
 use super::engine::Tx;
 use super::lifecycle::release_all_held_by;
-use super::rows::{json, to_json, AgentRow, AGENT_COLUMNS};
+use super::rows::{self, json, to_json, AGENT_COLUMNS};
 use super::Sqlite;
+use crate::store::announce::Announce;
 
 /// Creates the agent `name` or gives it a new token hash, role and scope, inside the caller's
 /// change; returns it as a principal.
@@ -55,10 +56,10 @@ pub(super) fn upsert_token(
 fn find_agent(tx: &Tx<'_>, id: i64) -> StoreResult<Agent> {
     let row = tx
         .prepare_cached(&format!("SELECT {AGENT_COLUMNS} FROM agents WHERE id = ?1"))?
-        .query_row([id], AgentRow::read)
+        .query_row([id], rows::agent)
         .optional()?
         .ok_or_else(|| StoreError::not_found(format!("agent #{id}")))?;
-    Agent::try_from(row)
+    row
 }
 
 #[async_trait::async_trait]
@@ -80,7 +81,7 @@ impl Agents for Sqlite {
                     spec.name
                 )));
             }
-            let row = tx
+            let agent = tx
                 .prepare_cached(&format!(
                     "INSERT INTO agents (name, kind, capabilities, role, token_hash, status, created_at) \
                      VALUES (?1, ?2, ?3, ?4, ?5, 'online', ?6) RETURNING {AGENT_COLUMNS}"
@@ -94,9 +95,8 @@ impl Agents for Sqlite {
                         token_hash,
                         tx.now.millis()
                     ],
-                    AgentRow::read,
-                )?;
-            let agent = Agent::try_from(row)?;
+                    rows::agent,
+                )??;
             tx.agents_changed();
             tx.event(NewEvent::general(
                 &actor.name,
@@ -113,14 +113,14 @@ impl Agents for Sqlite {
 
     async fn list_agents(&self, finished_runs: bool) -> StoreResult<Vec<Agent>> {
         self.read(move |conn| {
-            let rows = conn
+            let found = conn
                 .prepare_cached(&format!(
                     "SELECT {AGENT_COLUMNS} FROM agents \
                      WHERE ?1 OR NOT (kind = 'spawned' AND token_hash LIKE 'revoked:%') ORDER BY name"
                 ))?
-                .query_map([finished_runs], AgentRow::read)?
+                .query_map([finished_runs], rows::agent)?
                 .collect::<Result<Vec<_>, _>>()?;
-            rows.into_iter().map(Agent::try_from).collect()
+            found.into_iter().collect()
         })
         .await
     }
@@ -138,24 +138,9 @@ impl Agents for Sqlite {
                     .prepare_cached(&format!(
                         "SELECT {AGENT_COLUMNS} FROM agents WHERE token_hash = ?1"
                     ))?
-                    .query_row([hash], AgentRow::read)
+                    .query_row([hash], rows::principal)
                     .optional()?;
-                row.map(|row| {
-                    let scope = row.scope_task_id;
-                    let agent = Agent::try_from(row)?;
-                    Ok((
-                        Principal {
-                            agent_id: Some(agent.id),
-                            name: agent.name,
-                            role: agent.role,
-                            kind: agent.kind,
-                            capabilities: agent.capabilities,
-                            scope,
-                        },
-                        agent.status,
-                    ))
-                })
-                .transpose()
+                row.transpose()
             })
             .await?;
         if let Some(found) = &found {

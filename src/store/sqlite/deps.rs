@@ -11,6 +11,7 @@ use crate::store::{StoreError, StoreResult};
 
 use super::engine::Tx;
 use super::rows::to_json;
+use crate::store::announce::Announce;
 
 /// Turns ids and keys into ids; `batch` holds keys created earlier in the same transaction.
 /// Errors name `field[i]`.

@@ -12,8 +12,8 @@ use std::time::{Duration, Instant};
 use rusqlite::{Connection, OpenFlags};
 use tokio::sync::{mpsc, oneshot, Semaphore};
 
-use crate::domain::event::NewEvent;
 use crate::domain::{Event, Timestamp};
+use crate::store::announce::{self, Announce, Announcements, Count};
 use crate::store::{Durability, EventBus, StoreError, StoreResult, Work};
 use crate::telemetry::Telemetry;
 
@@ -30,21 +30,7 @@ pub(super) struct Tx<'c> {
     conn: &'c Connection,
     /// The time of the whole batch.
     pub now: Timestamp,
-    events: Vec<NewEvent>,
-    ready: Vec<i64>,
-    capacity: bool,
-    agents_changed: bool,
-    tokens_changed: bool,
-    counts: Vec<(Count, String)>,
-}
-
-/// Work counted in the metrics once its change commits, by project.
-#[derive(Debug, Clone, Copy)]
-pub(super) enum Count {
-    Claim,
-    Completion,
-    Failure,
-    LeaseExpiry,
+    said: Announcements,
 }
 
 impl std::ops::Deref for Tx<'_> {
@@ -54,42 +40,9 @@ impl std::ops::Deref for Tx<'_> {
     }
 }
 
-impl Tx<'_> {
-    /// Records `event` with the change (written in the same savepoint).
-    pub fn event(&mut self, event: NewEvent) {
-        self.events.push(event);
-    }
-
-    /// Records `events` with the change.
-    pub fn events(&mut self, events: impl IntoIterator<Item = NewEvent>) {
-        self.events.extend(events);
-    }
-
-    /// Task `id` may have become claimable: a fitting long poll and the assignment loop are
-    /// woken once the change commits.
-    pub fn ready(&mut self, id: i64) {
-        self.ready.push(id);
-    }
-
-    /// Spawn capacity was freed (a run ended): the assignment loop looks again.
-    pub fn capacity_freed(&mut self) {
-        self.capacity = true;
-    }
-
-    /// Agents changed (a token, role, capabilities): remembered principals are forgotten.
-    pub fn agents_changed(&mut self) {
-        self.agents_changed = true;
-    }
-
-    /// A token was replaced or revoked: open streams look again whether theirs still works.
-    pub fn tokens_changed(&mut self) {
-        self.agents_changed = true;
-        self.tokens_changed = true;
-    }
-
-    /// Counts `what` for `project` in the metrics, once the change commits.
-    pub fn count(&mut self, what: Count, project: &str) {
-        self.counts.push((what, project.to_string()));
+impl Announce for Tx<'_> {
+    fn announcements(&mut self) -> &mut Announcements {
+        &mut self.said
     }
 }
 
@@ -255,12 +208,7 @@ where
     let mut tx = Tx {
         conn,
         now,
-        events: Vec::new(),
-        ready: Vec::new(),
-        capacity: false,
-        agents_changed: false,
-        tokens_changed: false,
-        counts: Vec::new(),
+        said: Announcements::default(),
     };
     let attempt = (|| {
         run_sql(conn, "SAVEPOINT op")?;
@@ -273,8 +221,8 @@ where
             })
             .and_then(|value| {
                 // Who may take what became claimable is read in the same change.
-                let work = claimable_work(conn, &tx.ready, human_kinds, now)?;
-                let events = insert_events(conn, now, std::mem::take(&mut tx.events))?;
+                let work = claimable_work(conn, &tx.said.ready, human_kinds, now)?;
+                let events = insert_events(conn, now, std::mem::take(&mut tx.said.events))?;
                 Ok((value, events, work))
             })
             .and_then(|done| Ok(run_sql(conn, "RELEASE op").map(|()| done)?));
@@ -293,10 +241,10 @@ where
         Ok((value, events, work)) => Staged {
             events,
             work,
-            loops: tx.capacity || !tx.ready.is_empty(),
-            agents_changed: tx.agents_changed,
-            tokens_changed: tx.tokens_changed,
-            counts: tx.counts,
+            loops: tx.said.wakes_loops(),
+            agents_changed: tx.said.agents_changed,
+            tokens_changed: tx.said.tokens_changed,
+            counts: tx.said.counts,
             poisoned,
             answer: Box::new(move |committed| {
                 let _ = reply.send(committed.map(|()| value));
@@ -400,15 +348,7 @@ fn run(conn: &Connection, mut inbox: mpsc::UnboundedReceiver<Message>, shared: &
                 let metrics = &shared.telemetry;
                 metrics.writer_commit.observe(commit.elapsed().as_secs_f64());
                 metrics.writer_batch.observe(staged.len() as f64);
-                for (what, project) in staged.iter().flat_map(|s| &s.counts) {
-                    let family = match what {
-                        Count::Claim => &metrics.claims,
-                        Count::Completion => &metrics.completions,
-                        Count::Failure => &metrics.failures,
-                        Count::LeaseExpiry => &metrics.lease_expiries,
-                    };
-                    metrics.count(family, project);
-                }
+                announce::record(metrics, staged.iter().flat_map(|s| &s.counts));
                 let changed = staged.iter().any(|s| s.agents_changed);
                 if changed {
                     shared.principals.forget();

@@ -1,41 +1,19 @@
 //! The event log on SQLite: appended by the writer in the same savepoint as each change, read
 //! back for SSE, the notifier and task pages.
 
-use rusqlite::{params, Connection, Row};
+use rusqlite::{params, Connection};
 
 use crate::domain::event::{NewEvent, PEOPLE_KINDS};
-use crate::domain::{Change, Event, Timestamp};
-use crate::store::{EventLog, StoreError, StoreResult};
+use crate::domain::{Event, Timestamp};
+use crate::store::{EventLog, StoreResult};
 
-use super::rows::to_json;
+use super::rows::{self, to_json, EVENT_COLUMNS};
 use super::Sqlite;
-
-pub(super) const COLUMNS: &str = "id, kind, task_id, actor, data, created_at";
-
-fn event(row: &Row<'_>) -> rusqlite::Result<StoreResult<Event>> {
-    let (id, kind, task_id, actor, data, at): (i64, String, Option<i64>, Option<String>, String, i64) = (
-        row.get(0)?,
-        row.get(1)?,
-        row.get(2)?,
-        row.get(3)?,
-        row.get(4)?,
-        row.get(5)?,
-    );
-    Ok(serde_json::from_str(&data)
-        .map_err(|e| StoreError::Corrupt(format!("event #{id}'s data: {e}")))
-        .map(|data| Event {
-            id,
-            task_id,
-            actor,
-            at: Timestamp(at),
-            change: Change::from_parts(&kind, data),
-        }))
-}
 
 pub(super) fn events(conn: &Connection, sql: &str, params: impl rusqlite::Params) -> StoreResult<Vec<Event>> {
     let mut statement = conn.prepare_cached(sql)?;
     let found = statement
-        .query_map(params, event)?
+        .query_map(params, rows::event)?
         .collect::<Result<Vec<_>, _>>()?;
     found.into_iter().collect()
 }
@@ -71,7 +49,7 @@ impl EventLog for Sqlite {
         self.read(move |conn| {
             events(
                 conn,
-                &format!("SELECT {COLUMNS} FROM events WHERE id > ?1 ORDER BY id LIMIT ?2"),
+                &format!("SELECT {EVENT_COLUMNS} FROM events WHERE id > ?1 ORDER BY id LIMIT ?2"),
                 params![after, limit],
             )
         })
@@ -83,7 +61,7 @@ impl EventLog for Sqlite {
             let found = events(
                 conn,
                 &format!(
-                    "SELECT {COLUMNS} FROM events WHERE id > ?1 AND kind IN (?2, ?3, ?4, ?5) \
+                    "SELECT {EVENT_COLUMNS} FROM events WHERE id > ?1 AND kind IN (?2, ?3, ?4, ?5) \
                      ORDER BY id LIMIT ?6"
                 ),
                 params![
@@ -114,7 +92,7 @@ impl EventLog for Sqlite {
         self.read(move |conn| {
             let mut found = events(
                 conn,
-                &format!("SELECT {COLUMNS} FROM events WHERE task_id = ?1 ORDER BY id DESC LIMIT ?2"),
+                &format!("SELECT {EVENT_COLUMNS} FROM events WHERE task_id = ?1 ORDER BY id DESC LIMIT ?2"),
                 params![task_id, limit],
             )?;
             found.reverse();

@@ -16,96 +16,22 @@ use crate::store::{
 
 use super::engine::Tx;
 use super::lifecycle::{claim_in, unblock_in};
+use super::rows::{self, NOTIFICATION_COLUMNS};
 use super::Sqlite;
-
-const COLUMNS: &str = "id, task_id, human, to_addr, subject, reason, status, attempts, last_error, \
-    next_attempt_at, body_text, body_html, action, acted_at, created_at, sent_at";
-
-/// A notification row as stored.
-struct Row {
-    id: i64,
-    task_id: Option<i64>,
-    human: String,
-    to_addr: String,
-    subject: String,
-    reason: String,
-    status: String,
-    attempts: i64,
-    last_error: Option<String>,
-    next_attempt_at: i64,
-    body_text: Option<String>,
-    body_html: Option<String>,
-    action: Option<String>,
-    acted_at: Option<i64>,
-    created_at: i64,
-    sent_at: Option<i64>,
-}
-
-impl Row {
-    fn read(row: &rusqlite::Row<'_>) -> rusqlite::Result<Row> {
-        Ok(Row {
-            id: row.get(0)?,
-            task_id: row.get(1)?,
-            human: row.get(2)?,
-            to_addr: row.get(3)?,
-            subject: row.get(4)?,
-            reason: row.get(5)?,
-            status: row.get(6)?,
-            attempts: row.get(7)?,
-            last_error: row.get(8)?,
-            next_attempt_at: row.get(9)?,
-            body_text: row.get(10)?,
-            body_html: row.get(11)?,
-            action: row.get(12)?,
-            acted_at: row.get(13)?,
-            created_at: row.get(14)?,
-            sent_at: row.get(15)?,
-        })
-    }
-
-    fn into_outgoing(self) -> StoreResult<Outgoing> {
-        let corrupt = |what: &str, v: &str| StoreError::Corrupt(format!("notification {what} {v:?}"));
-        let status =
-            NotificationStatus::parse(&self.status).ok_or_else(|| corrupt("status", &self.status))?;
-        let notification = Notification {
-            id: self.id,
-            task_id: self.task_id,
-            human: self.human,
-            to: self.to_addr,
-            subject: self.subject,
-            reason: Reason::parse(&self.reason).ok_or_else(|| corrupt("reason", &self.reason))?,
-            status,
-            attempts: self.attempts,
-            last_error: self.last_error,
-            created_at: Timestamp(self.created_at),
-            sent_at: self.sent_at.map(Timestamp),
-            next_attempt_at: (status == NotificationStatus::Queued)
-                .then_some(Timestamp(self.next_attempt_at)),
-            action: match self.action.as_deref() {
-                None => None,
-                Some(a) => Some(LinkAction::parse(a).ok_or_else(|| corrupt("action", a))?),
-            },
-            acted_at: self.acted_at.map(Timestamp),
-        };
-        Ok(Outgoing {
-            notification,
-            body: self.body_text.zip(self.body_html),
-        })
-    }
-}
+use crate::store::announce::Announce;
 
 fn select(conn: &Connection, sql: &str, params: impl rusqlite::Params) -> StoreResult<Vec<Outgoing>> {
-    let rows = conn
+    let found = conn
         .prepare_cached(sql)?
-        .query_map(params, Row::read)?
+        .query_map(params, rows::outgoing)?
         .collect::<Result<Vec<_>, _>>()?;
-    rows.into_iter().map(Row::into_outgoing).collect()
+    found.into_iter().collect()
 }
 
 fn fetch(conn: &Connection, id: i64) -> StoreResult<Outgoing> {
     select(
         conn,
-        &format!("SELECT {COLUMNS} FROM notifications WHERE id = ?1"),
+        &format!("SELECT {NOTIFICATION_COLUMNS} FROM notifications WHERE id = ?1"),
         [id],
     )?
     .pop()
@@ -222,7 +148,7 @@ impl Outbox for Sqlite {
             select(
                 conn,
                 &format!(
-                    "SELECT {COLUMNS} FROM notifications WHERE status = 'queued' AND next_attempt_at <= ?1 \
+                    "SELECT {NOTIFICATION_COLUMNS} FROM notifications WHERE status = 'queued' AND next_attempt_at <= ?1 \
                      ORDER BY next_attempt_at, id LIMIT ?2"
                 ),
                 params![now.millis(), limit],
@@ -302,7 +228,7 @@ impl Outbox for Sqlite {
                 select(
                     conn,
                     &format!(
-                        "SELECT {COLUMNS} FROM notifications WHERE (?1 IS NULL OR status = ?1) \
+                        "SELECT {NOTIFICATION_COLUMNS} FROM notifications WHERE (?1 IS NULL OR status = ?1) \
                          AND (?2 IS NULL OR task_id = ?2) AND (?3 IS NULL OR id < ?3) ORDER BY id DESC LIMIT ?4"
                     ),
                     params![

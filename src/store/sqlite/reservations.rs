@@ -13,8 +13,9 @@ use crate::store::{Reservations, StoreError, StoreResult};
 
 use super::engine::Tx;
 use super::lifecycle::reap;
-use super::rows::{json, to_json};
+use super::rows::{self, json, to_json};
 use super::{fetch_task, Sqlite};
+use crate::store::announce::Announce;
 
 /// The column list every reservation query selects (from `reservations r`), in [`read`]'s order;
 /// a macro so the queries are literals (no string is built on the writer per completion).
@@ -24,25 +25,11 @@ macro_rules! columns {
     };
 }
 
-fn read(row: &rusqlite::Row<'_>) -> rusqlite::Result<StoreResult<Reservation>> {
-    let paths: String = row.get(4)?;
-    let reservation = Reservation {
-        id: row.get(0)?,
-        task_id: row.get(1)?,
-        holder: row.get(2)?,
-        fence: row.get(3)?,
-        paths: Vec::new(),
-        exclusive: row.get(5)?,
-        created_at: Timestamp(row.get(6)?),
-    };
-    Ok(json("reservation paths", &paths).map(|paths| Reservation { paths, ..reservation }))
-}
-
 /// The reservations `sql` (selecting `columns!()` from `reservations r`) finds with `params`.
 fn select(conn: &Connection, sql: &str, params: impl rusqlite::Params) -> StoreResult<Vec<Reservation>> {
     let found = conn
         .prepare_cached(sql)?
-        .query_map(params, read)?
+        .query_map(params, rows::reservation)?
         .collect::<Result<Vec<_>, _>>()?;
     found.into_iter().collect()
 }

@@ -9,6 +9,7 @@ use crate::store::{Routes, Routing, StoreError, StoreResult};
 use super::engine::Tx;
 use super::rows::TASK_COLUMNS;
 use super::{fetch_task, query_tasks, Sqlite};
+use crate::store::announce::Announce;
 
 /// Sets a task's routing decision inside the caller's change, with its event when the decision
 /// or its reason changed; returns whether it did.

@@ -1,70 +1,86 @@
-//! Reading SQLite rows into the backend-neutral rows of `store::rows`.
+//! SQLite rows as the backend-neutral readers of `store::rows` see them ([`Columns`]), and
+//! those readers in the shape rusqlite's `query_row`/`query_map` take: a driver error outside,
+//! the registry's answer inside.
 
 use rusqlite::Row;
 
-use crate::domain::Task;
-pub use crate::store::rows::{AgentRow, TaskRow};
-use crate::store::StoreResult;
+use crate::domain::webhook::Delivery;
+use crate::domain::{Agent, Event, Principal, Reservation, Run, Task};
+use crate::store::rows::{self as neutral, Columns};
+use crate::store::{LoopRun, Outgoing, StoreResult};
 
-pub use crate::store::rows::{json, to_json, AGENT_COLUMNS, TASK_COLUMNS, TASK_COLUMN_COUNT};
+pub use crate::store::rows::{
+    json, to_json, AGENT_COLUMNS, DELIVERY_COLUMNS, EVENT_COLUMNS, LOOP_RUN_COLUMNS, NOTIFICATION_COLUMNS,
+    RUN_COLUMNS, TASK_COLUMNS, TASK_COLUMN_COUNT,
+};
 
-impl TaskRow {
-    /// Reads a row selected with [`TASK_COLUMNS`].
-    pub fn read(row: &Row<'_>) -> rusqlite::Result<TaskRow> {
-        Ok(TaskRow {
-            id: row.get(0)?,
-            key: row.get(1)?,
-            project: row.get(2)?,
-            title: row.get(3)?,
-            description: row.get(4)?,
-            priority: row.get(5)?,
-            kind: row.get(6)?,
-            capabilities: row.get(7)?,
-            acceptance_criteria: row.get(8)?,
-            depends_on: row.get(9)?,
-            parent_id: row.get(10)?,
-            route: row.get(11)?,
-            status: row.get(12)?,
-            status_reason: row.get(13)?,
-            attempts: row.get(14)?,
-            max_attempts: row.get(15)?,
-            fence: row.get(16)?,
-            lease_holder: row.get(17)?,
-            lease_expires_at: row.get(18)?,
-            not_before: row.get(19)?,
-            progress_percent: row.get(20)?,
-            progress_note: row.get(21)?,
-            last_progress_at: row.get(22)?,
-            result: row.get(23)?,
-            created_by: row.get(24)?,
-            created_at: row.get(25)?,
-            updated_at: row.get(26)?,
-            claimed_at: row.get(27)?,
-            completed_at: row.get(28)?,
-            stalled_at: row.get(29)?,
-            paths: row.get(30)?,
-        })
+impl Columns for Row<'_> {
+    fn int(&self, i: usize) -> StoreResult<i64> {
+        Ok(self.get(i)?)
+    }
+
+    fn int_or_null(&self, i: usize) -> StoreResult<Option<i64>> {
+        Ok(self.get(i)?)
+    }
+
+    fn text(&self, i: usize) -> StoreResult<String> {
+        Ok(self.get(i)?)
+    }
+
+    fn text_or_null(&self, i: usize) -> StoreResult<Option<String>> {
+        Ok(self.get(i)?)
+    }
+
+    fn real_or_null(&self, i: usize) -> StoreResult<Option<f64>> {
+        Ok(self.get(i)?)
+    }
+
+    fn flag(&self, i: usize) -> StoreResult<bool> {
+        Ok(self.get(i)?)
     }
 }
 
-impl AgentRow {
-    /// Reads a row selected with [`AGENT_COLUMNS`].
-    pub fn read(row: &Row<'_>) -> rusqlite::Result<AgentRow> {
-        Ok(AgentRow {
-            id: row.get(0)?,
-            name: row.get(1)?,
-            kind: row.get(2)?,
-            capabilities: row.get(3)?,
-            role: row.get(4)?,
-            status: row.get(5)?,
-            last_seen: row.get(6)?,
-            created_at: row.get(7)?,
-            scope_task_id: row.get(8)?,
-        })
-    }
-}
-
-/// Reads a task row selected with [`TASK_COLUMNS`] straight into a task.
+/// A task, from a row selected with [`TASK_COLUMNS`].
 pub fn task(row: &Row<'_>) -> rusqlite::Result<StoreResult<Task>> {
-    TaskRow::read(row).map(Task::try_from)
+    Ok(neutral::task(row))
+}
+
+/// An agent, from a row selected with [`AGENT_COLUMNS`].
+pub fn agent(row: &Row<'_>) -> rusqlite::Result<StoreResult<Agent>> {
+    Ok(neutral::agent(row))
+}
+
+/// A token's principal and its agent's status, from a row selected with [`AGENT_COLUMNS`].
+pub fn principal(row: &Row<'_>) -> rusqlite::Result<StoreResult<(Principal, String)>> {
+    Ok(neutral::principal(row))
+}
+
+/// An event, from a row selected with [`EVENT_COLUMNS`].
+pub fn event(row: &Row<'_>) -> rusqlite::Result<StoreResult<Event>> {
+    Ok(neutral::event(row))
+}
+
+/// A spawned run, from a row selected with [`RUN_COLUMNS`].
+pub fn run(row: &Row<'_>) -> rusqlite::Result<StoreResult<Run>> {
+    Ok(neutral::run(row))
+}
+
+/// A notification with its bodies, from a row selected with [`NOTIFICATION_COLUMNS`].
+pub fn outgoing(row: &Row<'_>) -> rusqlite::Result<StoreResult<Outgoing>> {
+    Ok(neutral::outgoing(row))
+}
+
+/// A webhook delivery, from a row selected with [`DELIVERY_COLUMNS`].
+pub fn delivery(row: &Row<'_>) -> rusqlite::Result<StoreResult<Delivery>> {
+    Ok(neutral::delivery(row))
+}
+
+/// A loop run, from a row selected with [`LOOP_RUN_COLUMNS`].
+pub fn loop_run(row: &Row<'_>) -> rusqlite::Result<StoreResult<LoopRun>> {
+    Ok(neutral::loop_run(row))
+}
+
+/// A reservation, from a row selected with the reservation columns (`reservations.rs`).
+pub fn reservation(row: &Row<'_>) -> rusqlite::Result<StoreResult<Reservation>> {
+    Ok(neutral::reservation(row))
 }

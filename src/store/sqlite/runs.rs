@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use rusqlite::{params, Connection, OptionalExtension, Row};
+use rusqlite::{params, Connection, OptionalExtension};
 
 use crate::domain::{
     BranchTip, Change, NewEvent, Principal, Role, Routed, Run, RunStatus, RunWorktree, TaskResult, Timestamp,
@@ -15,39 +15,9 @@ use crate::store::{Claimed, LiveRun, Runs, StoreError, StoreResult};
 use super::agents::upsert_token;
 use super::lifecycle::claim_in;
 use super::routing::set_routing;
-use super::rows::{json, to_json};
+use super::rows::{self, json, to_json, RUN_COLUMNS};
 use super::Sqlite;
-
-const RUN_COLUMNS: &str = "id, task_id, agent_type, status, holder, fence, pid, started_at, ended_at, \
-    exit_code, cpu_percent, memory_bytes, error, repo, worktree, branch, base, branch_head, branch_commits";
-
-fn run_row(row: &Row<'_>) -> rusqlite::Result<StoreResult<Run>> {
-    let status: String = row.get(3)?;
-    Ok(Ok(Run {
-        id: row.get(0)?,
-        task_id: row.get(1)?,
-        agent_type: row.get(2)?,
-        status: match status.parse() {
-            Ok(status) => status,
-            Err(e) => return Ok(Err(StoreError::Corrupt(e))),
-        },
-        holder: row.get(4)?,
-        fence: row.get(5)?,
-        pid: row.get(6)?,
-        started_at: Timestamp(row.get(7)?),
-        ended_at: row.get::<_, Option<i64>>(8)?.map(Timestamp),
-        exit_code: row.get(9)?,
-        cpu_percent: row.get(10)?,
-        memory_bytes: row.get(11)?,
-        error: row.get(12)?,
-        repo: row.get(13)?,
-        worktree: row.get(14)?,
-        branch: row.get(15)?,
-        base: row.get(16)?,
-        branch_head: row.get(17)?,
-        branch_commits: row.get(18)?,
-    }))
-}
+use crate::store::announce::Announce;
 
 /// Adds branch `branch` (holding `tip`) to the deliverables of task `task_id` when the run whose
 /// claim had fence `fence` completed it; a deliverable naming the same branch is replaced (its
@@ -83,7 +53,7 @@ fn add_branch_deliverable(
 
 fn find_run(conn: &Connection, id: i64) -> StoreResult<Run> {
     conn.prepare_cached(&format!("SELECT {RUN_COLUMNS} FROM runs WHERE id = ?1"))?
-        .query_row([id], run_row)
+        .query_row([id], rows::run)
         .optional()?
         .transpose()?
         .ok_or_else(|| StoreError::not_found(format!("run #{id}")))
@@ -253,7 +223,7 @@ impl Runs for Sqlite {
                     "SELECT {RUN_COLUMNS} FROM runs WHERE (?1 IS NULL OR status = ?1) AND (?2 IS NULL OR task_id = ?2) \
                      AND (?3 IS NULL OR id < ?3) ORDER BY id DESC LIMIT ?4"
                 ))?
-                .query_map(params![status.map(RunStatus::as_str), task_id, before_id, limit], run_row)?
+                .query_map(params![status.map(RunStatus::as_str), task_id, before_id, limit], rows::run)?
                 .collect::<Result<Vec<_>, _>>()?;
             found.into_iter().collect()
         })

@@ -19,6 +19,7 @@ use super::engine::Tx;
 use super::reservations;
 use super::rows::{to_json, TASK_COLUMNS};
 use super::{deps, fetch_task, query_tasks, Sqlite};
+use crate::store::announce::Announce;
 
 const MINUTE: i64 = 60_000;
 

@@ -11,36 +11,17 @@ use crate::domain::{Because, BlockedBy, Change, NewEvent, Status, Timestamp};
 use crate::store::{LoopRun, NewLoopRun, StoreError, StoreResult, Upkeep};
 
 use super::deps;
-use super::rows::json;
+use super::rows::{self, LOOP_RUN_COLUMNS};
 use super::Sqlite;
+use crate::store::announce::Announce;
 
 /// How many run records are kept per loop.
 const KEEP_PER_LOOP: i64 = 200;
 
-const RUN_COLUMNS: &str = "id, loop_name, kind, started_at, finished_at, ok, summary, details";
-
-fn loop_run(row: &rusqlite::Row<'_>) -> rusqlite::Result<StoreResult<LoopRun>> {
-    let details: String = row.get(7)?;
-    let id: i64 = row.get(0)?;
-    Ok(Ok(LoopRun {
-        id,
-        loop_name: row.get(1)?,
-        kind: row.get(2)?,
-        started_at: Timestamp(row.get(3)?),
-        finished_at: Timestamp(row.get(4)?),
-        ok: row.get(5)?,
-        summary: row.get(6)?,
-        details: match json(&format!("details of loop run #{id}"), &details) {
-            Ok(details) => details,
-            Err(e) => return Ok(Err(e)),
-        },
-    }))
-}
-
 fn loop_runs(conn: &Connection, sql: &str, params: impl rusqlite::Params) -> StoreResult<Vec<LoopRun>> {
     let found = conn
         .prepare_cached(sql)?
-        .query_map(params, loop_run)?
+        .query_map(params, rows::loop_run)?
         .collect::<Result<Vec<_>, _>>()?;
     found.into_iter().collect()
 }
@@ -57,7 +38,7 @@ impl Upkeep for Sqlite {
             let recorded = tx
                 .prepare_cached(&format!(
                     "INSERT INTO loop_runs (loop_name, kind, started_at, finished_at, ok, summary, details) \
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) RETURNING {RUN_COLUMNS}"
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) RETURNING {LOOP_RUN_COLUMNS}"
                 ))?
                 .query_row(
                     params![
@@ -69,7 +50,7 @@ impl Upkeep for Sqlite {
                         run.summary,
                         run.details.to_string()
                     ],
-                    loop_run,
+                    rows::loop_run,
                 )??;
             tx.execute(
                 "DELETE FROM loop_runs WHERE loop_name = ?1 AND id <= \
@@ -98,7 +79,7 @@ impl Upkeep for Sqlite {
             loop_runs(
                 conn,
                 &format!(
-                    "SELECT {RUN_COLUMNS} FROM loop_runs WHERE loop_name = ?1 ORDER BY id DESC LIMIT ?2"
+                    "SELECT {LOOP_RUN_COLUMNS} FROM loop_runs WHERE loop_name = ?1 ORDER BY id DESC LIMIT ?2"
                 ),
                 params![name, limit],
             )
@@ -111,7 +92,7 @@ impl Upkeep for Sqlite {
             let last = loop_runs(
                 conn,
                 &format!(
-                    "SELECT {RUN_COLUMNS} FROM loop_runs WHERE id IN (SELECT MAX(id) FROM loop_runs GROUP BY loop_name)"
+                    "SELECT {LOOP_RUN_COLUMNS} FROM loop_runs WHERE id IN (SELECT MAX(id) FROM loop_runs GROUP BY loop_name)"
                 ),
                 [],
             )?;

@@ -1,44 +1,15 @@
 //! The webhook outbox on SQLite: deliveries queued from the event log with the cursor moved in
 //! the same transaction, their attempts, and their listing.
 
-use rusqlite::{params, OptionalExtension, Row};
+use rusqlite::{params, OptionalExtension};
 
 use crate::domain::webhook::{Delivery, DeliveryStatus, Hook};
 use crate::domain::Timestamp;
-use crate::store::{StoreError, StoreResult, Webhooks};
+use crate::store::{StoreResult, Webhooks};
 
-use super::events::{events, COLUMNS};
+use super::events::events;
+use super::rows::{self, DELIVERY_COLUMNS, EVENT_COLUMNS};
 use super::Sqlite;
-
-const DELIVERY_COLUMNS: &str =
-    "id, webhook, url, event_id, kind, status, attempts, last_status, last_error, \
-     created_at, next_attempt_at, delivered_at, secret_env, body";
-
-fn delivery(row: &Row<'_>) -> rusqlite::Result<StoreResult<Delivery>> {
-    let status: String = row.get(5)?;
-    let status = status.parse::<DeliveryStatus>().map_err(StoreError::Corrupt);
-    Ok(match status {
-        Err(err) => Err(err),
-        Ok(status) => Ok(Delivery {
-            id: row.get(0)?,
-            webhook: row.get(1)?,
-            url: row.get(2)?,
-            event_id: row.get(3)?,
-            kind: row.get(4)?,
-            status,
-            attempts: row.get(6)?,
-            last_status: row.get(7)?,
-            last_error: row.get(8)?,
-            created_at: Timestamp(row.get(9)?),
-            next_attempt_at: (status == DeliveryStatus::Queued)
-                .then(|| row.get(10).map(Timestamp))
-                .transpose()?,
-            delivered_at: row.get::<_, Option<i64>>(11)?.map(Timestamp),
-            secret_env: row.get(12)?,
-            body: row.get(13)?,
-        }),
-    })
-}
 
 fn deliveries(
     conn: &rusqlite::Connection,
@@ -47,7 +18,7 @@ fn deliveries(
 ) -> StoreResult<Vec<Delivery>> {
     let mut statement = conn.prepare_cached(sql)?;
     let found = statement
-        .query_map(params, delivery)?
+        .query_map(params, rows::delivery)?
         .collect::<Result<Vec<_>, _>>()?;
     found.into_iter().collect()
 }
@@ -72,7 +43,7 @@ impl Webhooks for Sqlite {
             }
             let batch = events(
                 tx,
-                &format!("SELECT {COLUMNS} FROM events WHERE id > ?1 ORDER BY id LIMIT ?2"),
+                &format!("SELECT {EVENT_COLUMNS} FROM events WHERE id > ?1 ORDER BY id LIMIT ?2"),
                 params![cursor, limit],
             )?;
             for event in &batch {

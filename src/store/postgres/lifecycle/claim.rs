@@ -18,9 +18,11 @@ use crate::domain::{Change, NewEvent, Principal, Status, Task};
 use crate::store::{ClaimFilter, Claimed, StoreError, StoreResult};
 
 use super::super::rows::{self, json, TASK_COLUMNS};
-use super::super::tx::{Count, Tx};
+use super::super::tx::Tx;
 use super::super::{deps, fetch_task, lock_task, reservations};
 use super::millis;
+use crate::store::announce::Announce;
+use crate::store::announce::Count;
 
 /// What a claim sets (parameters: 1 now, 2 holder, 3 lease end, 4 lease length).
 const CLAIM_SET: &str = "status = 'in_progress', fence = fence + 1, attempts = attempts + 1, \

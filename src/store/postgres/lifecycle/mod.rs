@@ -25,8 +25,10 @@ use crate::domain::{BlockedBy, Change, NewEvent, Principal, Refused, Status, Tas
 use crate::store::{ClaimFilter, Claimed, Leases, StoreError, StoreResult};
 
 use super::rows::{self, to_json, TASK_COLUMNS, TASK_COLUMN_COUNT};
-use super::tx::{Count, Tx};
+use super::tx::Tx;
 use super::{deps, fetch_task, lock_task, reservations, Postgres};
+use crate::store::announce::Announce;
+use crate::store::announce::Count;
 
 use claim::claim_next_in;
 pub(super) use claim::{check_active, claim_in, reap};

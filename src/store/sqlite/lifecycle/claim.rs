@@ -9,10 +9,12 @@ use crate::domain::lifecycle::{check_claim, expiring};
 use crate::domain::{Change, NewEvent, Principal, Status, Task};
 use crate::store::{ClaimFilter, Claimed, StoreError, StoreResult};
 
-use super::super::engine::{Count, Tx};
+use super::super::engine::Tx;
 use super::super::rows::json;
 use super::super::{deps, fetch_task, reservations};
 use super::{millis, update_task};
+use crate::store::announce::Announce;
+use crate::store::announce::Count;
 
 /// A claim of task `?5` (parameters: 1 holder, 2 lease end, 3 lease length, 4 now, 5 id).
 const CLAIM: &str = "UPDATE tasks SET status = 'in_progress', fence = fence + 1, \

@@ -17,9 +17,11 @@ use crate::domain::lifecycle::{check_block, check_hold, check_unblock, failing, 
 use crate::domain::{BlockedBy, Change, NewEvent, Principal, Refused, Status, Task, TaskResult, Timestamp};
 use crate::store::{ClaimFilter, Claimed, Leases, StoreError, StoreResult};
 
-use super::engine::{Count, Tx};
+use super::engine::Tx;
 use super::rows::to_json;
 use super::{deps, fetch_task, find_task, reservations, Sqlite};
+use crate::store::announce::Announce;
+use crate::store::announce::Count;
 
 pub(super) use claim::claim_in;
 use claim::claim_next_in;
