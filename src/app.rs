@@ -165,7 +165,7 @@ impl App {
             url,
         } = self;
         tracing::info!(%url, data_dir = %state.config.server.data_dir.display(), "taskyard is listening");
-        let code = state.sessions.login_code(state.admin_token_hash);
+        let code = state.sessions.login_code(state.admin_token_hash).await?;
         tracing::info!("dashboard: {url}/ (one-time login link, valid for an hour: {url}/login?code={code})");
         let store = state.store.clone();
         let loops = state.loops.clone();

@@ -103,6 +103,7 @@ pub async fn session_principal(
     let session = state
         .sessions
         .get(cookie)
+        .await?
         .ok_or_else(|| ApiError::Unauthorized("the session has ended: log in again".into()))?;
     let safe = matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS);
     if !safe && !session::csrf_ok(headers, &session) {
@@ -117,7 +118,7 @@ pub async fn session_principal(
         Credential::Session {
             key: session::key(cookie),
             token_hash: session.token_hash,
-            expires: session.expires,
+            expires: session.expires_at,
         },
     ))
 }

@@ -1,8 +1,8 @@
 //! What a request authenticated with — a bearer token or a dashboard session — kept by the
 //! responses that stay open (the event stream, a followed run log, an MCP session's stream) so
-//! they end once it would no longer authenticate: after a logout, when the session expires, or
-//! when the token is revoked. The checks happen when something is announced and every few
-//! seconds, never per streamed item.
+//! they end once it would no longer authenticate: after a logout (on this server or another one
+//! sharing the registry), when the session expires, or when the token is revoked. The checks
+//! happen when something is announced and every few seconds, never per streamed item.
 
 use std::time::{Duration, Instant};
 
@@ -10,6 +10,7 @@ use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
 use futures::{Stream, StreamExt};
 
+use crate::domain::Timestamp;
 use crate::error::ApiError;
 
 use crate::service::access;
@@ -18,7 +19,8 @@ use super::AppState;
 
 /// How often an open stream looks again unprompted. Logouts and every token change this server
 /// makes are announced, and a session's expiry is awaited exactly; this bounds how long a change
-/// made behind the server's back (an agent's row edited in the database) goes unnoticed.
+/// made behind the server's back (a logout on another server, an agent's row edited in the
+/// database) goes unnoticed.
 const RECHECK: Duration = Duration::from_secs(5);
 
 /// The credential a request was authenticated with (put in its extensions by
@@ -33,8 +35,8 @@ pub enum Credential {
         key: [u8; 32],
         /// SHA-256 of the token the session acts as.
         token_hash: [u8; 32],
-        /// When the session ends.
-        expires: Instant,
+        /// When the session ends, on the registry's clock.
+        expires: Timestamp,
     },
 }
 
@@ -44,12 +46,14 @@ impl Credential {
     async fn still_valid(&self, state: &AppState) -> bool {
         let token_hash = match self {
             Credential::Token(hash) => hash,
-            Credential::Session { key, token_hash, .. } => {
-                if state.sessions.get_by_key(key).is_none() {
+            Credential::Session { key, token_hash, .. } => match state.sessions.get_by_key(key).await {
+                Ok(Some(_)) => token_hash,
+                Ok(None) => return false,
+                Err(err) => {
+                    tracing::warn!(error = %err, "cannot confirm an open stream's session; ending the stream");
                     return false;
                 }
-                token_hash
-            }
+            },
         };
         match access::token_valid(state, token_hash).await {
             Ok(valid) => valid,
@@ -73,7 +77,12 @@ impl Credential {
             }
             let mut next = Instant::now() + RECHECK;
             if let Credential::Session { expires, .. } = &self {
-                next = next.min(*expires);
+                // A session the registry still holds past this server's idea of its expiry (the
+                // clocks differ a little) is looked at again after RECHECK, not at once.
+                let left = expires.millis().saturating_sub(Timestamp::now().millis());
+                if let Ok(left @ 1..) = u64::try_from(left) {
+                    next = next.min(Instant::now() + Duration::from_millis(left));
+                }
             }
             // Both senders live as long as `state`, so neither channel closes while this waits.
             tokio::select! {

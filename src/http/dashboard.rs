@@ -111,8 +111,14 @@ async fn index(State(state): State<AppState>, headers: HeaderMap) -> Response {
     if !session::host_ok(&headers, state.public_host().as_deref()) {
         return refused_host();
     }
-    let Some(found) = session::cookie(&headers).and_then(|c| state.sessions.get(c)) else {
-        return Redirect::to("/login").into_response();
+    let found = match session::cookie(&headers) {
+        Some(cookie) => state.sessions.get(cookie).await,
+        None => Ok(None),
+    };
+    let found = match found {
+        Ok(Some(found)) => found,
+        Ok(None) => return Redirect::to("/login").into_response(),
+        Err(err) => return ApiError::from(err).into_response(),
     };
     let who = match principal_for_hash(&state, &found.token_hash).await {
         Ok(who) => who,
@@ -147,10 +153,10 @@ fn too_many(refused: ApiError) -> Response {
 
 /// A new session for the token with SHA-256 `hash`, and the redirect that sets its cookie.
 async fn start_session(state: &AppState, hash: [u8; 32], owner: &str) -> Response {
-    redirect_with_cookie(
-        "/",
-        set_cookie(&state.sessions.create(hash, owner), secure_cookie(state)),
-    )
+    match state.sessions.create(hash, owner).await {
+        Ok(cookie) => redirect_with_cookie("/", set_cookie(&cookie, secure_cookie(state))),
+        Err(err) => ApiError::from(err).into_response(),
+    }
 }
 
 async fn login_form(
@@ -168,9 +174,10 @@ async fn login_form(
     if let Err(refused) = state.throttle.login(ip) {
         return too_many(refused);
     }
-    let owner = match state.sessions.redeem(&code) {
-        Some(hash) => principal_for_hash(&state, &hash).await.map(|who| (hash, who)),
-        None => {
+    let owner = match state.sessions.redeem(&code).await {
+        Ok(Some(hash)) => principal_for_hash(&state, &hash).await.map(|who| (hash, who)),
+        Err(err) => return ApiError::from(err).into_response(),
+        Ok(None) => {
             state.throttle.failed(ip);
             Err(ApiError::Unauthorized("unknown code".into()))
         }
@@ -223,7 +230,9 @@ async fn logout(State(state): State<AppState>, headers: HeaderMap) -> Response {
         return refused_host();
     }
     if let Some(cookie) = session::cookie(&headers) {
-        state.sessions.remove(cookie);
+        if let Err(err) = state.sessions.remove(cookie).await {
+            return ApiError::from(err).into_response();
+        }
     }
     redirect_with_cookie("/login", clear_cookie())
 }

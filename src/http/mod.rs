@@ -79,7 +79,7 @@ impl AppState {
     /// The HTTP state over `service`, with limits from its configuration.
     pub fn new(service: Service) -> Self {
         let server = &service.config.server;
-        let sessions = session::Sessions::new(server.max_sessions_per_principal);
+        let sessions = session::Sessions::new(service.store.clone(), server.max_sessions_per_principal);
         let limiter = limit::RateLimiter::new(server.rate_limit_per_second, server.rate_limit_burst);
         let throttle = throttle::Throttle::new(server);
         AppState(Arc::new(Parts {

@@ -1,17 +1,22 @@
 //! Dashboard sessions: a random session id in an HttpOnly, SameSite=Strict cookie, a CSRF token
 //! per session for every mutation, one-time login codes, and the Host and Origin checks that
 //! keep a hostile web page (or a DNS-rebound name) from driving the API through a browser.
-//! Sessions live in memory: a restart asks people to log in again. Ending a session is
-//! announced (see [`Sessions::watch_ended`]) so the streams it opened end with it.
+//! Sessions and codes live in the registry (`store::DashboardSessions`), so a restart keeps
+//! them and every server sharing the database honours them. Ending a session here is announced
+//! (see [`Sessions::watch_ended`]) so the streams it opened end with it; a session ended by
+//! another server is noticed by those streams' periodic check (`credential.rs`).
 
-use std::collections::HashMap;
-use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use axum::http::{header, HeaderMap};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 use tokio::sync::watch;
+
+use crate::store::{DashboardSession, NewSession, SessionLimits, Store, StoreResult};
+
+/// One logged-in browser, as the registry keeps it.
+pub type Session = DashboardSession;
 
 /// The session cookie's name.
 pub const COOKIE: &str = "taskyard_session";
@@ -26,70 +31,39 @@ pub const LOGIN_CODE_TTL: Duration = Duration::from_secs(3600);
 /// logging in again and again.
 const MAX_SESSIONS: usize = 10_000;
 
-/// One logged-in browser.
-#[derive(Debug, Clone)]
-pub struct Session {
-    /// SHA-256 of the token used to log in: the session acts as that token, so revoking the
-    /// token ends the session.
-    pub token_hash: [u8; 32],
-    /// Sent back by the page in [`CSRF_HEADER`] on every mutation.
-    pub csrf: String,
-    /// When it ends.
-    pub expires: Instant,
-    /// The name of the principal it acts as.
-    pub owner: String,
-}
-
-/// A SHA-256 digest.
-type Digest32 = [u8; 32];
-
-/// The live sessions and login codes.
+/// Dashboard sessions and one-time login codes, kept in the registry.
 pub struct Sessions {
-    /// Most sessions one principal may have.
-    per_owner: usize,
-    sessions: Mutex<HashMap<[u8; 32], Session>>,
-    /// Login code hash → (expiry, token hash).
-    codes: Mutex<HashMap<Digest32, (Instant, Digest32)>>,
-    /// Bumped whenever a session is ended before its time (logout, or evicted as the oldest).
+    store: Store,
+    /// How many sessions may live at once.
+    limits: SessionLimits,
+    /// How long a new session lasts.
+    ttl: Duration,
+    /// Bumped whenever this server ends a session before its time (logout, or evicted as the
+    /// oldest).
     ended: watch::Sender<u64>,
 }
 
-fn digest(text: &str) -> [u8; 32] {
-    Sha256::digest(text.as_bytes()).into()
-}
-
 /// The key a session is kept under: the SHA-256 of its cookie value, so holding it (as a stream
-/// does, to learn when its session ends) is no way to act as the session.
+/// does, to learn when its session ends) is no way to act as the session, and the registry
+/// never holds a cookie.
 pub fn key(cookie: &str) -> [u8; 32] {
-    digest(cookie)
+    Sha256::digest(cookie.as_bytes()).into()
 }
 
 fn random_hex() -> String {
     hex::encode(rand::random::<[u8; 32]>())
 }
 
-impl Default for Sessions {
-    fn default() -> Self {
-        Self::new(16)
-    }
-}
-
-/// The key of the oldest of `sessions` that `keep` picks.
-fn oldest(sessions: &HashMap<[u8; 32], Session>, keep: impl Fn(&Session) -> bool) -> Option<[u8; 32]> {
-    sessions
-        .iter()
-        .filter(|(_, s)| keep(s))
-        .min_by_key(|(_, s)| s.expires)
-        .map(|(k, _)| *k)
-}
-
 impl Sessions {
-    /// No sessions yet; one principal may have `per_owner` at once.
-    pub fn new(per_owner: usize) -> Self {
+    /// Sessions kept in `store`; one principal may have `per_owner` at once.
+    pub fn new(store: Store, per_owner: usize) -> Self {
         Self {
-            per_owner: per_owner.max(1),
-            sessions: Mutex::default(),
-            codes: Mutex::default(),
+            store,
+            limits: SessionLimits {
+                per_owner: per_owner.max(1),
+                total: MAX_SESSIONS,
+            },
+            ttl: SESSION_TTL,
             ended: watch::Sender::default(),
         }
     }
@@ -97,59 +71,42 @@ impl Sessions {
     /// Starts a session acting as the token with hash `token_hash`, which belongs to the
     /// principal `owner`; returns the cookie value. The owner's oldest session makes room when
     /// it has its limit already.
-    pub fn create(&self, token_hash: [u8; 32], owner: &str) -> String {
+    pub async fn create(&self, token_hash: [u8; 32], owner: &str) -> StoreResult<String> {
         let id = random_hex();
-        let session = Session {
+        let session = NewSession {
             token_hash,
             csrf: random_hex(),
-            expires: Instant::now() + SESSION_TTL,
             owner: owner.to_string(),
+            ttl: self.ttl,
         };
-        let mut sessions = self.sessions.lock().unwrap_or_else(|p| p.into_inner());
-        let now = Instant::now();
-        sessions.retain(|_, s| s.expires > now);
-        let mut evicted = false;
-        if sessions.values().filter(|s| s.owner == owner).count() >= self.per_owner {
-            if let Some(key) = oldest(&sessions, |s| s.owner == owner) {
-                evicted = sessions.remove(&key).is_some();
-            }
-        }
-        if sessions.len() >= MAX_SESSIONS {
-            if let Some(key) = oldest(&sessions, |_| true) {
-                evicted |= sessions.remove(&key).is_some();
-            }
-        }
-        sessions.insert(key(&id), session);
-        drop(sessions);
-        if evicted {
+        let evicted = self.store.start_session(key(&id), session, self.limits).await?;
+        if evicted > 0 {
             self.announce_end();
         }
-        id
+        Ok(id)
     }
 
     /// The live session behind a cookie value.
-    pub fn get(&self, cookie: &str) -> Option<Session> {
-        self.get_by_key(&key(cookie))
+    pub async fn get(&self, cookie: &str) -> StoreResult<Option<Session>> {
+        self.get_by_key(&key(cookie)).await
     }
 
     /// The live session kept under `key` (see [`key`]).
-    pub fn get_by_key(&self, key: &[u8; 32]) -> Option<Session> {
-        let sessions = self.sessions.lock().unwrap_or_else(|p| p.into_inner());
-        sessions.get(key).filter(|s| s.expires > Instant::now()).cloned()
+    pub async fn get_by_key(&self, key: &[u8; 32]) -> StoreResult<Option<Session>> {
+        self.store.session(*key).await
     }
 
     /// Ends a session.
-    pub fn remove(&self, cookie: &str) {
-        let mut sessions = self.sessions.lock().unwrap_or_else(|p| p.into_inner());
-        let removed = sessions.remove(&key(cookie)).is_some();
-        drop(sessions);
-        if removed {
+    pub async fn remove(&self, cookie: &str) -> StoreResult<()> {
+        if self.store.end_session(key(cookie)).await? {
             self.announce_end();
         }
+        Ok(())
     }
 
-    /// Changes whenever a session ends before its time, so whoever holds a stream open for a
-    /// session can look again at once. (Expiry is not announced: its time is known in advance.)
+    /// Changes whenever this server ends a session before its time, so whoever holds a stream
+    /// open for a session can look again at once. (Expiry is not announced: its time is known
+    /// in advance.)
     pub fn watch_ended(&self) -> watch::Receiver<u64> {
         self.ended.subscribe()
     }
@@ -158,21 +115,19 @@ impl Sessions {
         self.ended.send_modify(|n| *n = n.wrapping_add(1));
     }
 
-    /// A one-time login code acting as the token with hash `token_hash`.
-    pub fn login_code(&self, token_hash: [u8; 32]) -> String {
+    /// A one-time login code acting as the token with hash `token_hash`, redeemable once on
+    /// any server sharing the registry.
+    pub async fn login_code(&self, token_hash: [u8; 32]) -> StoreResult<String> {
         let code = random_hex();
-        let mut codes = self.codes.lock().unwrap_or_else(|p| p.into_inner());
-        codes.insert(digest(&code), (Instant::now() + LOGIN_CODE_TTL, token_hash));
-        code
+        self.store
+            .add_login_code(key(&code), token_hash, LOGIN_CODE_TTL)
+            .await?;
+        Ok(code)
     }
 
     /// Spends a login code: the token hash it acts as, once.
-    pub fn redeem(&self, code: &str) -> Option<[u8; 32]> {
-        let mut codes = self.codes.lock().unwrap_or_else(|p| p.into_inner());
-        codes
-            .remove(&digest(code))
-            .filter(|(expires, _)| *expires > Instant::now())
-            .map(|(_, hash)| hash)
+    pub async fn redeem(&self, code: &str) -> StoreResult<Option<[u8; 32]>> {
+        self.store.redeem_login_code(key(code)).await
     }
 }
 
@@ -321,11 +276,15 @@ mod tests {
         ]));
     }
 
-    #[test]
-    fn sessions_codes_and_cookies() {
-        let sessions = Sessions::new(2);
-        let id = sessions.create([1; 32], "a");
-        let session = sessions.get(&id).unwrap();
+    #[tokio::test]
+    async fn sessions_codes_and_cookies() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = crate::store::sqlite::open(&dir.path().join("t.db"), Default::default())
+            .await
+            .unwrap();
+        let sessions = Sessions::new(store.clone(), 2);
+        let id = sessions.create([1; 32], "a").await.unwrap();
+        let session = sessions.get(&id).await.unwrap().unwrap();
         assert_eq!(session.token_hash, [1; 32]);
         let h = headers(&[
             ("cookie", &format!("a=b; {COOKIE}={id}")),
@@ -334,43 +293,48 @@ mod tests {
         assert_eq!(cookie(&h), Some(id.as_str()));
         assert!(csrf_ok(&h, &session));
         assert!(!csrf_ok(&headers(&[(CSRF_HEADER, "nope")]), &session));
+        let lives = |id: String| {
+            let sessions = &sessions;
+            async move { sessions.get(&id).await.unwrap().is_some() }
+        };
         let mut ended = sessions.watch_ended();
-        sessions.remove(&id);
-        assert!(sessions.get(&id).is_none());
+        sessions.remove(&id).await.unwrap();
+        assert!(!lives(id.clone()).await);
         assert!(ended.has_changed().unwrap(), "a logout is announced");
         ended.mark_unchanged();
-        sessions.remove(&id);
+        sessions.remove(&id).await.unwrap();
         assert!(
             !ended.has_changed().unwrap(),
             "ending no session announces nothing"
         );
 
         // One principal's sessions make room for each other, not for others'.
-        let mine = [sessions.create([4; 32], "b"), sessions.create([4; 32], "b")];
-        let other = sessions.create([5; 32], "c");
-        let newest = sessions.create([4; 32], "b");
-        assert!(sessions.get(&mine[0]).is_none(), "b's oldest made room");
-        assert!(sessions.get(&mine[1]).is_some() && sessions.get(&newest).is_some());
-        assert!(sessions.get(&other).is_some(), "c's session is not b's to end");
+        let mine = [
+            sessions.create([4; 32], "b").await.unwrap(),
+            sessions.create([4; 32], "b").await.unwrap(),
+        ];
+        let other = sessions.create([5; 32], "c").await.unwrap();
+        let newest = sessions.create([4; 32], "b").await.unwrap();
+        assert!(ended.has_changed().unwrap(), "making room is announced");
+        assert!(!lives(mine[0].clone()).await, "b's oldest made room");
+        assert!(lives(mine[1].clone()).await && lives(newest).await);
+        assert!(lives(other).await, "c's session is not b's to end");
 
         // An expired session is gone, though nobody removed it.
-        let id = sessions.create([3; 32], "a");
-        sessions
-            .sessions
-            .lock()
-            .unwrap()
-            .get_mut(&key(&id))
-            .unwrap()
-            .expires = Instant::now();
-        assert!(sessions.get(&id).is_none() && sessions.get_by_key(&key(&id)).is_none());
+        let mut brief = Sessions::new(store.clone(), 2);
+        brief.ttl = Duration::ZERO;
+        let id = brief.create([3; 32], "a").await.unwrap();
+        assert!(!lives(id.clone()).await && sessions.get_by_key(&key(&id)).await.unwrap().is_none());
 
         assert!(set_cookie("v", secure_cookie(Some("https://yard.example.com"))).ends_with("; Secure"));
         assert!(set_cookie("v", secure_cookie(Some("HTTPS://yard.example.com/x"))).ends_with("; Secure"));
         assert!(!set_cookie("v", secure_cookie(Some("http://127.0.0.1:7311"))).contains("Secure"));
         assert!(!set_cookie("v", secure_cookie(None)).contains("Secure"));
 
-        let code = sessions.login_code([2; 32]);
-        assert_eq!(sessions.redeem(&code), Some([2; 32]));
-        assert_eq!(sessions.redeem(&code), None, "a code works once");
+        let code = sessions.login_code([2; 32]).await.unwrap();
+        assert_eq!(sessions.redeem(&code).await.unwrap(), Some([2; 32]));
+        assert_eq!(sessions.redeem(&code).await.unwrap(), None, "a code works once");
+        assert_eq!(sessions.redeem("never issued").await.unwrap(), None);
+        store.close().await;
     }
 }

@@ -11,6 +11,7 @@
 //! - [`Routes`] (`routing.rs`): the router's decisions.
 //! - [`EventLog`] (`events.rs`), [`Agents`] (`agents.rs`), [`Runs`] (`runs.rs`),
 //!   [`Outbox`] (`outbox.rs`), [`Upkeep`] (`upkeep.rs`: loop records and maintenance).
+//! - [`DashboardSessions`] (`sessions.rs`): dashboard sessions and one-time login codes.
 //! - [`EventBus`] (`bus.rs`): live events and wake-ups, published after each commit; long polls
 //!   wait in line in `waiters.rs`.
 //! - `why.rs`: whether a task is claimable and why, from the facts any backend gathers.
@@ -31,6 +32,7 @@ mod reservations;
 mod routing;
 mod rows;
 mod runs;
+mod sessions;
 pub mod sqlite;
 mod tasks;
 mod upkeep;
@@ -51,6 +53,7 @@ pub use outbox::{NotificationFilter, NotificationPage, Outbox, Outgoing};
 pub use reservations::Reservations;
 pub use routing::{Routes, Routing};
 pub use runs::{LiveRun, Runs};
+pub use sessions::{DashboardSession, DashboardSessions, NewSession, SessionLimits};
 pub use tasks::{DependencyState, MinuteCount, Stats, TaskFilter, TaskPage, Tasks, WhyFacts};
 pub use upkeep::{LoopRun, NewLoopRun, Upkeep};
 pub use waiters::{work_of, Waiting, Wants, Work};
@@ -104,7 +107,17 @@ impl Default for StoreOptions {
 /// Everything a registry backend provides.
 #[async_trait::async_trait]
 pub trait Registry:
-    Tasks + Leases + Reservations + Routes + EventLog + Agents + Runs + Outbox + Upkeep + Webhooks
+    Tasks
+    + Leases
+    + Reservations
+    + Routes
+    + EventLog
+    + Agents
+    + Runs
+    + Outbox
+    + Upkeep
+    + Webhooks
+    + DashboardSessions
 {
     /// Where this registry announces what it commits.
     fn bus(&self) -> &EventBus;

@@ -25,7 +25,7 @@ pub(crate) fn http() -> reqwest::Client {
 }
 
 /// Logs in with `token`; returns the session cookie (`name=value`) and the page's CSRF token.
-async fn login(server: &Server, token: &str) -> (String, String) {
+pub(crate) async fn login(server: &Server, token: &str) -> (String, String) {
     let resp = crate::logins::post_login(server, token).await;
     assert_eq!(resp.status(), StatusCode::SEE_OTHER);
     assert_eq!(resp.headers()[LOCATION], "/");

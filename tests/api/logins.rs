@@ -1,11 +1,17 @@
 //! Dashboard logins and failed authentication: sessions per principal, the login rate limit,
-//! the throttle on guessing, and the session cookie's flags.
+//! the throttle on guessing, the session cookie's flags, and sessions and login codes kept in
+//! the registry (they outlive a restart, a code works once, a session ended by another server
+//! ends the streams it opened here).
 
-use reqwest::header::{COOKIE, RETRY_AFTER, SET_COOKIE};
+use reqwest::header::{COOKIE, LOCATION, RETRY_AFTER, SET_COOKIE};
 use reqwest::StatusCode;
+use serde_json::json;
+use taskyard::http::session::{Sessions, COOKIE as SESSION_COOKIE};
+use taskyard::token::hash_token;
 
-use crate::dashboard::http;
-use crate::support::{Server, ADMIN_TOKEN};
+use crate::dashboard::{http, login};
+use crate::events::read_to_end;
+use crate::support::{test_config, Server, ADMIN_TOKEN};
 
 #[tokio::test]
 async fn the_session_cookie_is_secure_whenever_the_public_url_is_https() {
@@ -164,4 +170,138 @@ async fn guessing_tokens_is_throttled_per_address_but_known_tokens_keep_working(
     assert_eq!(server.get(&worker, "/tasks").await.0, StatusCode::OK);
     assert_eq!(server.get(&server.admin, "/tasks").await.0, StatusCode::OK);
     assert_eq!(log_in(&server, ADMIN_TOKEN).await.0, StatusCode::SEE_OTHER);
+}
+
+/// Another server's view of the sessions in `server`'s registry: what it does there, `server`
+/// hears nothing of.
+fn elsewhere(server: &Server) -> Sessions {
+    Sessions::new(server.app_store.clone(), 16)
+}
+
+/// Follows the one-time login link with `code`.
+async fn redeem(server: &Server, code: &str) -> reqwest::Response {
+    http()
+        .get(format!("{}/login?code={code}", server.url))
+        .send()
+        .await
+        .unwrap()
+}
+
+/// Opens the event stream with the session cookie `cookie`.
+async fn open_events(server: &Server, cookie: &str) -> reqwest::Response {
+    let events = http()
+        .get(format!("{}/api/v1/events", server.url))
+        .header(COOKIE, cookie)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(events.status(), StatusCode::OK);
+    events
+}
+
+#[tokio::test]
+async fn sessions_outlive_a_restart_and_a_login_code_works_once() {
+    let server = Server::start().await;
+    let (cookie, csrf) = login(&server, ADMIN_TOKEN).await;
+    let code = elsewhere(&server)
+        .login_code(hash_token(ADMIN_TOKEN))
+        .await
+        .unwrap();
+    let dir = server.stop().await.expect("the data folder outlives the server");
+
+    let server = Server::boot(test_config(dir.path())).await;
+    assert!(
+        session_lives(&server, &cookie).await,
+        "the session outlived the restart"
+    );
+    let create = |csrf: &str| {
+        http()
+            .post(format!("{}/api/v1/tasks", server.url))
+            .header(COOKIE, &cookie)
+            .header("x-csrf-token", csrf)
+            .json(&json!({"title": "after the restart"}))
+            .send()
+    };
+    assert_eq!(
+        create("0".repeat(64).as_str()).await.unwrap().status(),
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(
+        create(&csrf).await.unwrap().status(),
+        StatusCode::CREATED,
+        "its CSRF token still works"
+    );
+
+    // A code issued before the restart (or by another server) logs in here, once.
+    let first = redeem(&server, &code).await;
+    assert_eq!(first.status(), StatusCode::SEE_OTHER);
+    assert_eq!(first.headers()[LOCATION], "/");
+    let set = first.headers()[SET_COOKIE].to_str().unwrap();
+    assert!(session_lives(&server, set.split(';').next().unwrap()).await);
+    let again = redeem(&server, &code).await;
+    assert_eq!(again.status(), StatusCode::UNAUTHORIZED, "a code works once");
+    assert!(again.headers().get(SET_COOKIE).is_none());
+    server.stop().await;
+    drop(dir);
+}
+
+#[tokio::test]
+async fn a_session_ended_by_another_server_ends_the_streams_it_opened_here() {
+    let server = Server::start().await;
+    let (cookie, _) = login(&server, ADMIN_TOKEN).await;
+    let events = open_events(&server, &cookie).await;
+
+    let value = cookie.strip_prefix(&format!("{SESSION_COOKIE}=")).unwrap();
+    elsewhere(&server).remove(value).await.unwrap();
+    assert!(!session_lives(&server, &cookie).await);
+    read_to_end(events, "the event stream of a session ended elsewhere").await;
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn servers_sharing_a_database_share_sessions_and_login_codes() {
+    if !crate::backend::postgres() {
+        println!("on PostgreSQL only: servers share a registry only on a database server");
+        return;
+    }
+    let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let a = Server::boot(test_config(dir_a.path())).await;
+    // The second server's data folder names the first one's database.
+    let url = crate::backend::database_url(dir_a.path()).unwrap();
+    let mut config = test_config(dir_b.path());
+    config.server.database_url = Some(taskyard::config::DatabaseUrl::parse(&url).unwrap());
+    let b = Server::boot(config).await;
+
+    let (cookie, _) = login(&a, ADMIN_TOKEN).await;
+    assert!(
+        session_lives(&b, &cookie).await,
+        "a cookie from one server works on the other"
+    );
+    let code = elsewhere(&a).login_code(hash_token(ADMIN_TOKEN)).await.unwrap();
+    let (on_a, on_b) = tokio::join!(redeem(&a, &code), redeem(&b, &code));
+    let mut answers = [on_a.status(), on_b.status()];
+    answers.sort();
+    assert_eq!(
+        answers,
+        [StatusCode::SEE_OTHER, StatusCode::UNAUTHORIZED],
+        "the code works once"
+    );
+
+    // Logging out on one server ends the streams the session opened on the other.
+    let events = open_events(&a, &cookie).await;
+    let out = http()
+        .post(format!("{}/logout", b.url))
+        .header(COOKIE, &cookie)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(out.status(), StatusCode::SEE_OTHER);
+    read_to_end(
+        events,
+        "the event stream of a session that logged out on another server",
+    )
+    .await;
+    assert!(!session_lives(&a, &cookie).await);
+    b.stop().await;
+    a.stop().await;
 }

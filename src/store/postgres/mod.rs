@@ -14,6 +14,7 @@ mod reservations;
 mod routing;
 mod rows;
 mod runs;
+mod sessions;
 mod tasks;
 mod tx;
 mod upkeep;

@@ -13,6 +13,7 @@ mod reservations;
 mod routing;
 mod rows;
 mod runs;
+mod sessions;
 mod tasks;
 mod upkeep;
 mod webhooks;
