@@ -154,8 +154,9 @@ views.overview = {
   },
   async refresh() {
     const data = this.data;
-    const [stats, system, loops, runs] = await Promise.all([
+    const [stats, system, loops, runs, nodes] = await Promise.all([
       api("GET", "/stats"), api("GET", "/system"), api("GET", "/loops"), api("GET", "/runs?status=running&limit=100"),
+      api("GET", "/nodes"),
     ]);
     const host = system.latest;
     const failing = loops.items.filter((l) => l.last_run && !l.last_run.ok);
@@ -176,11 +177,16 @@ views.overview = {
           <p class="${failing.length ? "bad" : "ok"}">${failing.length ? `${failing.length} failing: ${failing.map((l) => esc(l.name)).join(", ")}` : `all ${loops.items.length} healthy`}</p>
           <p><a href="#/loops">Details</a></p></section>
       </div>
+      <section aria-labelledby="h-nodes"><h2 id="h-nodes">Nodes</h2>
+      ${table(["Node", "Version", "Leader", "Last heartbeat", "Started"], nodes.nodes.map((n) => [
+        `${esc(n.id)}${n.id === nodes.this_node ? ` <span class="muted">(this page's)</span>` : ""}`, esc(n.version),
+        n.leader ? pill("leader", "ok") : "", when(n.last_heartbeat), when(n.started_at),
+      ]), "No node has beaten lately.")}</section>
       <section aria-labelledby="h-chart"><h2 id="h-chart">Claims and completions, last hour</h2>${chart(stats.per_minute)}</section>
       <section aria-labelledby="h-running"><h2 id="h-running">Running agent processes</h2>
-      ${table(["Run", "Task", "Agent type", "PID", "CPU", "Memory", "Started"], runs.items.map((r) => [
+      ${table(["Run", "Task", "Agent type", "Node", "PID", "CPU", "Memory", "Started"], runs.items.map((r) => [
         `<a href="#/runs/${r.id}">#${r.id}</a>`, `<a href="#/tasks/${r.task_id}">#${r.task_id}</a>`, esc(r.agent_type),
-        esc(r.pid ?? "—"), r.cpu_percent == null ? "—" : `${r.cpu_percent.toFixed(0)}%`, mib(r.memory_bytes), when(r.started_at),
+        esc(r.node || "—"), esc(r.pid ?? "—"), r.cpu_percent == null ? "—" : `${r.cpu_percent.toFixed(0)}%`, mib(r.memory_bytes), when(r.started_at),
       ]), "No agent processes are running.")}</section>`;
   },
 };

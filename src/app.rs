@@ -11,6 +11,7 @@ use anyhow::Context;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
+use crate::cluster::{resolve_node_id, Membership};
 use crate::config::{backend_of, Backend, Config, Secret, ADMIN_TOKEN_FILE};
 use crate::host::HostMonitor;
 use crate::http::{self, AppState};
@@ -20,8 +21,9 @@ use crate::spawn::Spawner;
 use crate::store::{Store, StoreOptions};
 
 /// Opens the registry the config names, migrated and ready: the embedded SQLite file in the
-/// data folder. (The one place a backend is chosen.)
+/// data folder, or a PostgreSQL database. (The one place a backend is chosen.)
 pub async fn open_store(config: &Config) -> anyhow::Result<Store> {
+    let data_dir = &config.server.data_dir;
     let options = StoreOptions {
         durability: config.server.durability,
         readers: 4,
@@ -30,8 +32,8 @@ pub async fn open_store(config: &Config) -> anyhow::Result<Store> {
         max_depth: config.spawner.max_depth,
         max_fanout: config.spawner.max_fanout,
         telemetry: Arc::default(),
+        node: resolve_node_id(config.server.node_id.as_deref(), data_dir)?,
     };
-    let data_dir = &config.server.data_dir;
     match backend_of(config.server.database_url.as_ref(), data_dir) {
         Backend::Sqlite(file) => crate::store::sqlite::open(&file, options)
             .await
@@ -91,6 +93,7 @@ impl App {
         let config = Arc::new(config);
         let (shutdown, shutdown_rx) = watch::channel(false);
         let host = Arc::new(HostMonitor::default());
+        let cluster = Membership::new(store.clone(), store.options().node.clone());
         let spawner = Arc::new(Spawner::new(
             store.clone(),
             config.clone(),
@@ -114,6 +117,7 @@ impl App {
                 host,
                 spawner,
                 notifier: notifier.clone(),
+                cluster,
             },
         ));
         let service = Service::new(
@@ -164,11 +168,19 @@ impl App {
             shutdown,
             url,
         } = self;
-        tracing::info!(%url, data_dir = %state.config.server.data_dir.display(), "taskyard is listening");
+        tracing::info!(
+            %url,
+            data_dir = %state.config.server.data_dir.display(),
+            node = %state.store.options().node,
+            "taskyard is listening"
+        );
         let code = state.sessions.login_code(state.admin_token_hash).await?;
         tracing::info!("dashboard: {url}/ (one-time login link, valid for an hour: {url}/login?code={code})");
         let store = state.store.clone();
         let loops = state.loops.clone();
+        let cluster = loops.context().cluster.clone();
+        cluster.join().await?;
+        let membership = tokio::spawn(cluster.clone().run(state.shutdown.clone()));
         loops.context().spawner.reconcile().await?;
         loops.start().await?;
         let deliverer = crate::webhooks::Deliverer::new(store.clone(), &state.config)?;
@@ -189,6 +201,7 @@ impl App {
         .await;
         loops.stop().await;
         let _ = webhooks.await;
+        let _ = membership.await;
         store.close().await;
         tracing::info!("stopped");
         Ok(())

@@ -26,6 +26,7 @@
 //! - [`serve`]: the accept loop: connection cap, header and idle timeouts, graceful shutdown.
 //! - [`client`]: the HTTP client behind the CLI.
 //! - [`loops`]: scheduled loops, one file per kind.
+//! - [`cluster`]: several nodes on one registry: the node id, heartbeats and the leader lease.
 //! - [`host`]: the host's CPU, memory and disk, and whether it is overloaded.
 //! - [`spawn`]: routing available work and supervising spawned agent processes.
 //! - [`notify`]: emails to people (outbox, SMTP or files, signed take/decline links, digest).
@@ -38,6 +39,7 @@ pub mod app;
 pub mod bench;
 pub mod cli;
 pub mod client;
+pub mod cluster;
 pub mod config;
 pub mod domain;
 pub mod error;

@@ -23,6 +23,9 @@ pub struct ServerConfig {
     pub bind: SocketAddr,
     /// Data folder: database, run logs, admin token.
     pub data_dir: PathBuf,
+    /// This node's id among the servers sharing one database (1–64 letters, digits, `.`, `_`,
+    /// `-`); default: the host's name and a random suffix, kept in the data folder.
+    pub node_id: Option<String>,
     /// The registry's database: absent (or `sqlite://`) for the SQLite file in the data
     /// folder, `postgres://USER:PASSWORD@HOST:PORT/DATABASE` for PostgreSQL.
     pub database_url: Option<super::DatabaseUrl>,
@@ -88,6 +91,7 @@ impl Default for ServerConfig {
         Self {
             bind: SocketAddr::from(([127, 0, 0, 1], 7311)),
             data_dir: PathBuf::from(".taskyard"),
+            node_id: None,
             database_url: None,
             loops_dir: PathBuf::from("loops"),
             builtin_loops: true,
@@ -182,6 +186,12 @@ impl ServerConfig {
         within("auth_failures_burst", self.auth_failures_burst, 1..=100_000)?;
         if let Some(url) = &self.database_url {
             url.check()?;
+        }
+        if let Some(id) = &self.node_id {
+            crate::cluster::check_node_id(id).map_err(|message| ConfigError::Invalid {
+                field: "server.node_id".into(),
+                message,
+            })?;
         }
         if let Some(url) = &self.public_url {
             if !(url.starts_with("http://") || url.starts_with("https://")) {

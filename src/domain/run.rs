@@ -122,6 +122,8 @@ pub struct Run {
     /// Commits on its branch beyond `base` when the run ended.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub branch_commits: Option<i64>,
+    /// The node that started it: its process runs on that node's host.
+    pub node: String,
 }
 
 impl Run {

@@ -1,4 +1,4 @@
-//! `/healthz`: liveness without authentication.
+//! `/healthz`: liveness without authentication, naming the node that answered.
 
 use axum::extract::State;
 use axum::routing::get;
@@ -17,6 +17,6 @@ pub fn router() -> Router<AppState> {
 async fn healthz(State(state): State<AppState>) -> ApiResult<axum::Json<Value>> {
     state.store.health().await?;
     Ok(axum::Json(
-        json!({"status": "ok", "version": env!("CARGO_PKG_VERSION")}),
+        json!({"status": "ok", "version": env!("CARGO_PKG_VERSION"), "node": state.store.options().node}),
     ))
 }

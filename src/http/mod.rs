@@ -14,6 +14,7 @@ pub mod limit;
 pub mod links;
 pub mod loops;
 pub mod metrics;
+pub mod nodes;
 pub mod notifications;
 pub mod openapi;
 pub mod reservations;
@@ -127,6 +128,7 @@ pub fn router(state: AppState, mounts: Router<AppState>) -> Router {
         .merge(runs::router())
         .merge(notifications::router())
         .merge(stats::router())
+        .merge(nodes::router())
         .merge(webhooks::router())
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),

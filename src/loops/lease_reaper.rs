@@ -1,5 +1,6 @@
 //! `lease-reaper`: expired leases go back to `available`, or to `failed` once their attempts
-//! are used up, each with a `task.lease_expired` event.
+//! are used up, each with a `task.lease_expired` event; then the runs of nodes that stopped
+//! answering are settled once their leases have ended.
 
 use std::sync::Arc;
 
@@ -23,9 +24,14 @@ impl Loop for LeaseReaper {
     fn run_once<'a>(&'a self, ctx: &'a LoopContext) -> BoxFuture<'a, anyhow::Result<Outcome>> {
         Box::pin(async move {
             let reaped = ctx.store.reap_expired_leases().await?;
+            let orphans = ctx.spawner.settle_orphans().await?;
+            let summary = match orphans {
+                0 => format!("{reaped} expired leases returned"),
+                n => format!("{reaped} expired leases returned; {n} runs of silent nodes settled"),
+            };
             Ok(Outcome::new(
-                format!("{reaped} expired leases returned"),
-                json!({"reaped": reaped}),
+                summary,
+                json!({"reaped": reaped, "orphaned_runs": orphans}),
             ))
         })
     }

@@ -66,6 +66,8 @@ pub struct LoopContext {
     pub spawner: Arc<crate::spawn::Spawner>,
     /// Queues and sends emails to people.
     pub notifier: Arc<crate::notify::Notifier>,
+    /// This node among the nodes: whether it leads.
+    pub cluster: Arc<crate::cluster::Membership>,
 }
 
 /// A loop kind, configured: it runs once per tick.

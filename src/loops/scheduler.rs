@@ -1,6 +1,8 @@
 //! Wiring loops to tokio-cron-scheduler. Runs of one loop never overlap (a tick that finds the
 //! loop still running is skipped); a run that fails or panics is recorded and never stops the
-//! others; every run is stored and announced as a `loop.ran` event.
+//! others; every run is stored and announced as a `loop.ran` event. When several nodes share
+//! the registry, scheduled and woken runs happen on the leader only, except for the kinds in
+//! [`EVERY_NODE`]; a run asked for by hand runs on the node asked.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -17,6 +19,9 @@ use crate::store::{LoopRun, NewLoopRun};
 
 use super::{LoopContext, LoopDef, Schedule};
 
+/// Kinds that run on every node: each host's own state (its load gates its own spawns).
+pub const EVERY_NODE: &[&str] = &["system-status"];
+
 struct Entry {
     def: LoopDef,
     /// Set when the loops stop: no new run starts after that.
@@ -24,6 +29,13 @@ struct Entry {
     /// Held while a run is in progress, by the task doing the run (so a caller that stops
     /// waiting does not release it early).
     running: Arc<Mutex<()>>,
+}
+
+impl Entry {
+    /// True when this node runs the loop's scheduled and woken runs now.
+    fn runs_here(&self, ctx: &LoopContext) -> bool {
+        EVERY_NODE.contains(&self.def.kind.as_str()) || ctx.cluster.leads()
+    }
 }
 
 /// A loop as the API lists it.
@@ -110,6 +122,9 @@ impl Loops {
                     let entry = entry.clone();
                     let ctx = ctx.clone();
                     Box::pin(async move {
+                        if !entry.runs_here(&ctx) {
+                            return;
+                        }
                         match run_entry(&entry, &ctx).await {
                             None => {
                                 tracing::debug!(loop_name = %entry.def.name, "still running; tick skipped")
@@ -234,6 +249,10 @@ async fn wake_on(
             _ = stopping.changed() => return,
         }
         work.borrow_and_update();
+        // The leader's own wake-up runs it (a node that becomes leader wakes these loops).
+        if !entry.runs_here(&ctx) {
+            continue;
+        }
         loop {
             match run_entry(&entry, &ctx).await {
                 Some(Err(err)) => {

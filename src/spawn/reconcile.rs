@@ -71,6 +71,26 @@ impl Spawner {
         Ok(live.len())
     }
 
+    /// Settles the live runs of nodes that stopped beating (they died, or lost the database),
+    /// once their leases have let go of their tasks: a run whose task its lease still holds is
+    /// left alone, as its process may live on and work through another node. Returns how many
+    /// it settled. (The leader does this, in the lease reaper's pass.)
+    pub async fn settle_orphans(&self) -> Result<usize, StoreError> {
+        let mut settled = 0;
+        for run in self.store.orphaned_runs(crate::cluster::SILENT_AFTER).await? {
+            let task = self.store.task(&TaskRef::Id(run.task_id)).await?;
+            if task.lease.as_ref().is_some_and(|l| l.holder == run.holder) {
+                continue;
+            }
+            let why = format!("its node {} stopped answering, and its lease ended", run.node);
+            self.store
+                .run_ended(&run, RunStatus::Lost, None, Some(why), None)
+                .await?;
+            settled += 1;
+        }
+        Ok(settled)
+    }
+
     /// Marks a run ended and hands its task back (with the attempt) unless it was completed.
     async fn hand_back(&self, run: &Run, status: RunStatus, why: &str) -> Result<(), StoreError> {
         let task = self.store.task(&TaskRef::Id(run.task_id)).await?;

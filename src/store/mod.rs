@@ -10,7 +10,8 @@
 //! - [`Reservations`] (`reservations.rs`): paths held under a lease.
 //! - [`Routes`] (`routing.rs`): the router's decisions.
 //! - [`EventLog`] (`events.rs`), [`Agents`] (`agents.rs`), [`Runs`] (`runs.rs`),
-//!   [`Outbox`] (`outbox.rs`), [`Upkeep`] (`upkeep.rs`: loop records and maintenance).
+//!   [`Outbox`] (`outbox.rs`), [`Upkeep`] (`upkeep.rs`: loop records and maintenance),
+//!   [`Nodes`] (`nodes.rs`: the servers sharing the registry and the leader lease).
 //! - [`DashboardSessions`] (`sessions.rs`): dashboard sessions and one-time login codes.
 //! - [`EventBus`] (`bus.rs`): live events and wake-ups, published after each commit; long polls
 //!   wait in line in `waiters.rs`.
@@ -25,6 +26,7 @@ mod bus;
 mod error;
 mod events;
 mod leases;
+pub mod nodes;
 mod outbox;
 pub mod postgres;
 mod principals;
@@ -49,6 +51,7 @@ pub use bus::EventBus;
 pub use error::{StoreError, StoreResult};
 pub use events::EventLog;
 pub use leases::{ClaimFilter, Claimed, Leases};
+pub use nodes::{Node, Nodes, Term};
 pub use outbox::{NotificationFilter, NotificationPage, Outbox, Outgoing};
 pub use reservations::Reservations;
 pub use routing::{Routes, Routing};
@@ -88,6 +91,8 @@ pub struct StoreOptions {
     pub max_fanout: i64,
     /// Where the store counts its work (write batches, commits, expiries, loop runs, emails).
     pub telemetry: Arc<crate::telemetry::Telemetry>,
+    /// The node this server is (`server.node_id`): the runs it starts are its own.
+    pub node: String,
 }
 
 impl Default for StoreOptions {
@@ -100,6 +105,7 @@ impl Default for StoreOptions {
             max_depth: 3,
             max_fanout: 50,
             telemetry: Arc::default(),
+            node: "local".into(),
         }
     }
 }
@@ -118,6 +124,7 @@ pub trait Registry:
     + Upkeep
     + Webhooks
     + DashboardSessions
+    + Nodes
 {
     /// Where this registry announces what it commits.
     fn bus(&self) -> &EventBus;

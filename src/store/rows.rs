@@ -261,7 +261,7 @@ pub fn principal(row: &impl Columns) -> StoreResult<(Principal, String)> {
 
 /// The column list every run query selects.
 pub const RUN_COLUMNS: &str = "id, task_id, agent_type, status, holder, fence, pid, started_at, ended_at, \
-    exit_code, cpu_percent, memory_bytes, error, repo, worktree, branch, base, branch_head, branch_commits";
+    exit_code, cpu_percent, memory_bytes, error, repo, worktree, branch, base, branch_head, branch_commits, node";
 
 /// A spawned run, from a row selected with [`RUN_COLUMNS`].
 pub fn run(row: &impl Columns) -> StoreResult<Run> {
@@ -285,6 +285,7 @@ pub fn run(row: &impl Columns) -> StoreResult<Run> {
         base: row.text_or_null(16)?,
         branch_head: row.text_or_null(17)?,
         branch_commits: row.int_or_null(18)?,
+        node: row.text(19)?,
     })
 }
 

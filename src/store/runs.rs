@@ -73,9 +73,14 @@ pub trait Runs: Send + Sync {
         limit: i64,
     ) -> StoreResult<Vec<Run>>;
 
-    /// Live runs (starting or running) with their process start times.
+    /// This node's live runs (starting or running) with their process start times (runs
+    /// recorded before nodes existed count as this node's).
     async fn live_runs(&self) -> StoreResult<Vec<LiveRun>>;
 
-    /// Live runs in total and per agent type.
+    /// Live runs whose node has not beaten within `silence` (it died, and its runs' leases
+    /// run out), for the leader to settle.
+    async fn orphaned_runs(&self, silence: Duration) -> StoreResult<Vec<Run>>;
+
+    /// Live runs on this node in total, and per agent type over every node.
     async fn live_run_counts(&self) -> StoreResult<(usize, HashMap<String, usize>)>;
 }

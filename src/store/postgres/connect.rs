@@ -38,6 +38,16 @@ fn options(url: &str) -> Result<PgConnectOptions, sqlx::Error> {
     )
 }
 
+/// The pool of one connection the follower listens on (`follow.rs`): its own, so that a busy
+/// pool never keeps hints from arriving. Connects when first used, and again after a fault.
+pub(super) fn listener_pool(url: &str) -> anyhow::Result<PgPool> {
+    let options = options(url).map_err(|e| anyhow::anyhow!("{}", describe(&e)))?;
+    Ok(PgPoolOptions::new()
+        .max_connections(1)
+        .acquire_timeout(ACQUIRE_TIMEOUT)
+        .connect_lazy_with(options))
+}
+
 /// A pool on `url`, after checking the server's version and migrating its schema.
 pub(super) async fn pool(url: &str, readers: u32) -> anyhow::Result<PgPool> {
     check(url).await?;

@@ -11,14 +11,16 @@ use super::rows::{event, to_json, EVENT_COLUMNS};
 use super::Postgres;
 
 /// Appends `events` inside the caller's transaction, in one statement that first takes the
-/// advisory lock `lock` (held to the end of the transaction: see `tx.rs`); returns them as
-/// recorded.
+/// advisory lock `lock` (held to the end of the transaction: see `tx.rs`) and queues the hint
+/// `told` for the other nodes (sent when the transaction commits). The follower publishes them
+/// once they are committed (`follow.rs`).
 pub(super) async fn insert_events(
     conn: &mut PgConnection,
     now: Timestamp,
     new: Vec<NewEvent>,
     lock: i64,
-) -> StoreResult<Vec<Event>> {
+    told: &str,
+) -> StoreResult<()> {
     let (mut kinds, mut tasks, mut actors, mut data) = (
         Vec::with_capacity(new.len()),
         Vec::with_capacity(new.len()),
@@ -32,14 +34,14 @@ pub(super) async fn insert_events(
         actors.push(event.actor.clone());
         data.push(to_json(&body));
     }
-    let ids: Vec<i64> = sqlx::query_scalar(
+    sqlx::query(
         // The lock is taken before any row is formed, so before any id is drawn.
-        "WITH appending AS MATERIALIZED (SELECT pg_advisory_xact_lock($6)) \
+        "WITH appending AS MATERIALIZED (SELECT pg_advisory_xact_lock($6)), \
+              told AS MATERIALIZED (SELECT pg_notify($7, $8)) \
          INSERT INTO events (kind, task_id, actor, data, created_at) \
          SELECT e.kind, e.task_id, e.actor, e.data, $5 \
-         FROM appending, unnest($1::text[], $2::int8[], $3::text[], $4::text[]) WITH ORDINALITY \
-             AS e(kind, task_id, actor, data, n) ORDER BY e.n \
-         RETURNING id",
+         FROM appending, told, unnest($1::text[], $2::int8[], $3::text[], $4::text[]) WITH ORDINALITY \
+             AS e(kind, task_id, actor, data, n) ORDER BY e.n",
     )
     .bind(&kinds)
     .bind(&tasks)
@@ -47,16 +49,11 @@ pub(super) async fn insert_events(
     .bind(&data)
     .bind(now.millis())
     .bind(lock)
-    .fetch_all(conn)
+    .bind(super::follow::CHANNEL)
+    .bind(told)
+    .execute(conn)
     .await?;
-    let mut ids = ids;
-    // Ids come from one sequence in insertion order.
-    ids.sort_unstable();
-    Ok(new
-        .into_iter()
-        .zip(ids)
-        .map(|(event, id)| event.recorded(id, now))
-        .collect())
+    Ok(())
 }
 
 #[async_trait::async_trait]

@@ -8,7 +8,9 @@ mod agents;
 mod connect;
 mod deps;
 mod events;
+mod follow;
 mod lifecycle;
+mod nodes;
 mod outbox;
 mod reservations;
 mod routing;
@@ -42,8 +44,9 @@ pub struct Postgres {
     pool: PgPool,
     bus: EventBus,
     principals: PrincipalCache,
-    /// Taken by a change that appends events, until they are published (see `tx.rs`).
-    appending: tokio::sync::Mutex<()>,
+    /// Publishes every node's events on this node's bus, and wakes its long polls for other
+    /// nodes' work (`follow.rs`); set once at open.
+    follower: std::sync::OnceLock<follow::Follower>,
     options: StoreOptions,
     /// When the database last answered a health check (ms on the server's clock).
     healthy_at: AtomicI64,
@@ -52,16 +55,21 @@ pub struct Postgres {
 /// Connects to the database `url`, brings its schema up to date and opens the registry.
 pub async fn open(url: &str, options: StoreOptions) -> anyhow::Result<Store> {
     let pool = connect::pool(url, options.readers).await?;
-    Ok(Arc::new(Postgres {
+    let listen = connect::listener_pool(url)?;
+    let store = Arc::new(Postgres {
         pool,
         bus: EventBus::default(),
         // Agents may change through another server on the same database: what this one
         // remembers is trusted for a second.
         principals: PrincipalCache::trusted_for(std::time::Duration::from_secs(1)),
-        appending: tokio::sync::Mutex::new(()),
+        follower: std::sync::OnceLock::new(),
         options,
         healthy_at: AtomicI64::new(0),
-    }))
+    });
+    store.free_taken().await?;
+    let follower = follow::Follower::start(&store, listen).await?;
+    let _ = store.follower.set(follower);
+    Ok(store)
 }
 
 impl Postgres {
@@ -74,6 +82,28 @@ impl Postgres {
     async fn commit<R>(&self, tx: Tx, value: R) -> StoreResult<R> {
         tx.commit(self).await?;
         Ok(value)
+    }
+
+    /// Makes the emails and webhook deliveries this node took for sending before it stopped
+    /// due again: whatever it was sending then was cut short.
+    async fn free_taken(&self) -> StoreResult<()> {
+        for table in ["notifications", "webhook_deliveries"] {
+            sqlx::query(&format!(
+                "UPDATE {table} SET next_attempt_at = LEAST(next_attempt_at, taskyard_now_ms()), taken_by = NULL \
+                 WHERE taken_by = $1 AND status = 'queued'"
+            ))
+            .bind(&self.options.node)
+            .execute(&self.pool)
+            .await?;
+        }
+        Ok(())
+    }
+
+    /// Wakes the follower: this node committed events.
+    fn kick_follower(&self) {
+        if let Some(follower) = self.follower.get() {
+            follower.kick.notify_one();
+        }
     }
 
     /// A pooled connection for reads.
@@ -174,6 +204,9 @@ impl Registry for Postgres {
     }
 
     async fn close(&self) {
+        if let Some(follower) = self.follower.get() {
+            follower.stop();
+        }
         self.pool.close().await;
     }
 }

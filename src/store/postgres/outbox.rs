@@ -24,7 +24,7 @@ use crate::store::announce::Announce;
 
 /// How long notifications taken for sending are left to the server that took them: a batch is
 /// sent one after another. Should that server stop before recording the attempts, another one
-/// sends them once this time has passed.
+/// sends them once this time has passed (and the same node at once when it starts again).
 const SENDING_MS: i64 = 15 * 60 * 1_000;
 
 /// Notification `id` with its bodies; not found is a refusal.
@@ -98,7 +98,7 @@ async fn attempt_done(
     let now = tx.now.millis();
     let done = sqlx::query(&format!(
         "UPDATE notifications SET status = $2, attempts = attempts + 1, last_error = COALESCE($3, last_error), \
-         next_attempt_at = $4, sent_at = CASE WHEN $2 = 'sent' THEN $5::bigint ELSE sent_at END \
+         next_attempt_at = $4, taken_by = NULL, sent_at = CASE WHEN $2 = 'sent' THEN $5::bigint ELSE sent_at END \
          WHERE id = $1 AND status = 'queued' RETURNING {NOTIFICATION_COLUMNS}"
     ))
     .bind(id)
@@ -176,7 +176,7 @@ impl Outbox for Postgres {
                  SELECT id, next_attempt_at FROM notifications \
                  WHERE status = 'queued' AND next_attempt_at <= $1 \
                  ORDER BY next_attempt_at, id LIMIT $2 FOR UPDATE SKIP LOCKED) \
-             UPDATE notifications n SET next_attempt_at = $3 FROM due WHERE n.id = due.id \
+             UPDATE notifications n SET next_attempt_at = $3, taken_by = $4 FROM due WHERE n.id = due.id \
              RETURNING n.id, n.task_id, n.human, n.to_addr, n.subject, n.reason, n.status, n.attempts, \
                  n.last_error, due.next_attempt_at, n.body_text, n.body_html, n.action, n.acted_at, \
                  n.created_at, n.sent_at",
@@ -184,6 +184,7 @@ impl Outbox for Postgres {
         .bind(now.millis())
         .bind(limit)
         .bind(sending_until)
+        .bind(&self.options.node)
         .fetch_all(tx.db())
         .await?
         .iter()

@@ -83,12 +83,13 @@ impl Runs for Postgres {
         let mut tx = self.begin().await?;
         let now = tx.now.millis();
         let id: i64 = sqlx::query_scalar(
-            "INSERT INTO runs (task_id, agent_type, status, holder, started_at) \
-             VALUES ($1, $2, 'starting', '', $3) RETURNING id",
+            "INSERT INTO runs (task_id, agent_type, status, holder, started_at, node) \
+             VALUES ($1, $2, 'starting', '', $3, $4) RETURNING id",
         )
         .bind(task_id)
         .bind(agent_type)
         .bind(now)
+        .bind(&self.options.node)
         .fetch_one(tx.db())
         .await?;
         let row = sqlx::query(&format!(
@@ -256,30 +257,54 @@ impl Runs for Postgres {
 
     async fn live_runs(&self) -> StoreResult<Vec<LiveRun>> {
         sqlx::query(&format!(
-            "SELECT {RUN_COLUMNS}, pid_started_at FROM runs WHERE status IN ('starting', 'running') ORDER BY id"
+            "SELECT {RUN_COLUMNS}, pid_started_at FROM runs \
+             WHERE status IN ('starting', 'running') AND node IN ($1, '') ORDER BY id"
         ))
+        .bind(&self.options.node)
         .fetch_all(&self.pool)
         .await?
         .iter()
         .map(|row| {
             Ok(LiveRun {
                 run: rows::run(row)?,
-                pid_started_at: row.try_get(19)?,
+                pid_started_at: row.try_get(20)?,
             })
         })
         .collect()
     }
 
+    async fn orphaned_runs(&self, silence: Duration) -> StoreResult<Vec<Run>> {
+        sqlx::query(&format!(
+            "SELECT {RUN_COLUMNS} FROM runs r WHERE status IN ('starting', 'running') \
+             AND node NOT IN ($1, '') AND NOT EXISTS \
+               (SELECT 1 FROM nodes n WHERE n.id = r.node AND n.last_heartbeat >= taskyard_now_ms() - $2) \
+             ORDER BY id"
+        ))
+        .bind(&self.options.node)
+        .bind(i64::try_from(silence.as_millis()).unwrap_or(i64::MAX))
+        .fetch_all(&self.pool)
+        .await?
+        .iter()
+        .map(rows::run)
+        .collect()
+    }
+
     async fn live_run_counts(&self) -> StoreResult<(usize, HashMap<String, usize>)> {
-        let rows: Vec<(String, i64)> = sqlx::query_as(
-            "SELECT agent_type, COUNT(*) FROM runs WHERE status IN ('starting', 'running') GROUP BY agent_type",
+        let rows: Vec<(String, i64, i64)> = sqlx::query_as(
+            "SELECT agent_type, COUNT(*), COUNT(*) FILTER (WHERE node IN ($1, '')) FROM runs \
+             WHERE status IN ('starting', 'running') GROUP BY agent_type",
         )
+        .bind(&self.options.node)
         .fetch_all(&self.pool)
         .await?;
+        let here = rows
+            .iter()
+            .map(|(_, _, mine)| usize::try_from(*mine).unwrap_or(0))
+            .sum();
         let per: HashMap<String, usize> = rows
             .into_iter()
-            .map(|(agent_type, n)| (agent_type, usize::try_from(n).unwrap_or(0)))
+            .map(|(agent_type, n, _)| (agent_type, usize::try_from(n).unwrap_or(0)))
             .collect();
-        Ok((per.values().sum(), per))
+        Ok((here, per))
     }
 }

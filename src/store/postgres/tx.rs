@@ -2,8 +2,9 @@
 //! the change announces (events, tasks that became claimable, agents that changed) is gathered
 //! while it runs; at commit its events are appended under one transaction-scoped advisory lock,
 //! so event ids are handed out in commit order across every connection and every node (a
-//! reader's cursor can never pass an event that is yet to commit), and only once the commit
-//! succeeded is anything published.
+//! reader's cursor can never pass an event that is yet to commit), with a hint to the other
+//! nodes (`follow.rs`) that goes out with the commit. Only once the commit succeeded does this
+//! node wake its long polls, and its follower publishes the events from the log.
 
 use sqlx::postgres::PgPool;
 use sqlx::{PgConnection, Postgres as Pg, Transaction};
@@ -13,6 +14,7 @@ use crate::store::announce::{self, Announce, Announcements};
 use crate::store::StoreResult;
 
 use super::events::insert_events;
+use super::follow::{hint, CHANNEL};
 use super::{claimable_work, Postgres};
 
 /// The advisory lock key every event-appending transaction takes before its first event.
@@ -56,17 +58,19 @@ impl Tx {
         let now = self.now;
         let work = claimable_work(&mut self.tx, &self.said.ready, &store.options.human_kinds, now).await?;
         let new = std::mem::take(&mut self.said.events);
-        // Held from the first event's id to the publication of the last: what this node
-        // publishes is in id order too.
-        let _appending = match new.is_empty() {
-            true => None,
-            false => Some(store.appending.lock().await),
-        };
-        let events = if new.is_empty() {
-            Vec::new()
-        } else {
-            insert_events(&mut self.tx, now, new, EVENT_APPEND_LOCK).await?
-        };
+        let loops = self.said.wakes_loops();
+        let ready: Vec<i64> = work.iter().map(|w| w.id).collect();
+        let told = hint(&store.options.node, loops, &ready);
+        let appended = !new.is_empty();
+        if appended {
+            insert_events(&mut self.tx, now, new, EVENT_APPEND_LOCK, &told).await?;
+        } else if loops || !ready.is_empty() {
+            sqlx::query("SELECT pg_notify($1, $2)")
+                .bind(CHANNEL)
+                .bind(&told)
+                .execute(&mut *self.tx)
+                .await?;
+        }
         let started = std::time::Instant::now();
         self.tx.commit().await?;
         let metrics = &store.options.telemetry;
@@ -79,7 +83,10 @@ impl Tx {
         if self.said.tokens_changed {
             store.bus.tokens_changed();
         }
-        store.bus.publish(events, work, self.said.wakes_loops());
+        if appended {
+            store.kick_follower();
+        }
+        store.bus.publish(Vec::new(), work, loops);
         Ok(())
     }
 }

@@ -16,7 +16,8 @@ use super::Postgres;
 
 /// How long deliveries taken for sending are left to the server that took them: a batch is
 /// sent at once, each attempt within a few seconds. Should that server stop before recording
-/// the attempts, another one sends them once this time has passed.
+/// the attempts, another one sends them once this time has passed (and the same node at once
+/// when it starts again).
 const SENDING_MS: i64 = 5 * 60 * 1_000;
 
 #[async_trait::async_trait]
@@ -138,7 +139,7 @@ impl Webhooks for Postgres {
                  SELECT id, next_attempt_at FROM webhook_deliveries \
                  WHERE status = 'queued' AND next_attempt_at <= $1 AND webhook = $3 \
                  ORDER BY next_attempt_at, id LIMIT $2 FOR UPDATE SKIP LOCKED) \
-             UPDATE webhook_deliveries d SET next_attempt_at = $4 FROM due WHERE d.id = due.id \
+             UPDATE webhook_deliveries d SET next_attempt_at = $4, taken_by = $5 FROM due WHERE d.id = due.id \
              RETURNING d.id, d.webhook, d.url, d.event_id, d.kind, d.status, d.attempts, d.last_status, \
                  d.last_error, d.created_at, due.next_attempt_at, d.delivered_at, d.secret_env, d.body",
         )
@@ -146,6 +147,7 @@ impl Webhooks for Postgres {
         .bind(limit)
         .bind(webhook)
         .bind(sending_until)
+        .bind(&self.options.node)
         .fetch_all(tx.db())
         .await?
         .iter()
@@ -177,7 +179,7 @@ impl Webhooks for Postgres {
         let now = tx.now.millis();
         sqlx::query(
             "UPDATE webhook_deliveries SET status = $2, attempts = attempts + 1, last_status = $3, \
-             last_error = $4, next_attempt_at = COALESCE($5::bigint, next_attempt_at), \
+             last_error = $4, next_attempt_at = COALESCE($5::bigint, next_attempt_at), taken_by = NULL, \
              delivered_at = CASE WHEN $2 = 'delivered' THEN $6::bigint END \
              WHERE id = $1 AND status = 'queued'",
         )

@@ -8,6 +8,7 @@ mod deps;
 mod engine;
 mod events;
 mod lifecycle;
+mod nodes;
 mod outbox;
 mod reservations;
 mod routing;

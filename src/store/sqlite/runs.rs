@@ -72,13 +72,16 @@ impl Runs for Sqlite {
         let (agent_type, token_hash, reason) =
             (agent_type.to_string(), token_hash.to_string(), reason.to_string());
         let kinds = self.options.human_kinds.clone();
+        let node = self.options.node.clone();
         self.write(move |tx| {
             let id: i64 = tx
                 .prepare_cached(
-                    "INSERT INTO runs (task_id, agent_type, status, holder, started_at) \
-                     VALUES (?1, ?2, 'starting', '', ?3) RETURNING id",
+                    "INSERT INTO runs (task_id, agent_type, status, holder, started_at, node) \
+                     VALUES (?1, ?2, 'starting', '', ?3, ?4) RETURNING id",
                 )?
-                .query_row(params![task_id, agent_type, tx.now.millis()], |row| row.get(0))?;
+                .query_row(params![task_id, agent_type, tx.now.millis(), node], |row| {
+                    row.get(0)
+                })?;
             tx.execute("UPDATE runs SET holder = 'run-' || id WHERE id = ?1", [id])?;
             let run = find_run(tx, id)?;
             let who = upsert_token(
@@ -231,12 +234,14 @@ impl Runs for Sqlite {
     }
 
     async fn live_runs(&self) -> StoreResult<Vec<LiveRun>> {
-        self.read(|conn| {
+        let node = self.options.node.clone();
+        self.read(move |conn| {
             let ids = conn
                 .prepare_cached(
-                    "SELECT id, pid_started_at FROM runs WHERE status IN ('starting', 'running') ORDER BY id",
+                    "SELECT id, pid_started_at FROM runs \
+                     WHERE status IN ('starting', 'running') AND node IN (?1, '') ORDER BY id",
                 )?
-                .query_map([], |row| {
+                .query_map([node], |row| {
                     Ok((row.get::<_, i64>(0)?, row.get::<_, Option<i64>>(1)?))
                 })?
                 .collect::<Result<Vec<_>, _>>()?;
@@ -252,15 +257,51 @@ impl Runs for Sqlite {
         .await
     }
 
+    async fn orphaned_runs(&self, silence: Duration) -> StoreResult<Vec<Run>> {
+        let node = self.options.node.clone();
+        let since = Timestamp::now()
+            .millis()
+            .saturating_sub(i64::try_from(silence.as_millis()).unwrap_or(i64::MAX));
+        self.read(move |conn| {
+            let found = conn
+                .prepare_cached(&format!(
+                    "SELECT {RUN_COLUMNS} FROM runs r WHERE status IN ('starting', 'running') \
+                     AND node NOT IN (?1, '') AND NOT EXISTS \
+                       (SELECT 1 FROM nodes n WHERE n.id = r.node AND n.last_heartbeat >= ?2) \
+                     ORDER BY id"
+                ))?
+                .query_map(params![node, since], rows::run)?
+                .collect::<Result<Vec<_>, _>>()?;
+            found.into_iter().collect()
+        })
+        .await
+    }
+
     async fn live_run_counts(&self) -> StoreResult<(usize, HashMap<String, usize>)> {
-        self.read(|conn| {
-            let per: HashMap<String, usize> = conn
+        let node = self.options.node.clone();
+        self.read(move |conn| {
+            let rows = conn
                 .prepare_cached(
-                    "SELECT agent_type, COUNT(*) FROM runs WHERE status IN ('starting', 'running') GROUP BY agent_type",
+                    "SELECT agent_type, COUNT(*), SUM(node IN (?1, '')) FROM runs \
+                     WHERE status IN ('starting', 'running') GROUP BY agent_type",
                 )?
-                .query_map([], |row| Ok((row.get::<_, String>(0)?, row.get::<_, i64>(1)? as usize)))?
-                .collect::<Result<_, _>>()?;
-            Ok((per.values().sum(), per))
+                .query_map([node], |row| {
+                    Ok((
+                        row.get::<_, String>(0)?,
+                        row.get::<_, i64>(1)?,
+                        row.get::<_, i64>(2)?,
+                    ))
+                })?
+                .collect::<Result<Vec<_>, _>>()?;
+            let here = rows
+                .iter()
+                .map(|(_, _, mine)| usize::try_from(*mine).unwrap_or(0))
+                .sum();
+            let per = rows
+                .into_iter()
+                .map(|(agent_type, n, _)| (agent_type, usize::try_from(n).unwrap_or(0)))
+                .collect();
+            Ok((here, per))
         })
         .await
     }

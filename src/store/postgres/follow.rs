@@ -1,0 +1,274 @@
+//! Following every node's commits. Each change that appends events or frees work tells the
+//! other nodes with `NOTIFY taskyard` — a hint that carries only ids: the node that committed,
+//! whether the loops woken by work should look, and the tasks that became claimable — and a
+//! follower on every node listens on a connection of its own. It
+//!
+//! - tails the event log in id order (which is commit order, see `tx.rs`) and publishes what it
+//!   reads on this node's bus: every node's SSE streams, dashboards and MCP watchers see every
+//!   event, once, in the same order; it is woken by a hint, by a commit on this node, or by a
+//!   poll every second, so a lost hint costs latency, never an event;
+//! - wakes the long polls waiting on this node for the tasks another node made claimable, and
+//!   while polls wait, looks every second for claimable work they may have missed (a hint lost
+//!   while the listener was reconnecting).
+
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use sqlx::postgres::{PgListener, PgPool};
+use tokio::sync::{watch, Notify};
+
+use crate::domain::{Change, Timestamp};
+use crate::store::{EventLog, StoreResult};
+
+use super::{claimable_work, Postgres};
+
+/// The channel hints go out on.
+pub(super) const CHANNEL: &str = "taskyard";
+/// How often the follower looks without a hint.
+const POLL: Duration = Duration::from_secs(1);
+/// Events read from the log at a time.
+const TAIL_BATCH: i64 = 1_000;
+/// Most task ids one hint lists (PostgreSQL takes payloads under 8,000 bytes); a change that
+/// freed more says so and nodes look for themselves.
+const MAX_HINT_IDS: usize = 300;
+/// Claimable tasks looked at by a poll for missed work.
+const SWEEP: i64 = 64;
+
+/// A hint's payload: `<node> <l|-> <ids, comma-separated, or * for "look">`.
+pub(super) fn hint(node: &str, loops: bool, ready: &[i64]) -> String {
+    let ids = if ready.len() > MAX_HINT_IDS {
+        "*".to_string()
+    } else {
+        ready.iter().map(i64::to_string).collect::<Vec<_>>().join(",")
+    };
+    format!("{node} {} {ids}", if loops { 'l' } else { '-' })
+}
+
+/// A hint as received.
+#[derive(Debug, PartialEq, Eq)]
+struct Hint {
+    node: String,
+    loops: bool,
+    /// The tasks made claimable; `None` when there were too many to list.
+    ready: Option<Vec<i64>>,
+}
+
+fn parse(payload: &str) -> Option<Hint> {
+    let mut parts = payload.splitn(3, ' ');
+    let node = parts.next()?.to_string();
+    let loops = parts.next()? == "l";
+    let ids = parts.next().unwrap_or("");
+    let ready = match ids {
+        "*" => None,
+        "" => Some(Vec::new()),
+        ids => Some(ids.split(',').map(str::parse).collect::<Result<_, _>>().ok()?),
+    };
+    Some(Hint { node, loops, ready })
+}
+
+/// The follower's handles, kept by the store.
+pub(super) struct Follower {
+    /// Wakes it after a commit on this node.
+    pub kick: Arc<Notify>,
+    /// Tells it to stop.
+    stop: watch::Sender<bool>,
+}
+
+impl Follower {
+    /// Starts following for `store`, from the event log's current end; `listen` is the pool
+    /// the listener's own connection comes from.
+    pub async fn start(store: &Arc<Postgres>, listen: PgPool) -> StoreResult<Follower> {
+        let cursor = store.last_event_id().await?;
+        let kick = Arc::new(Notify::new());
+        let (stop, stopped) = watch::channel(false);
+        tokio::spawn(follow(
+            Arc::downgrade(store),
+            listen,
+            cursor,
+            kick.clone(),
+            stopped,
+        ));
+        Ok(Follower { kick, stop })
+    }
+
+    /// Stops following.
+    pub fn stop(&self) {
+        self.stop.send_replace(true);
+    }
+}
+
+/// What woke the follower.
+enum Woken {
+    Stop,
+    Kick,
+    Tick,
+    Heard(Result<Option<sqlx::postgres::PgNotification>, sqlx::Error>),
+}
+
+async fn follow(
+    store: Weak<Postgres>,
+    listen: PgPool,
+    mut cursor: i64,
+    kick: Arc<Notify>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut listener: Option<PgListener> = None;
+    let mut tick = tokio::time::interval(POLL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut complained = false;
+    loop {
+        // Hints may have been lost (not merely polls waiting): the loops look again too.
+        let mut lost = false;
+        let mut look = false;
+        if listener.is_none() {
+            match listen_on(&listen).await {
+                Ok(l) => {
+                    listener = Some(l);
+                    complained = false;
+                    // Hints sent while nobody listened are gone: look for their work.
+                    (look, lost) = (true, true);
+                }
+                Err(err) if !complained => {
+                    complained = true;
+                    tracing::warn!(error = %err, "cannot listen for other nodes' changes; polling every second");
+                }
+                Err(_) => {}
+            }
+        }
+        let woken = tokio::select! {
+            _ = stop.changed() => Woken::Stop,
+            _ = kick.notified() => Woken::Kick,
+            _ = tick.tick() => Woken::Tick,
+            heard = async {
+                match listener.as_mut() {
+                    Some(l) => l.try_recv().await,
+                    None => std::future::pending().await,
+                }
+            } => Woken::Heard(heard),
+        };
+        let Some(store) = store.upgrade() else { return };
+        let mut hint = None;
+        match woken {
+            Woken::Stop => return,
+            Woken::Kick => {}
+            Woken::Tick => look |= store.bus.work_waiters() > 0,
+            // The connection dropped (the next call reconnects): hints may have been lost.
+            Woken::Heard(Ok(None)) => (look, lost) = (true, true),
+            Woken::Heard(Ok(Some(note))) => hint = parse(note.payload()),
+            Woken::Heard(Err(err)) => {
+                tracing::debug!(error = %err, "the listener's connection failed");
+                listener = None;
+                (look, lost) = (true, true);
+            }
+        }
+        if let Err(err) = tail(&store, &mut cursor).await {
+            tracing::debug!(error = %err, "cannot read the event log; trying again");
+        }
+        let woke = match hint {
+            Some(hint) if hint.node != store.options.node => wake(&store, hint).await,
+            _ if look => sweep(&store, lost).await,
+            _ => Ok(()),
+        };
+        if let Err(err) = woke {
+            tracing::debug!(error = %err, "cannot look for claimable work; trying again");
+        }
+    }
+}
+
+async fn listen_on(pool: &PgPool) -> Result<PgListener, sqlx::Error> {
+    let mut listener = PgListener::connect_with(pool).await?;
+    listener.listen(CHANNEL).await?;
+    Ok(listener)
+}
+
+/// Publishes the events committed since `cursor`, in id order, and moves it on.
+async fn tail(store: &Postgres, cursor: &mut i64) -> StoreResult<()> {
+    loop {
+        let batch = store.events_after(*cursor, TAIL_BATCH).await?;
+        let Some(last) = batch.last() else { return Ok(()) };
+        *cursor = last.id;
+        let full = batch.len() as i64 == TAIL_BATCH;
+        let tokens = batch.iter().any(|e| {
+            matches!(
+                e.change,
+                Change::AgentDeactivated { .. }
+                    | Change::AgentTokenRotated { .. }
+                    | Change::AgentDeleted { .. }
+            )
+        });
+        if tokens {
+            // Whichever node made it, the change ends what the token held open here too.
+            store.principals.forget();
+            store.bus.tokens_changed();
+        }
+        store.bus.publish(batch, Vec::new(), false);
+        if !full {
+            return Ok(());
+        }
+    }
+}
+
+/// Wakes this node's long polls for the work another node's change freed.
+async fn wake(store: &Postgres, hint: Hint) -> StoreResult<()> {
+    let Some(ready) = hint.ready else {
+        return sweep(store, hint.loops).await;
+    };
+    if ready.is_empty() && !hint.loops {
+        return Ok(());
+    }
+    let mut conn = store.conn().await?;
+    let now = Timestamp::now();
+    let work = claimable_work(&mut conn, &ready, &store.options.human_kinds, now).await?;
+    drop(conn);
+    store.bus.publish(Vec::new(), work, hint.loops);
+    Ok(())
+}
+
+/// Offers this node's long polls the best claimable tasks, in case a hint was missed; `loops`
+/// wakes the loops woken by work too.
+async fn sweep(store: &Postgres, loops: bool) -> StoreResult<()> {
+    let mut conn = store.conn().await?;
+    let ids: Vec<i64> =
+        sqlx::query_scalar("SELECT id FROM tasks WHERE status = 'available' ORDER BY priority, id LIMIT $1")
+            .bind(SWEEP)
+            .fetch_all(&mut *conn)
+            .await?;
+    let now = Timestamp::now();
+    let work = claimable_work(&mut conn, &ids, &store.options.human_kinds, now).await?;
+    drop(conn);
+    store.bus.publish(Vec::new(), work, loops);
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hints_round_trip_and_stay_small() {
+        let told = hint("node-a", true, &[1, 2, 30]);
+        assert_eq!(
+            parse(&told),
+            Some(Hint {
+                node: "node-a".into(),
+                loops: true,
+                ready: Some(vec![1, 2, 30])
+            })
+        );
+        assert_eq!(
+            parse(&hint("b", false, &[])),
+            Some(Hint {
+                node: "b".into(),
+                loops: false,
+                ready: Some(vec![])
+            })
+        );
+        let many: Vec<i64> = (i64::MAX - 10_000..i64::MAX).collect();
+        let told = hint(&"n".repeat(64), true, &many);
+        assert!(told.len() < 8_000, "{}", told.len());
+        assert_eq!(parse(&told).and_then(|h| h.ready), None);
+        let most: Vec<i64> = (i64::MAX - MAX_HINT_IDS as i64..i64::MAX).collect();
+        assert!(hint(&"n".repeat(64), true, &most).len() < 8_000);
+        assert_eq!(parse("x - 1,zz"), None);
+    }
+}

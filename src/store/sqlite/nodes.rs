@@ -1,0 +1,103 @@
+//! Nodes and the leader lease on SQLite. One server holds a SQLite file, so it is the only
+//! node and leads; the records are kept all the same, so `GET /nodes` and the loops' gate work
+//! the same on every backend.
+
+use std::time::Duration;
+
+use rusqlite::{params, OptionalExtension};
+
+use crate::domain::Timestamp;
+use crate::store::nodes::{Node, Nodes, Term};
+use crate::store::StoreResult;
+
+use super::Sqlite;
+
+/// `d` in whole milliseconds (saturating).
+fn millis(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
+
+#[async_trait::async_trait]
+impl Nodes for Sqlite {
+    async fn heartbeat(&self, node: &str, version: &str, starting: bool) -> StoreResult<()> {
+        let (node, version) = (node.to_string(), version.to_string());
+        self.write(move |tx| {
+            tx.prepare_cached(
+                "INSERT INTO nodes (id, version, started_at, last_heartbeat) VALUES (?1, ?2, ?3, ?3) \
+                 ON CONFLICT (id) DO UPDATE SET version = excluded.version, \
+                 last_heartbeat = excluded.last_heartbeat, \
+                 started_at = CASE WHEN ?4 THEN excluded.started_at ELSE nodes.started_at END",
+            )?
+            .execute(params![node, version, tx.now.millis(), starting])?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn lead(&self, node: &str, ttl: Duration) -> StoreResult<Option<Term>> {
+        let node = node.to_string();
+        self.write(move |tx| {
+            let now = tx.now.millis();
+            let term: Option<i64> = tx
+                .prepare_cached(
+                    "INSERT INTO leader (id, node, term, expires_at) VALUES (1, ?1, 1, ?2 + ?3) \
+                     ON CONFLICT (id) DO UPDATE SET \
+                       term = CASE WHEN leader.node = excluded.node AND leader.expires_at > ?2 \
+                                   THEN leader.term ELSE leader.term + 1 END, \
+                       node = excluded.node, expires_at = excluded.expires_at \
+                     WHERE leader.node = excluded.node OR leader.expires_at <= ?2 \
+                     RETURNING term",
+                )?
+                .query_row(params![node, now, millis(ttl)], |row| row.get(0))
+                .optional()?;
+            Ok(term.map(|term| Term { term }))
+        })
+        .await
+    }
+
+    async fn resign(&self, node: &str) -> StoreResult<()> {
+        let node = node.to_string();
+        self.write(move |tx| {
+            tx.prepare_cached("UPDATE leader SET expires_at = ?2 WHERE node = ?1 AND expires_at > ?2")?
+                .execute(params![node, tx.now.millis()])?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn leave(&self, node: &str) -> StoreResult<()> {
+        let node = node.to_string();
+        self.write(move |tx| {
+            tx.prepare_cached("DELETE FROM nodes WHERE id = ?1")?
+                .execute([node])?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn nodes(&self, within: Duration) -> StoreResult<Vec<Node>> {
+        let since = Timestamp::now().millis().saturating_sub(millis(within));
+        self.read(move |conn| {
+            let now = Timestamp::now().millis();
+            let found = conn
+                .prepare_cached(
+                    "SELECT n.id, n.version, n.started_at, n.last_heartbeat, \
+                            COALESCE(l.node = n.id AND l.expires_at > ?2, 0) \
+                     FROM nodes n LEFT JOIN leader l ON l.id = 1 \
+                     WHERE n.last_heartbeat >= ?1 ORDER BY n.started_at, n.id",
+                )?
+                .query_map(params![since, now], |row| {
+                    Ok(Node {
+                        id: row.get(0)?,
+                        version: row.get(1)?,
+                        started_at: Timestamp(row.get(2)?),
+                        last_heartbeat: Timestamp(row.get(3)?),
+                        leader: row.get(4)?,
+                    })
+                })?
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok(found)
+        })
+        .await
+    }
+}
