@@ -27,6 +27,23 @@ pub fn sqlite_only(what: &str) -> bool {
     postgres()
 }
 
+/// True (after saying so) when a test is about several nodes on one database server and this
+/// is the SQLite run, where one server holds the file.
+pub fn postgres_only(what: &str) -> bool {
+    if !postgres() {
+        println!("only on PostgreSQL: {what} needs several servers on one database");
+    }
+    !postgres()
+}
+
+/// Makes the registry of data folder `to` the one of `from` (made first if need be): two
+/// servers on these folders share one database, as nodes do.
+pub fn share_database(from: &Path, to: &Path) {
+    database_url(from).expect("a PostgreSQL run");
+    std::fs::create_dir_all(to).unwrap();
+    std::fs::copy(from.join(DATABASE_URL_FILE), to.join(DATABASE_URL_FILE)).unwrap();
+}
+
 /// The database URL the registry of `data_dir` uses in this run: none for SQLite (the data
 /// folder's file); on PostgreSQL, a database made for this folder the first time it is asked.
 pub fn database_url(data_dir: &Path) -> Option<String> {

@@ -1,0 +1,316 @@
+//! Several nodes on one PostgreSQL database: real `taskyard serve` children, each on a data
+//! folder of its own, sharing the registry. This file holds the harness and what two nodes
+//! see of each other: the node list and its one leader, a long poll on one node woken by work
+//! created on another, one node's events on another node's SSE stream, and a dashboard session
+//! opened on one node used on another.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+
+use crate::backend;
+use crate::events::read_until_task;
+use crate::support::{serve_child, ADMIN_TOKEN};
+
+/// A node: a `taskyard serve` child.
+pub(crate) struct Node {
+    pub child: tokio::process::Child,
+    pub url: String,
+    pub data: PathBuf,
+    /// Its loops folder and config file, kept for restarts.
+    loops: PathBuf,
+    config: Option<PathBuf>,
+}
+
+/// Nodes sharing one database, all under `root`: node `i` keeps its data in `root/node-i`.
+pub(crate) struct Cluster {
+    pub root: tempfile::TempDir,
+    pub nodes: Vec<Node>,
+    http: reqwest::Client,
+}
+
+impl Cluster {
+    /// `count` nodes with the loops of `loops` (file name → TOML; none when empty) and the
+    /// config file text `config` (if any), started one after the other.
+    pub async fn start(count: usize, loops: &[(&str, &str)], config: Option<&str>) -> Cluster {
+        let root = tempfile::tempdir().unwrap();
+        let loops_dir = root.path().join("loops");
+        std::fs::create_dir_all(&loops_dir).unwrap();
+        for (name, text) in loops {
+            std::fs::write(loops_dir.join(name), text).unwrap();
+        }
+        let config = config.map(|text| {
+            let path = root.path().join("taskyard.toml");
+            std::fs::write(&path, text).unwrap();
+            path
+        });
+        let mut cluster = Cluster {
+            nodes: Vec::new(),
+            http: reqwest::Client::new(),
+            root,
+        };
+        for i in 0..count {
+            let data = cluster.root.path().join(format!("node-{i}"));
+            if i > 0 {
+                backend::share_database(&cluster.root.path().join("node-0"), &data);
+            }
+            let node = Node::boot(data, loops_dir.clone(), config.clone()).await;
+            cluster.nodes.push(node);
+        }
+        cluster
+    }
+
+    /// Node `i`'s URL.
+    pub fn url(&self, i: usize) -> &str {
+        &self.nodes[i].url
+    }
+
+    /// A request to node `i` as `token`; `None` when the node did not answer.
+    pub async fn call(
+        &self,
+        i: usize,
+        token: &str,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> Option<(StatusCode, Value)> {
+        call(&self.http, self.url(i), token, method, path, body).await
+    }
+
+    /// POST to node `i`, which must answer.
+    pub async fn post(&self, i: usize, token: &str, path: &str, body: Value) -> (StatusCode, Value) {
+        self.call(i, token, reqwest::Method::POST, path, Some(body))
+            .await
+            .unwrap_or_else(|| panic!("node {i} answers POST {path}"))
+    }
+
+    /// GET from node `i`, which must answer.
+    pub async fn get(&self, i: usize, token: &str, path: &str) -> (StatusCode, Value) {
+        self.call(i, token, reqwest::Method::GET, path, None)
+            .await
+            .unwrap_or_else(|| panic!("node {i} answers GET {path}"))
+    }
+
+    /// Node `i`'s id, as its `/healthz` says.
+    pub async fn node_id(&self, i: usize) -> String {
+        let health: Value = reqwest::get(format!("{}/healthz", self.url(i)))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        health["node"]
+            .as_str()
+            .expect("healthz names the node")
+            .to_string()
+    }
+
+    /// The node list as node `i` serves it.
+    pub async fn node_list(&self, i: usize) -> Vec<Value> {
+        let (status, body) = self.get(i, ADMIN_TOKEN, "/nodes").await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        body["nodes"].as_array().unwrap().clone()
+    }
+
+    /// The id of the leader node `i` sees, once there is one (60 s at most).
+    pub async fn leader_seen_by(&self, i: usize) -> String {
+        tokio::time::timeout(Duration::from_secs(60), async {
+            loop {
+                let list = self.node_list(i).await;
+                if let Some(leader) = list.iter().find(|n| n["leader"] == true) {
+                    return leader["id"].as_str().unwrap().to_string();
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        })
+        .await
+        .expect("a node leads")
+    }
+
+    /// Waits (60 s at most) until node `i` sees node `id` lead.
+    pub async fn wait_for_leader(&self, i: usize, id: &str) {
+        tokio::time::timeout(Duration::from_secs(60), async {
+            loop {
+                let list = self.node_list(i).await;
+                if list.iter().any(|n| n["id"] == id && n["leader"] == true) {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        })
+        .await
+        .unwrap_or_else(|_| panic!("{id} never led"))
+    }
+
+    /// SIGKILLs node `i` and waits for it to be gone.
+    pub async fn kill(&mut self, i: usize) {
+        let node = &mut self.nodes[i];
+        node.child.start_kill().unwrap();
+        node.child.wait().await.unwrap();
+    }
+
+    /// Starts node `i` again on its data folder (it keeps its node id).
+    pub async fn restart(&mut self, i: usize) {
+        let node = &self.nodes[i];
+        let (data, loops, config) = (node.data.clone(), node.loops.clone(), node.config.clone());
+        self.nodes[i] = Node::boot(data, loops, config).await;
+    }
+
+    /// An agent made through node `i`; returns its token.
+    pub async fn agent(&self, i: usize, name: &str) -> String {
+        let (status, body) = self.post(i, ADMIN_TOKEN, "/agents", json!({"name": name})).await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+        body["token"].as_str().unwrap().to_string()
+    }
+
+    /// Waits (60 s at most) until task `id`, read through node `i`, passes `done`.
+    pub async fn wait_for_task(&self, i: usize, id: i64, done: impl Fn(&Value) -> bool) -> Value {
+        tokio::time::timeout(Duration::from_secs(60), async {
+            loop {
+                let (status, task) = self.get(i, ADMIN_TOKEN, &format!("/tasks/{id}")).await;
+                assert_eq!(status, StatusCode::OK, "{task}");
+                if done(&task) {
+                    return task;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        })
+        .await
+        .unwrap_or_else(|_| panic!("task #{id} never got there"))
+    }
+}
+
+impl Node {
+    async fn boot(data: PathBuf, loops: PathBuf, config: Option<PathBuf>) -> Node {
+        let env: Vec<(&str, &std::ffi::OsStr)> = config
+            .as_deref()
+            .map(|c| ("TASKYARD_CONFIG", c.as_os_str()))
+            .into_iter()
+            .collect();
+        let (child, url) = serve_child(&data, &loops, &env).await;
+        Node {
+            child,
+            url,
+            data,
+            loops,
+            config,
+        }
+    }
+}
+
+/// A request to the node at `url`; `None` when it did not answer.
+pub(crate) async fn call(
+    http: &reqwest::Client,
+    url: &str,
+    token: &str,
+    method: reqwest::Method,
+    path: &str,
+    body: Option<Value>,
+) -> Option<(StatusCode, Value)> {
+    let mut request = http
+        .request(method, format!("{url}/api/v1{path}"))
+        .bearer_auth(token);
+    if let Some(body) = body {
+        request = request.json(&body);
+    }
+    let resp = request.send().await.ok()?;
+    let status = resp.status();
+    let body = resp.json().await.unwrap_or(Value::Null);
+    Some((status, body))
+}
+
+/// The data folder of node `i` of `cluster`, for opening its registry directly.
+pub(crate) fn data_of(cluster: &Cluster, i: usize) -> &Path {
+    &cluster.nodes[i].data
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_nodes_list_each_other_under_one_leader() {
+    if backend::postgres_only("listing nodes") {
+        return;
+    }
+    let cluster = Cluster::start(2, &[], None).await;
+    let (a, b) = (cluster.node_id(0).await, cluster.node_id(1).await);
+    assert_ne!(a, b, "each node has an id of its own");
+    let list = cluster.node_list(1).await;
+    let ids: Vec<&str> = list.iter().map(|n| n["id"].as_str().unwrap()).collect();
+    assert_eq!(ids, [a.as_str(), b.as_str()], "{list:?}");
+    assert!(list.iter().all(|n| n["version"] == env!("CARGO_PKG_VERSION")));
+    assert!(list.iter().all(|n| n["last_heartbeat"].is_string()));
+    // The first to boot took the lease, and keeps it while it beats.
+    assert_eq!(cluster.leader_seen_by(1).await, a);
+    assert_eq!(list.iter().filter(|n| n["leader"] == true).count(), 1, "{list:?}");
+    // A node's id is kept in its data folder: it is the same after a restart.
+    let kept = std::fs::read_to_string(data_of(&cluster, 0).join("node-id")).unwrap();
+    assert_eq!(kept.trim(), a);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_long_poll_on_one_node_gets_work_created_on_another_and_its_stream_shows_it() {
+    if backend::postgres_only("waking a long poll from another node") {
+        return;
+    }
+    let cluster = Cluster::start(2, &[], None).await;
+    let token = cluster.agent(1, "waiter").await;
+    // Node 0's event stream, opened before anything happens.
+    let stream = reqwest::Client::new()
+        .get(format!("{}/api/v1/events", cluster.url(0)))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(stream.status(), StatusCode::OK);
+    let poll = {
+        let (url, token) = (cluster.url(0).to_string(), token.clone());
+        tokio::spawn(async move {
+            let http = reqwest::Client::new();
+            let answer = call(
+                &http,
+                &url,
+                &token,
+                reqwest::Method::POST,
+                "/claims/next",
+                Some(json!({"wait_seconds": 60})),
+            )
+            .await
+            .expect("node 0 answers the long poll");
+            (answer, Instant::now())
+        })
+    };
+    // The poll is waiting on node 0 once node 0 counts it.
+    tokio::time::timeout(Duration::from_secs(30), async {
+        loop {
+            let metrics = reqwest::Client::new()
+                .get(format!("{}/metrics", cluster.url(0)))
+                .bearer_auth(ADMIN_TOKEN)
+                .send()
+                .await
+                .unwrap()
+                .text()
+                .await
+                .unwrap();
+            if metrics.lines().any(|l| l == "taskyard_long_polls 1") {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("the long poll waits on node 0");
+    let (status, task) = cluster
+        .post(1, ADMIN_TOKEN, "/tasks", json!({"title": "made on node 1"}))
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{task}");
+    let created = Instant::now();
+    let ((status, claim), answered) = poll.await.unwrap();
+    assert_eq!(status, StatusCode::OK, "{claim}");
+    assert_eq!(claim["task"]["id"], task["id"], "the poll got the new task");
+    println!(
+        "a long poll on node 0 got node 1's task {} ms after it was created",
+        answered.duration_since(created).as_millis()
+    );
+    // Node 1's change reached node 0's stream.
+    assert_eq!(read_until_task(stream, &task["id"]).await, "task.created");
+}
