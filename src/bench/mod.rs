@@ -62,9 +62,10 @@ pub struct BenchArgs {
     /// a SQLite file in a temporary data folder.
     #[arg(long = "database", conflicts_with = "target")]
     pub database: Option<String>,
-    /// Use a running server instead of starting one (needs an admin --token).
+    /// Use a running server instead of starting one (needs an admin --token). Give it again
+    /// for more nodes of the same registry: the agents are spread over them.
     #[arg(long = "target")]
-    pub target: Option<String>,
+    pub target: Vec<String>,
     /// The admin token of the --target server.
     #[arg(long, env = "TASKYARD_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
@@ -106,20 +107,20 @@ fn rss_mib(server: &mut BenchServer) -> Option<f64> {
 pub async fn run(args: &BenchArgs) -> anyhow::Result<Value> {
     let (token, json_out) = (args.token.clone(), args.json);
     let want = |s: Scenario| args.scenario == s || args.scenario == Scenario::All;
-    let mut server = match &args.target {
-        Some(url) => BenchServer::existing(
-            url,
+    let mut server = match args.target.as_slice() {
+        [_, ..] => BenchServer::existing(
+            &args.target,
             &token.ok_or_else(|| anyhow::anyhow!("--target needs an admin --token"))?,
         ),
-        None => BenchServer::start(SPAWN_CONFIG, &args.durability, args.database.as_deref()).await?,
+        [] => BenchServer::start(SPAWN_CONFIG, &args.durability, args.database.as_deref()).await?,
     };
     let admin = server.admin();
     let backend = match &args.database {
         Some(url) if !url.starts_with("sqlite://") => "postgres",
-        _ if args.target.is_some() => "target",
+        _ if !args.target.is_empty() => "target",
         _ => "sqlite",
     };
-    let mut report = json!({"durability": args.durability, "backend": backend, "machine_cores": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0)});
+    let mut report = json!({"durability": args.durability, "backend": backend, "nodes": server.nodes.len(), "machine_cores": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0)});
     let say = |text: String| {
         if !json_out {
             say!("{text}");
@@ -216,7 +217,7 @@ pub async fn run(args: &BenchArgs) -> anyhow::Result<Value> {
         report["long_poll"] = json!(r);
     }
 
-    if want(Scenario::Spawn) && args.target.is_none() {
+    if want(Scenario::Spawn) && args.target.is_empty() {
         let s = scenarios::spawn_latency(&admin, 50).await?;
         say(format!("(d) P0 task created → agent process started: {s}"));
         report["spawn"] = json!(s);

@@ -48,7 +48,8 @@ pub async fn agents(server: &BenchServer, prefix: &str, n: usize) -> anyhow::Res
             .await?
             .unwrap_or_default();
         let token = created["token"].as_str().unwrap_or_default().to_string();
-        out.push(Client::new(&server.url, Some(token)));
+        // Spread over the nodes, as a load balancer would.
+        out.push(Client::new(&server.nodes[i % server.nodes.len()], Some(token)));
     }
     Ok(out)
 }

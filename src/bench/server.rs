@@ -13,6 +13,8 @@ use crate::client::Client;
 pub struct BenchServer {
     /// Its base URL.
     pub url: String,
+    /// The base URLs of every node the agents use (this server's first).
+    pub nodes: Vec<String>,
     /// An admin token for it.
     pub admin_token: String,
     child: Option<tokio::process::Child>,
@@ -21,10 +23,13 @@ pub struct BenchServer {
 }
 
 impl BenchServer {
-    /// A running server.
-    pub fn existing(url: &str, token: &str) -> Self {
+    /// Running servers: the nodes of one registry at `urls` (at least one; the first serves
+    /// the admin's calls).
+    pub fn existing(urls: &[String], token: &str) -> Self {
+        let nodes: Vec<String> = urls.iter().map(|u| u.trim_end_matches('/').to_string()).collect();
         Self {
-            url: url.trim_end_matches('/').to_string(),
+            url: nodes[0].clone(),
+            nodes,
             admin_token: token.to_string(),
             child: None,
             _dir: None,
@@ -85,6 +90,7 @@ impl BenchServer {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         Ok(Self {
+            nodes: vec![url.clone()],
             url,
             admin_token: token,
             child: Some(child),

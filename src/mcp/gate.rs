@@ -118,9 +118,12 @@ async fn admit(gate: &Arc<Gate>, request: Request) -> Result<(Request, Option<Ca
                 ))
             }
             None => {
-                return Err(ApiError::NotFound(
-                    "no such MCP session (it ended, or never existed); initialize a new one".into(),
-                ))
+                return Err(ApiError::NotFound(format!(
+                    "no such MCP session on node {} (it ended, never existed, or was opened on \
+                     another node: MCP sessions live on the node that opened them, so route an \
+                     MCP client to one node); initialize a new one",
+                    gate.state.store.options().node
+                )))
             }
         }
     }
