@@ -180,7 +180,10 @@ impl App {
         let loops = state.loops.clone();
         let cluster = loops.context().cluster.clone();
         cluster.join().await?;
-        let membership = tokio::spawn(cluster.clone().run(state.shutdown.clone()));
+        // Beats until the loops have stopped: leadership passes on only once no loop run of
+        // this node's is still going.
+        let (leave, leaving) = watch::channel(false);
+        let membership = tokio::spawn(cluster.clone().run(leaving));
         loops.context().spawner.reconcile().await?;
         loops.start().await?;
         let deliverer = crate::webhooks::Deliverer::new(store.clone(), &state.config)?;
@@ -201,6 +204,7 @@ impl App {
         .await;
         loops.stop().await;
         let _ = webhooks.await;
+        leave.send_replace(true);
         let _ = membership.await;
         store.close().await;
         tracing::info!("stopped");

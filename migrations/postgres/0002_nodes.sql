@@ -4,6 +4,7 @@
 
 CREATE TABLE nodes (
     id             TEXT   PRIMARY KEY,
+    instance       TEXT   NOT NULL,               -- random per process: no two share an id
     version        TEXT   NOT NULL,
     started_at     BIGINT NOT NULL,
     last_heartbeat BIGINT NOT NULL

@@ -1,17 +1,17 @@
-//! A node's membership: it registers at boot, beats every second, and tries for the leader
-//! lease each beat (renewing it while it holds it). The lease is judged by the registry's
-//! clock; this node trusts its own leadership only until a margin before the lease could have
-//! run out, counted from when it *asked* to renew on its own monotonic clock, so a leader that
-//! cannot renew in time (a stalled database, a partition) stops leading before another node
-//! could take over. At a graceful stop it gives the lease up and leaves.
+//! A node's membership: it registers at boot (refusing to start when another running server
+//! uses its id), beats every second, and tries for the leader lease each beat (renewing it
+//! while it holds it). The lease is judged by the registry's clock; this node trusts its own
+//! leadership only until a margin before the lease could have run out, counted from when it
+//! *asked* to renew, on a clock of its own that counts suspended time, so a leader that cannot
+//! renew in time (a stalled database, a partition, a suspended host) stops leading before
+//! another node could take over. At a graceful stop it gives the lease up and leaves.
 
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use tokio::sync::watch;
-use tokio::time::Instant;
 
-use crate::store::{Store, StoreResult};
+use crate::store::Store;
 
 /// How often a node beats and tries for the lease.
 pub const BEAT: Duration = Duration::from_secs(1);
@@ -21,18 +21,35 @@ pub const LEADER_TTL: Duration = Duration::from_secs(10);
 const MARGIN: Duration = Duration::from_secs(3);
 /// A node not heard from for this long is gone: no longer listed, its runs settled.
 pub const SILENT_AFTER: Duration = Duration::from_secs(30);
+/// A record of this node's id beaten within this long may belong to another running server.
+const IN_USE: Duration = Duration::from_secs(3);
+
+/// Time since the host booted, counting time it was suspended (`CLOCK_BOOTTIME`): a host that
+/// sleeps through its lease wakes knowing that it ran out. (The monotonic clock stops meanwhile.)
+fn since_boot() -> Duration {
+    match nix::time::clock_gettime(nix::time::ClockId::CLOCK_BOOTTIME) {
+        Ok(t) => Duration::new(t.tv_sec().max(0) as u64, t.tv_nsec().clamp(0, 999_999_999) as u32),
+        // Not on this system: the monotonic clock.
+        Err(_) => {
+            static START: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+            START.get_or_init(std::time::Instant::now).elapsed()
+        }
+    }
+}
 
 /// Leadership as this node holds it.
 #[derive(Debug, Clone, Copy)]
 struct Leading {
     term: i64,
-    /// When this node stops trusting it (its monotonic clock).
-    until: Instant,
+    /// When this node stops trusting it, on [`since_boot`]'s clock.
+    until: Duration,
 }
 
 /// This node's place among the nodes.
 pub struct Membership {
     node: String,
+    /// Random per process: tells this server's record from another's with the same id.
+    instance: String,
     store: Store,
     leading: Mutex<Option<Leading>>,
     /// The term while this node leads, `None` otherwise.
@@ -44,6 +61,7 @@ impl Membership {
     pub fn new(store: Store, node: String) -> Arc<Membership> {
         Arc::new(Membership {
             node,
+            instance: hex::encode(rand::random::<[u8; 16]>()),
             store,
             leading: Mutex::new(None),
             term: watch::Sender::new(None),
@@ -63,44 +81,65 @@ impl Membership {
     /// The term of the lease this node holds, while it trusts it.
     pub fn term(&self) -> Option<i64> {
         let leading = *self.leading.lock().unwrap_or_else(PoisonError::into_inner);
-        leading.filter(|l| l.until > Instant::now()).map(|l| l.term)
+        leading.filter(|l| l.until > since_boot()).map(|l| l.term)
     }
 
     /// Registers this node and tries once for the lease (at boot, before the loops start).
-    pub async fn join(&self) -> StoreResult<()> {
-        self.store
-            .heartbeat(&self.node, env!("CARGO_PKG_VERSION"), true)
-            .await?;
+    /// A record of its id that another process beat just now is waited out (a server that
+    /// was killed and restarts at once finds its old record fresh); one that keeps beating
+    /// belongs to another running server, and this one refuses to start.
+    pub async fn join(&self) -> anyhow::Result<()> {
+        let version = env!("CARGO_PKG_VERSION");
+        let register = || self.store.register(&self.node, &self.instance, version, IN_USE);
+        if let Some(first) = register().await? {
+            tokio::time::sleep(IN_USE + BEAT).await;
+            if let Some(beat) = register().await? {
+                anyhow::ensure!(
+                    beat == first,
+                    "the node id {:?} is in use by another running server (its heartbeats go on); \
+                     give each node its own server.node_id, or its own data folder",
+                    self.node
+                );
+                // Its beats stopped but are still recent by the registry's clock: take it.
+                self.store
+                    .register(&self.node, &self.instance, version, Duration::ZERO)
+                    .await?;
+            }
+        }
         self.try_lead().await;
         Ok(())
     }
 
-    /// Beats and tries for the lease every [`BEAT`] until `shutdown`, then gives the lease up
-    /// and leaves.
-    pub async fn run(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
+    /// Beats and tries for the lease every [`BEAT`] until `leave` turns true, then gives the
+    /// lease up and leaves.
+    pub async fn run(self: Arc<Self>, mut leave: watch::Receiver<bool>) {
         let mut beat = tokio::time::interval(BEAT);
         beat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut failing = false;
         loop {
             tokio::select! {
                 _ = beat.tick() => {}
-                _ = shutdown.changed() => break,
+                _ = leave.changed() => break,
             }
-            match self
-                .store
-                .heartbeat(&self.node, env!("CARGO_PKG_VERSION"), false)
-                .await
-            {
-                Ok(()) if failing => {
+            match self.store.heartbeat(&self.node, &self.instance).await {
+                Ok(true) if failing => {
                     failing = false;
                     tracing::info!(node = %self.node, "heartbeats are recorded again");
                 }
-                Ok(()) => {}
+                Ok(true) => {}
+                Ok(false) if !failing => {
+                    failing = true;
+                    tracing::error!(
+                        node = %self.node,
+                        "this node's record was taken by another server with the same node id; \
+                         give each node its own server.node_id"
+                    );
+                }
                 Err(err) if !failing => {
                     failing = true;
                     tracing::warn!(node = %self.node, error = %err, "cannot record this node's heartbeat");
                 }
-                Err(_) => {}
+                Ok(false) | Err(_) => {}
             }
             self.try_lead().await;
         }
@@ -108,7 +147,7 @@ impl Membership {
         if let Err(err) = self.store.resign(&self.node).await {
             tracing::warn!(error = %err, "cannot give up the leader lease; another node takes it when it runs out");
         }
-        if let Err(err) = self.store.leave(&self.node).await {
+        if let Err(err) = self.store.leave(&self.node, &self.instance).await {
             tracing::debug!(error = %err, "cannot remove this node's record");
         }
     }
@@ -116,7 +155,7 @@ impl Membership {
     /// Takes or renews the lease, or learns that another node holds it. A renewal that fails
     /// or takes too long changes nothing: the lease is trusted until its time runs out.
     async fn try_lead(&self) {
-        let asked = Instant::now();
+        let asked = since_boot();
         match tokio::time::timeout(LEADER_TTL - MARGIN, self.store.lead(&self.node, LEADER_TTL)).await {
             Ok(Ok(Some(term))) => self.set(Some(Leading {
                 term: term.term,

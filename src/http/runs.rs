@@ -124,9 +124,16 @@ pub async fn run_log(
     let mut file = match open_log_tail(&path, q.tail.unwrap_or(64 * 1024)).await {
         Ok(file) => file,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            return Err(ApiError::NotFound(format!(
-                "run #{id} has no log (yet, or any more)"
-            )))
+            let here = &state.store.options().node;
+            return Err(ApiError::NotFound(
+                match run.node.is_empty() || run.node == *here {
+                    true => format!("run #{id} has no log (yet, or any more)"),
+                    false => format!(
+                        "run #{id} ran on node {}, which keeps its log; ask that node",
+                        run.node
+                    ),
+                },
+            ));
         }
         Err(e) => return Err(ApiError::Internal(e.into())),
     };
@@ -202,6 +209,13 @@ pub async fn kill_run(
 ) -> ApiResult<impl IntoResponse> {
     require(&who, Role::Admin)?;
     let run = state.store.run(id).await?;
+    let here = &state.store.options().node;
+    if run.ended_at.is_none() && !run.node.is_empty() && run.node != *here {
+        return Err(ApiError::Conflict(format!(
+            "run #{id} runs on node {}, not on {here}: ask that node to kill it",
+            run.node
+        )));
+    }
     state
         .loops
         .context()

@@ -3,7 +3,8 @@
 //! are leftovers), then writes an online
 //! backup of the database to `<data-dir>/backups/` (with `VACUUM INTO`), keeping the newest N.
 //! A backup is a complete database: `taskyard serve --data-dir` on a folder holding it as
-//! `taskyard.db` opens it.
+//! `taskyard.db` opens it. With several nodes it runs on each (its own data folder); events are
+//! pruned by the leader only.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -130,10 +131,15 @@ impl Loop for RetentionBackup {
     fn run_once<'a>(&'a self, ctx: &'a LoopContext) -> BoxFuture<'a, anyhow::Result<Outcome>> {
         Box::pin(async move {
             let now = Timestamp::now();
-            let events = ctx
-                .store
-                .prune_events(now.plus_millis(-(self.events_max_age.0.as_millis() as i64)))
-                .await?;
+            // Runs on every node: each prunes its own data folder, the leader the shared log.
+            let events = match ctx.cluster.leads() {
+                true => {
+                    ctx.store
+                        .prune_events(now.plus_millis(-(self.events_max_age.0.as_millis() as i64)))
+                        .await?
+                }
+                false => 0,
+            };
             let runs = ctx.data_dir.join("runs");
             let cutoff = SystemTime::now() - self.run_logs_max_age.0;
             let logs = prune_files(&runs, ".log", cutoff)?;

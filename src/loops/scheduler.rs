@@ -19,8 +19,10 @@ use crate::store::{LoopRun, NewLoopRun};
 
 use super::{LoopContext, LoopDef, Schedule};
 
-/// Kinds that run on every node: each host's own state (its load gates its own spawns).
-pub const EVERY_NODE: &[&str] = &["system-status"];
+/// Kinds that run on every node: each host's own state (its load gates its own spawns), and
+/// the pruning of each node's data folder (run logs, worktrees; the log itself only on the
+/// leader).
+pub const EVERY_NODE: &[&str] = &["system-status", "retention-backup"];
 
 struct Entry {
     def: LoopDef,
@@ -261,6 +263,8 @@ async fn wake_on(
                 Some(Ok(_)) => {}
                 // A scheduled run is under way and may have missed this work: run again after it.
                 None if entry.halted.load(std::sync::atomic::Ordering::SeqCst) => return,
+                // Leadership may have passed meanwhile.
+                None if !entry.runs_here(&ctx) => break,
                 None => {
                     drop(entry.running.lock().await);
                     continue;

@@ -35,8 +35,19 @@ pub struct Term {
 /// Registered nodes and the leader lease.
 #[async_trait::async_trait]
 pub trait Nodes: Send + Sync {
-    /// Registers `node` as started now (running `version`), or records that it still lives.
-    async fn heartbeat(&self, node: &str, version: &str, starting: bool) -> StoreResult<()>;
+    /// Registers `node` as started now by the process `instance` (running `version`), unless
+    /// another process registered that id and beat within `fresh`: the time of that beat then.
+    async fn register(
+        &self,
+        node: &str,
+        instance: &str,
+        version: &str,
+        fresh: Duration,
+    ) -> StoreResult<Option<Timestamp>>;
+
+    /// Records that `node` still lives; false when its record is gone or another process
+    /// holds it now.
+    async fn heartbeat(&self, node: &str, instance: &str) -> StoreResult<bool>;
 
     /// Takes the leader lease for `ttl` when nobody holds it or it ran out, or renews it when
     /// `node` holds it; returns the term when `node` leads now.
@@ -45,8 +56,8 @@ pub trait Nodes: Send + Sync {
     /// Gives the leader lease up, if `node` holds it (a node that stops).
     async fn resign(&self, node: &str) -> StoreResult<()>;
 
-    /// Forgets `node` (it stopped).
-    async fn leave(&self, node: &str) -> StoreResult<()>;
+    /// Forgets `node` (its process `instance` stopped).
+    async fn leave(&self, node: &str, instance: &str) -> StoreResult<()>;
 
     /// Nodes that beat within `within`, oldest registration first.
     async fn nodes(&self, within: Duration) -> StoreResult<Vec<Node>>;

@@ -48,7 +48,8 @@ pub trait Runs: Send + Sync {
     /// Stores a CPU and memory sample of a live run.
     async fn run_sampled(&self, run_id: i64, cpu_percent: f64, memory_bytes: i64) -> StoreResult<()>;
 
-    /// The run ended: record how, with a `run.exited` event; its token dies with it. Ending
+    /// The run ended: record how, with a `run.exited` event; its token dies with it. A run that
+    /// ended already (settled by the leader, say) keeps its first ending and is answered as is. Ending
     /// frees capacity, so waiting work is woken. `tip` is what the run's branch held (for a
     /// run in a worktree whose branch could be read): when the branch has commits and the run
     /// completed its task, the branch is added to the task's deliverables in the same change.

@@ -436,6 +436,10 @@ async fn a_browser_logs_in_sees_a_new_task_live_and_cancels_it() {
         find(&client, "#data > *").await;
         if view == "#/" {
             find(&client, "svg.chart").await;
+            // The nodes sharing the registry: this one, leading.
+            let node = server.app_store.options().node.clone();
+            let nodes = text(&client, "section[aria-labelledby='h-nodes'] table").await;
+            assert!(nodes.contains(&node) && nodes.contains("leader"), "{nodes}");
         }
         if view == "#/agents" {
             // An admin deactivates an agent from its row; its token stops working.

@@ -90,7 +90,8 @@ async fn when_the_leader_is_killed_another_node_reaps_and_spawns() {
             1,
             &token,
             &format!("/tasks/{id}/claim"),
-            json!({"lease_seconds": 1}),
+            // Long enough that only a reaper running after the kill can return the task.
+            json!({"lease_seconds": 5}),
         )
         .await;
     assert_eq!(status, StatusCode::OK, "{claim}");

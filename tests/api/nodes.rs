@@ -314,3 +314,36 @@ async fn a_long_poll_on_one_node_gets_work_created_on_another_and_its_stream_sho
     // Node 1's change reached node 0's stream.
     assert_eq!(read_until_task(stream, &task["id"]).await, "task.created");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_server_with_a_node_id_in_use_refuses_to_start() {
+    if backend::postgres_only("node ids in use") {
+        return;
+    }
+    let cluster = Cluster::start(1, &[], None).await;
+    // Another data folder on the same database, holding the running node's id.
+    let twin = cluster.root.path().join("twin");
+    backend::share_database(data_of(&cluster, 0), &twin);
+    std::fs::copy(data_of(&cluster, 0).join("node-id"), twin.join("node-id")).unwrap();
+    let loops = twin.join("no-loops");
+    std::fs::create_dir_all(&loops).unwrap();
+    let run = tokio::process::Command::new(env!("CARGO_BIN_EXE_taskyard"))
+        .args(["serve", "--bind", "127.0.0.1:0", "--data-dir"])
+        .arg(&twin)
+        .arg("--loops-dir")
+        .arg(&loops)
+        .env("TASKYARD_ADMIN_TOKEN", ADMIN_TOKEN)
+        .env("TASKYARD_DATABASE_URL", backend::database_url(&twin).unwrap())
+        .env("RUST_LOG", "error")
+        .kill_on_drop(true)
+        .output();
+    let out = tokio::time::timeout(Duration::from_secs(60), run)
+        .await
+        .expect("the twin stops by itself")
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("is in use by another running server"), "{err}");
+    // The running node still leads, undisturbed.
+    assert_eq!(cluster.leader_seen_by(0).await, cluster.node_id(0).await);
+}

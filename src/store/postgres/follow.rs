@@ -8,14 +8,14 @@
 //!   event, once, in the same order; it is woken by a hint, by a commit on this node, or by a
 //!   poll every second, so a lost hint costs latency, never an event;
 //! - wakes the long polls waiting on this node for the tasks another node made claimable, and
-//!   while polls wait, looks every second for claimable work they may have missed (a hint lost
-//!   while the listener was reconnecting).
+//!   looks for claimable work itself whenever its listener listens again (hints sent meanwhile
+//!   are lost) and, while polls wait, every second.
 
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use sqlx::postgres::{PgListener, PgPool};
-use tokio::sync::{watch, Notify};
+use tokio::sync::{mpsc, watch, Notify};
 
 use crate::domain::{Change, Timestamp};
 use crate::store::{EventLog, StoreResult};
@@ -32,7 +32,7 @@ const TAIL_BATCH: i64 = 1_000;
 /// freed more says so and nodes look for themselves.
 const MAX_HINT_IDS: usize = 300;
 /// Claimable tasks looked at by a poll for missed work.
-const SWEEP: i64 = 64;
+const SWEEP: i64 = 256;
 
 /// A hint's payload: `<node> <l|-> <ids, comma-separated, or * for "look">`.
 pub(super) fn hint(node: &str, loops: bool, ready: &[i64]) -> String {
@@ -70,7 +70,7 @@ fn parse(payload: &str) -> Option<Hint> {
 pub(super) struct Follower {
     /// Wakes it after a commit on this node.
     pub kick: Arc<Notify>,
-    /// Tells it to stop.
+    /// Tells it (and its listener) to stop.
     stop: watch::Sender<bool>,
 }
 
@@ -81,9 +81,11 @@ impl Follower {
         let cursor = store.last_event_id().await?;
         let kick = Arc::new(Notify::new());
         let (stop, stopped) = watch::channel(false);
+        let (heard, hearing) = mpsc::unbounded_channel();
+        tokio::spawn(listen_on(listen, heard, stopped.clone()));
         tokio::spawn(follow(
             Arc::downgrade(store),
-            listen,
+            hearing,
             cursor,
             kick.clone(),
             stopped,
@@ -97,69 +99,100 @@ impl Follower {
     }
 }
 
+/// What the listener heard.
+enum Heard {
+    /// It is listening (again): hints sent while it was not are lost.
+    Listening,
+    /// A hint's payload.
+    Hint(String),
+}
+
+/// Listens for hints on a connection of its own until `stop`, connecting again (each second
+/// at most) whenever the connection fails, and says each time it listens again.
+async fn listen_on(pool: PgPool, heard: mpsc::UnboundedSender<Heard>, mut stop: watch::Receiver<bool>) {
+    let mut complained = false;
+    loop {
+        let connected = tokio::select! {
+            _ = stop.changed() => return,
+            connected = async {
+                let mut listener = PgListener::connect_with(&pool).await?;
+                listener.listen(CHANNEL).await?;
+                Ok::<_, sqlx::Error>(listener)
+            } => connected,
+        };
+        let mut listener = match connected {
+            Ok(listener) => listener,
+            Err(err) => {
+                if !complained {
+                    complained = true;
+                    tracing::warn!(error = %err, "cannot listen for other nodes' changes; polling every second");
+                }
+                tokio::select! {
+                    _ = stop.changed() => return,
+                    _ = tokio::time::sleep(POLL) => continue,
+                }
+            }
+        };
+        if complained {
+            complained = false;
+            tracing::info!("listening for other nodes' changes again");
+        }
+        if heard.send(Heard::Listening).is_err() {
+            return;
+        }
+        loop {
+            let got = tokio::select! {
+                _ = stop.changed() => return,
+                got = listener.try_recv() => got,
+            };
+            match got {
+                Ok(Some(note)) => {
+                    if heard.send(Heard::Hint(note.payload().to_string())).is_err() {
+                        return;
+                    }
+                }
+                // The connection is gone: a fresh listener, so that the follower learns when
+                // it listens again.
+                Ok(None) | Err(_) => break,
+            }
+        }
+    }
+}
+
 /// What woke the follower.
 enum Woken {
     Stop,
     Kick,
     Tick,
-    Heard(Result<Option<sqlx::postgres::PgNotification>, sqlx::Error>),
+    Heard(Heard),
 }
 
 async fn follow(
     store: Weak<Postgres>,
-    listen: PgPool,
+    mut hearing: mpsc::UnboundedReceiver<Heard>,
     mut cursor: i64,
     kick: Arc<Notify>,
     mut stop: watch::Receiver<bool>,
 ) {
-    let mut listener: Option<PgListener> = None;
     let mut tick = tokio::time::interval(POLL);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut complained = false;
     loop {
-        // Hints may have been lost (not merely polls waiting): the loops look again too.
-        let mut lost = false;
-        let mut look = false;
-        if listener.is_none() {
-            match listen_on(&listen).await {
-                Ok(l) => {
-                    listener = Some(l);
-                    complained = false;
-                    // Hints sent while nobody listened are gone: look for their work.
-                    (look, lost) = (true, true);
-                }
-                Err(err) if !complained => {
-                    complained = true;
-                    tracing::warn!(error = %err, "cannot listen for other nodes' changes; polling every second");
-                }
-                Err(_) => {}
-            }
-        }
         let woken = tokio::select! {
             _ = stop.changed() => Woken::Stop,
             _ = kick.notified() => Woken::Kick,
             _ = tick.tick() => Woken::Tick,
-            heard = async {
-                match listener.as_mut() {
-                    Some(l) => l.try_recv().await,
-                    None => std::future::pending().await,
-                }
-            } => Woken::Heard(heard),
+            heard = hearing.recv() => heard.map_or(Woken::Stop, Woken::Heard),
         };
         let Some(store) = store.upgrade() else { return };
-        let mut hint = None;
+        // (look for claimable work, wake the loops woken by work too)
+        let (mut look, mut lost, mut hint) = (false, false, None);
         match woken {
             Woken::Stop => return,
             Woken::Kick => {}
-            Woken::Tick => look |= store.bus.work_waiters() > 0,
-            // The connection dropped (the next call reconnects): hints may have been lost.
-            Woken::Heard(Ok(None)) => (look, lost) = (true, true),
-            Woken::Heard(Ok(Some(note))) => hint = parse(note.payload()),
-            Woken::Heard(Err(err)) => {
-                tracing::debug!(error = %err, "the listener's connection failed");
-                listener = None;
-                (look, lost) = (true, true);
-            }
+            Woken::Tick => look = store.bus.work_waiters() > 0,
+            // Hints may have been lost while nobody listened.
+            Woken::Heard(Heard::Listening) => (look, lost) = (true, true),
+            Woken::Heard(Heard::Hint(payload)) => hint = parse(&payload),
         }
         if let Err(err) = tail(&store, &mut cursor).await {
             tracing::debug!(error = %err, "cannot read the event log; trying again");
@@ -173,12 +206,6 @@ async fn follow(
             tracing::debug!(error = %err, "cannot look for claimable work; trying again");
         }
     }
-}
-
-async fn listen_on(pool: &PgPool) -> Result<PgListener, sqlx::Error> {
-    let mut listener = PgListener::connect_with(pool).await?;
-    listener.listen(CHANNEL).await?;
-    Ok(listener)
 }
 
 /// Publishes the events committed since `cursor`, in id order, and moves it on.
@@ -217,7 +244,7 @@ async fn wake(store: &Postgres, hint: Hint) -> StoreResult<()> {
         return Ok(());
     }
     let mut conn = store.conn().await?;
-    let now = Timestamp::now();
+    let now = database_now(&mut conn).await?;
     let work = claimable_work(&mut conn, &ready, &store.options.human_kinds, now).await?;
     drop(conn);
     store.bus.publish(Vec::new(), work, hint.loops);
@@ -228,16 +255,27 @@ async fn wake(store: &Postgres, hint: Hint) -> StoreResult<()> {
 /// wakes the loops woken by work too.
 async fn sweep(store: &Postgres, loops: bool) -> StoreResult<()> {
     let mut conn = store.conn().await?;
-    let ids: Vec<i64> =
-        sqlx::query_scalar("SELECT id FROM tasks WHERE status = 'available' ORDER BY priority, id LIMIT $1")
-            .bind(SWEEP)
-            .fetch_all(&mut *conn)
-            .await?;
-    let now = Timestamp::now();
+    let now = database_now(&mut conn).await?;
+    let ids: Vec<i64> = sqlx::query_scalar(
+        "SELECT id FROM tasks WHERE status = 'available' AND attempts < max_attempts \
+         AND not_before <= $1 AND route <> 'spawn' ORDER BY priority, id LIMIT $2",
+    )
+    .bind(now.millis())
+    .bind(SWEEP)
+    .fetch_all(&mut *conn)
+    .await?;
     let work = claimable_work(&mut conn, &ids, &store.options.human_kinds, now).await?;
     drop(conn);
     store.bus.publish(Vec::new(), work, loops);
     Ok(())
+}
+
+/// The database's clock: claimability is judged by it.
+async fn database_now(conn: &mut sqlx::PgConnection) -> StoreResult<Timestamp> {
+    let now: i64 = sqlx::query_scalar("SELECT taskyard_now_ms()")
+        .fetch_one(conn)
+        .await?;
+    Ok(Timestamp(now))
 }
 
 #[cfg(test)]

@@ -17,20 +17,47 @@ fn millis(d: Duration) -> i64 {
 
 #[async_trait::async_trait]
 impl Nodes for Postgres {
-    async fn heartbeat(&self, node: &str, version: &str, starting: bool) -> StoreResult<()> {
-        sqlx::query(
-            "INSERT INTO nodes (id, version, started_at, last_heartbeat) \
-             VALUES ($1, $2, taskyard_now_ms(), taskyard_now_ms()) \
-             ON CONFLICT (id) DO UPDATE SET version = EXCLUDED.version, \
-             last_heartbeat = EXCLUDED.last_heartbeat, \
-             started_at = CASE WHEN $3 THEN EXCLUDED.started_at ELSE nodes.started_at END",
+    async fn register(
+        &self,
+        node: &str,
+        instance: &str,
+        version: &str,
+        fresh: Duration,
+    ) -> StoreResult<Option<Timestamp>> {
+        let taken = sqlx::query(
+            "INSERT INTO nodes (id, instance, version, started_at, last_heartbeat) \
+             VALUES ($1, $2, $3, taskyard_now_ms(), taskyard_now_ms()) \
+             ON CONFLICT (id) DO UPDATE SET instance = EXCLUDED.instance, version = EXCLUDED.version, \
+               started_at = EXCLUDED.started_at, last_heartbeat = EXCLUDED.last_heartbeat \
+             WHERE nodes.instance = EXCLUDED.instance OR nodes.last_heartbeat < taskyard_now_ms() - $4",
         )
         .bind(node)
+        .bind(instance)
         .bind(version)
-        .bind(starting)
+        .bind(millis(fresh))
         .execute(&self.pool)
-        .await?;
-        Ok(())
+        .await?
+        .rows_affected();
+        if taken == 1 {
+            return Ok(None);
+        }
+        let beat: Option<i64> = sqlx::query_scalar("SELECT last_heartbeat FROM nodes WHERE id = $1")
+            .bind(node)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(Some(Timestamp(beat.unwrap_or(0))))
+    }
+
+    async fn heartbeat(&self, node: &str, instance: &str) -> StoreResult<bool> {
+        let beat = sqlx::query(
+            "UPDATE nodes SET last_heartbeat = taskyard_now_ms() WHERE id = $1 AND instance = $2",
+        )
+        .bind(node)
+        .bind(instance)
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
+        Ok(beat == 1)
     }
 
     async fn lead(&self, node: &str, ttl: Duration) -> StoreResult<Option<Term>> {
@@ -61,9 +88,10 @@ impl Nodes for Postgres {
         Ok(())
     }
 
-    async fn leave(&self, node: &str) -> StoreResult<()> {
-        sqlx::query("DELETE FROM nodes WHERE id = $1")
+    async fn leave(&self, node: &str, instance: &str) -> StoreResult<()> {
+        sqlx::query("DELETE FROM nodes WHERE id = $1 AND instance = $2")
             .bind(node)
+            .bind(instance)
             .execute(&self.pool)
             .await?;
         Ok(())

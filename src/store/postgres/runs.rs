@@ -186,7 +186,7 @@ impl Runs for Postgres {
         let row = sqlx::query(&format!(
             "UPDATE runs SET status = $2, exit_code = $3, error = $4, ended_at = $5, \
              branch_head = COALESCE($6, branch_head), branch_commits = COALESCE($7, branch_commits) \
-             WHERE id = $1 RETURNING {RUN_COLUMNS}"
+             WHERE id = $1 AND status IN ('starting', 'running') RETURNING {RUN_COLUMNS}"
         ))
         .bind(run.id)
         .bind(status.as_str())
@@ -196,8 +196,13 @@ impl Runs for Postgres {
         .bind(tip.as_ref().map(|t| t.head.clone()))
         .bind(tip.as_ref().map(|t| t.commits))
         .fetch_optional(tx.db())
-        .await?
-        .ok_or_else(|| StoreError::not_found(format!("run #{}", run.id)))?;
+        .await?;
+        let Some(row) = row else {
+            // Ended already (by its node, or settled by the leader): the first ending stands.
+            drop(tx);
+            let mut conn = self.conn().await?;
+            return find_run(&mut conn, run.id).await;
+        };
         let ended = rows::run(&row)?;
         if let (Some(tip), Some(branch), Some(fence)) = (&tip, &ended.branch, ended.fence) {
             add_branch_deliverable(tx.db(), run.task_id, fence, branch, tip, now).await?;

@@ -19,17 +19,43 @@ fn millis(d: Duration) -> i64 {
 
 #[async_trait::async_trait]
 impl Nodes for Sqlite {
-    async fn heartbeat(&self, node: &str, version: &str, starting: bool) -> StoreResult<()> {
-        let (node, version) = (node.to_string(), version.to_string());
+    async fn register(
+        &self,
+        node: &str,
+        instance: &str,
+        version: &str,
+        fresh: Duration,
+    ) -> StoreResult<Option<Timestamp>> {
+        let (node, instance, version) = (node.to_string(), instance.to_string(), version.to_string());
         self.write(move |tx| {
-            tx.prepare_cached(
-                "INSERT INTO nodes (id, version, started_at, last_heartbeat) VALUES (?1, ?2, ?3, ?3) \
-                 ON CONFLICT (id) DO UPDATE SET version = excluded.version, \
-                 last_heartbeat = excluded.last_heartbeat, \
-                 started_at = CASE WHEN ?4 THEN excluded.started_at ELSE nodes.started_at END",
-            )?
-            .execute(params![node, version, tx.now.millis(), starting])?;
-            Ok(())
+            let now = tx.now.millis();
+            let taken = tx
+                .prepare_cached(
+                    "INSERT INTO nodes (id, instance, version, started_at, last_heartbeat) \
+                     VALUES (?1, ?2, ?3, ?4, ?4) \
+                     ON CONFLICT (id) DO UPDATE SET instance = excluded.instance, version = excluded.version, \
+                       started_at = excluded.started_at, last_heartbeat = excluded.last_heartbeat \
+                     WHERE nodes.instance = excluded.instance OR nodes.last_heartbeat < ?4 - ?5",
+                )?
+                .execute(params![node, instance, version, now, millis(fresh)])?;
+            if taken == 1 {
+                return Ok(None);
+            }
+            let beat: i64 = tx
+                .prepare_cached("SELECT last_heartbeat FROM nodes WHERE id = ?1")?
+                .query_row([&node], |row| row.get(0))?;
+            Ok(Some(Timestamp(beat)))
+        })
+        .await
+    }
+
+    async fn heartbeat(&self, node: &str, instance: &str) -> StoreResult<bool> {
+        let (node, instance) = (node.to_string(), instance.to_string());
+        self.write(move |tx| {
+            let beat = tx
+                .prepare_cached("UPDATE nodes SET last_heartbeat = ?3 WHERE id = ?1 AND instance = ?2")?
+                .execute(params![node, instance, tx.now.millis()])?;
+            Ok(beat == 1)
         })
         .await
     }
@@ -65,11 +91,11 @@ impl Nodes for Sqlite {
         .await
     }
 
-    async fn leave(&self, node: &str) -> StoreResult<()> {
-        let node = node.to_string();
+    async fn leave(&self, node: &str, instance: &str) -> StoreResult<()> {
+        let (node, instance) = (node.to_string(), instance.to_string());
         self.write(move |tx| {
-            tx.prepare_cached("DELETE FROM nodes WHERE id = ?1")?
-                .execute([node])?;
+            tx.prepare_cached("DELETE FROM nodes WHERE id = ?1 AND instance = ?2")?
+                .execute([node, instance])?;
             Ok(())
         })
         .await

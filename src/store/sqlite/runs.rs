@@ -164,10 +164,10 @@ impl Runs for Sqlite {
         let run = run.clone();
         let agent_type = run.agent_type.clone();
         self.write(move |tx| {
-            tx.execute(
+            let changed = tx.execute(
                 "UPDATE runs SET status = ?2, exit_code = ?3, error = ?4, ended_at = ?5, \
                  branch_head = COALESCE(?6, branch_head), branch_commits = COALESCE(?7, branch_commits) \
-                 WHERE id = ?1",
+                 WHERE id = ?1 AND status IN ('starting', 'running')",
                 params![
                     run.id,
                     status.as_str(),
@@ -179,6 +179,10 @@ impl Runs for Sqlite {
                 ],
             )?;
             let ended = find_run(tx, run.id)?;
+            if changed == 0 {
+                // Ended already (by its node, or settled by the leader): the first ending stands.
+                return Ok((ended, false));
+            }
             if let (Some(tip), Some(branch), Some(fence)) = (&tip, &ended.branch, ended.fence) {
                 let now = tx.now;
                 add_branch_deliverable(tx, run.task_id, fence, branch, tip, now)?;
@@ -203,10 +207,15 @@ impl Runs for Sqlite {
                 },
             ));
             tx.capacity_freed();
-            Ok(ended)
+            Ok((ended, true))
         })
         .await
-        .inspect(|_| self.options.telemetry.run_ended(&agent_type, status.as_str()))
+        .map(|(ended, now)| {
+            if now {
+                self.options.telemetry.run_ended(&agent_type, status.as_str());
+            }
+            ended
+        })
     }
 
     async fn run(&self, id: i64) -> StoreResult<Run> {
