@@ -184,26 +184,60 @@ async fn follow(
             heard = hearing.recv() => heard.map_or(Woken::Stop, Woken::Heard),
         };
         let Some(store) = store.upgrade() else { return };
-        // (look for claimable work, wake the loops woken by work too)
-        let (mut look, mut lost, mut hint) = (false, false, None);
+        // What to do this round: whether to look for claimable work (and wake the loops too,
+        // when hints may have been lost), and the work other nodes' hints named.
+        let mut round = Round::default();
         match woken {
             Woken::Stop => return,
             Woken::Kick => {}
-            Woken::Tick => look = store.bus.work_waiters() > 0,
-            // Hints may have been lost while nobody listened.
-            Woken::Heard(Heard::Listening) => (look, lost) = (true, true),
-            Woken::Heard(Heard::Hint(payload)) => hint = parse(&payload),
+            Woken::Tick => round.look = store.bus.work_waiters() > 0,
+            Woken::Heard(heard) => round.add(heard, &store.options.node),
+        }
+        // Everything heard meanwhile is handled in this one round.
+        while let Ok(heard) = hearing.try_recv() {
+            round.add(heard, &store.options.node);
         }
         if let Err(err) = tail(&store, &mut cursor).await {
             tracing::debug!(error = %err, "cannot read the event log; trying again");
         }
-        let woke = match hint {
-            Some(hint) if hint.node != store.options.node => wake(&store, hint).await,
-            _ if look => sweep(&store, lost).await,
-            _ => Ok(()),
+        let woke = match round.look {
+            true => sweep(&store, round.loops).await,
+            false => wake(&store, &round.ready, round.loops).await,
         };
         if let Err(err) = woke {
             tracing::debug!(error = %err, "cannot look for claimable work; trying again");
+        }
+    }
+}
+
+/// What one round of the follower does about what it heard.
+#[derive(Default)]
+struct Round {
+    /// Look for claimable work rather than judging `ready`.
+    look: bool,
+    /// Wake the loops woken by work.
+    loops: bool,
+    /// Tasks other nodes made claimable.
+    ready: Vec<i64>,
+}
+
+impl Round {
+    /// Takes in what the listener heard (hints of this node `me` are its own: already acted on).
+    fn add(&mut self, heard: Heard, me: &str) {
+        match heard {
+            // Hints may have been lost while nobody listened.
+            Heard::Listening => (self.look, self.loops) = (true, true),
+            Heard::Hint(payload) => match parse(&payload) {
+                Some(hint) if hint.node == me => {}
+                Some(hint) => {
+                    self.loops |= hint.loops;
+                    match hint.ready {
+                        Some(ready) => self.ready.extend(ready),
+                        None => self.look = true,
+                    }
+                }
+                None => tracing::debug!(%payload, "a hint that says nothing taskyard knows"),
+            },
         }
     }
 }
@@ -235,19 +269,20 @@ async fn tail(store: &Postgres, cursor: &mut i64) -> StoreResult<()> {
     }
 }
 
-/// Wakes this node's long polls for the work another node's change freed.
-async fn wake(store: &Postgres, hint: Hint) -> StoreResult<()> {
-    let Some(ready) = hint.ready else {
-        return sweep(store, hint.loops).await;
-    };
-    if ready.is_empty() && !hint.loops {
+/// Wakes this node's long polls for the tasks `ready` that other nodes' changes made
+/// claimable; `loops` wakes the loops woken by work too.
+async fn wake(store: &Postgres, ready: &[i64], loops: bool) -> StoreResult<()> {
+    if ready.is_empty() {
+        if loops {
+            store.bus.publish(Vec::new(), Vec::new(), true);
+        }
         return Ok(());
     }
     let mut conn = store.conn().await?;
     let now = database_now(&mut conn).await?;
-    let work = claimable_work(&mut conn, &ready, &store.options.human_kinds, now).await?;
+    let work = claimable_work(&mut conn, ready, &store.options.human_kinds, now).await?;
     drop(conn);
-    store.bus.publish(Vec::new(), work, hint.loops);
+    store.bus.publish(Vec::new(), work, loops);
     Ok(())
 }
 
