@@ -133,6 +133,10 @@ pub struct Telemetry {
     pub notifications: Family<OutcomeLabel, Counter>,
     /// Loop runs by loop and outcome.
     pub loop_runs: Family<LoopLabels, Counter>,
+    /// Hints of other nodes' changes heard (PostgreSQL `NOTIFY`).
+    pub node_hints: Counter,
+    /// 1 while this node holds the leader lease, else 0.
+    pub leader: Gauge,
     /// Resident memory of this process.
     pub resident_memory: Gauge,
     /// CPU time this process used.
@@ -182,6 +186,8 @@ impl Telemetry {
             runs_ended: Family::default(),
             notifications: Family::default(),
             loop_runs: Family::default(),
+            node_hints: Counter::default(),
+            leader: Gauge::default(),
             resident_memory: Gauge::default(),
             cpu_seconds: Counter::default(),
             projects: Default::default(),
@@ -260,6 +266,16 @@ impl Telemetry {
             t.notifications.clone(),
         );
         r.register("loop_runs", "Loop runs by loop and outcome", t.loop_runs.clone());
+        r.register(
+            "node_hints",
+            "Hints of other nodes' changes heard (PostgreSQL NOTIFY)",
+            t.node_hints.clone(),
+        );
+        r.register(
+            "leader",
+            "1 while this node holds the leader lease",
+            t.leader.clone(),
+        );
         let p = root.sub_registry_with_prefix("process");
         p.register_with_unit(
             "resident_memory",

@@ -175,6 +175,11 @@ impl Membership {
     fn set(&self, leading: Option<Leading>) {
         *self.leading.lock().unwrap_or_else(PoisonError::into_inner) = leading;
         let term = leading.map(|l| l.term);
+        self.store
+            .options()
+            .telemetry
+            .leader
+            .set(i64::from(term.is_some()));
         let before = self.term.send_replace(term);
         match (before, term) {
             (None, Some(term)) => {

@@ -282,16 +282,7 @@ async fn a_long_poll_on_one_node_gets_work_created_on_another_and_its_stream_sho
     // The poll is waiting on node 0 once node 0 counts it.
     tokio::time::timeout(Duration::from_secs(30), async {
         loop {
-            let metrics = reqwest::Client::new()
-                .get(format!("{}/metrics", cluster.url(0)))
-                .bearer_auth(ADMIN_TOKEN)
-                .send()
-                .await
-                .unwrap()
-                .text()
-                .await
-                .unwrap();
-            if metrics.lines().any(|l| l == "taskyard_long_polls 1") {
+            if metric(&cluster, 0, "taskyard_long_polls").await == 1.0 {
                 return;
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
@@ -299,6 +290,7 @@ async fn a_long_poll_on_one_node_gets_work_created_on_another_and_its_stream_sho
     })
     .await
     .expect("the long poll waits on node 0");
+    let hints = metric(&cluster, 0, "taskyard_node_hints_total").await;
     let (status, task) = cluster
         .post(1, ADMIN_TOKEN, "/tasks", json!({"title": "made on node 1"}))
         .await;
@@ -313,6 +305,32 @@ async fn a_long_poll_on_one_node_gets_work_created_on_another_and_its_stream_sho
     );
     // Node 1's change reached node 0's stream.
     assert_eq!(read_until_task(stream, &task["id"]).await, "task.created");
+    // ...and node 0 heard of it through a hint, not only by its poll of every second.
+    tokio::time::timeout(Duration::from_secs(60), async {
+        while metric(&cluster, 0, "taskyard_node_hints_total").await <= hints {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("node 0 heard node 1's hint");
+    assert_eq!(metric(&cluster, 1, "taskyard_leader").await, 0.0);
+    assert_eq!(metric(&cluster, 0, "taskyard_leader").await, 1.0);
+}
+
+/// The value of the unlabelled metric `name` on node `i`.
+async fn metric(cluster: &Cluster, i: usize, name: &str) -> f64 {
+    let text = reqwest::Client::new()
+        .get(format!("{}/metrics", cluster.url(i)))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or_else(|| panic!("{name} is not among node {i}'s metrics"))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

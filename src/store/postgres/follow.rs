@@ -197,6 +197,7 @@ async fn follow(
         while let Ok(heard) = hearing.try_recv() {
             round.add(heard, &store.options.node);
         }
+        store.options.telemetry.node_hints.inc_by(round.hints);
         if let Err(err) = tail(&store, &mut cursor).await {
             tracing::debug!(error = %err, "cannot read the event log; trying again");
         }
@@ -219,6 +220,8 @@ struct Round {
     loops: bool,
     /// Tasks other nodes made claimable.
     ready: Vec<i64>,
+    /// Hints of other nodes taken in.
+    hints: u64,
 }
 
 impl Round {
@@ -230,6 +233,7 @@ impl Round {
             Heard::Hint(payload) => match parse(&payload) {
                 Some(hint) if hint.node == me => {}
                 Some(hint) => {
+                    self.hints += 1;
                     self.loops |= hint.loops;
                     match hint.ready {
                         Some(ready) => self.ready.extend(ready),
