@@ -52,8 +52,8 @@ pub struct Membership {
     instance: String,
     store: Store,
     leading: Mutex<Option<Leading>>,
-    /// The term while this node leads, `None` otherwise.
-    term: watch::Sender<Option<i64>>,
+    /// The term last said to be led (to log when leadership begins and ends).
+    said: Mutex<Option<i64>>,
 }
 
 impl Membership {
@@ -64,7 +64,7 @@ impl Membership {
             instance: hex::encode(rand::random::<[u8; 16]>()),
             store,
             leading: Mutex::new(None),
-            term: watch::Sender::new(None),
+            said: Mutex::new(None),
         })
     }
 
@@ -121,7 +121,17 @@ impl Membership {
                 _ = beat.tick() => {}
                 _ = leave.changed() => break,
             }
-            match self.store.heartbeat(&self.node, &self.instance).await {
+            let beat = match self.store.heartbeat(&self.node, &self.instance).await {
+                // The record is gone (or another process took it): registered again unless
+                // another server with this id lives.
+                Ok(false) => self
+                    .store
+                    .register(&self.node, &self.instance, env!("CARGO_PKG_VERSION"), IN_USE)
+                    .await
+                    .map(|taken| taken.is_none()),
+                beat => beat,
+            };
+            match &beat {
                 Ok(true) if failing => {
                     failing = false;
                     tracing::info!(node = %self.node, "heartbeats are recorded again");
@@ -131,7 +141,7 @@ impl Membership {
                     failing = true;
                     tracing::error!(
                         node = %self.node,
-                        "this node's record was taken by another server with the same node id; \
+                        "another running server uses this node's id; this one stops leading: \
                          give each node its own server.node_id"
                     );
                 }
@@ -141,9 +151,14 @@ impl Membership {
                 }
                 Ok(false) | Err(_) => {}
             }
-            self.try_lead().await;
+            match beat {
+                Ok(false) => self.set(None),
+                _ => self.try_lead().await,
+            }
         }
-        self.set(None);
+        // Stopping: the lease is given up (no loop of this node runs any more).
+        *self.leading.lock().unwrap_or_else(PoisonError::into_inner) = None;
+        self.store.options().telemetry.leader.set(0);
         if let Err(err) = self.store.resign(&self.node).await {
             tracing::warn!(error = %err, "cannot give up the leader lease; another node takes it when it runs out");
         }
@@ -180,7 +195,10 @@ impl Membership {
             .telemetry
             .leader
             .set(i64::from(term.is_some()));
-        let before = self.term.send_replace(term);
+        let before = std::mem::replace(
+            &mut *self.said.lock().unwrap_or_else(PoisonError::into_inner),
+            term,
+        );
         match (before, term) {
             (None, Some(term)) => {
                 tracing::info!(node = %self.node, term, "this node leads: it runs the loops that must run once");
