@@ -66,7 +66,6 @@ pub async fn open(url: &str, options: StoreOptions) -> anyhow::Result<Store> {
         options,
         healthy_at: AtomicI64::new(0),
     });
-    store.free_taken().await?;
     let follower = follow::Follower::start(&store, listen).await?;
     let _ = store.follower.set(follower);
     Ok(store)
@@ -85,7 +84,8 @@ impl Postgres {
     }
 
     /// Makes the emails and webhook deliveries this node took for sending before it stopped
-    /// due again: whatever it was sending then was cut short.
+    /// due again: whatever it was sending then was cut short. (When the node registers as
+    /// started, see `nodes.rs`.)
     async fn free_taken(&self) -> StoreResult<()> {
         for table in ["notifications", "webhook_deliveries"] {
             sqlx::query(&format!(

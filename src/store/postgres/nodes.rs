@@ -39,6 +39,7 @@ impl Nodes for Postgres {
         .await?
         .rows_affected();
         if taken == 1 {
+            self.free_taken().await?;
             return Ok(None);
         }
         let beat: Option<i64> = sqlx::query_scalar("SELECT last_heartbeat FROM nodes WHERE id = $1")
