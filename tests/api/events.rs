@@ -12,7 +12,7 @@ use crate::spawn::{agent_type, wait_for};
 use crate::support::Server;
 
 /// Reads SSE messages until `want` of them arrived; returns (id, kind, data) for each.
-async fn read_events(resp: reqwest::Response, want: usize) -> Vec<(i64, String, Value)> {
+pub(crate) async fn read_events(resp: reqwest::Response, want: usize) -> Vec<(i64, String, Value)> {
     let mut stream = resp.bytes_stream();
     let mut buffer = String::new();
     let mut out = Vec::new();

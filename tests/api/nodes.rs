@@ -1,8 +1,9 @@
 //! Several nodes on one PostgreSQL database: real `taskyard serve` children, each on a data
 //! folder of its own, sharing the registry. This file holds the harness and what two nodes
 //! see of each other: the node list and its one leader, a long poll on one node woken by work
-//! created on another, one node's events on another node's SSE stream, and a dashboard session
-//! opened on one node used on another.
+//! created on another, every node's events on every node's SSE stream in one order (resumable
+//! anywhere), and a node id in use refused. (A dashboard session opened on one server used on
+//! another: `logins.rs`.)
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -11,7 +12,7 @@ use reqwest::StatusCode;
 use serde_json::{json, Value};
 
 use crate::backend;
-use crate::events::read_until_task;
+use crate::events::{read_events, read_until_task};
 use crate::support::{serve_child, ADMIN_TOKEN};
 
 /// A node: a `taskyard serve` child.
@@ -364,4 +365,48 @@ async fn a_second_server_with_a_node_id_in_use_refuses_to_start() {
     assert!(err.contains("is in use by another running server"), "{err}");
     // The running node still leads, undisturbed.
     assert_eq!(cluster.leader_seen_by(0).await, cluster.node_id(0).await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_node_streams_every_nodes_events_in_one_order_and_resumes() {
+    if backend::postgres_only("streaming events across nodes") {
+        return;
+    }
+    let cluster = Cluster::start(2, &[], None).await;
+    let http = reqwest::Client::new();
+    let open = |i: usize, last: Option<i64>| {
+        let mut request = http
+            .get(format!("{}/api/v1/events?kinds=task.*", cluster.url(i)))
+            .bearer_auth(ADMIN_TOKEN);
+        if let Some(id) = last {
+            request = request.header("last-event-id", id.to_string());
+        }
+        request.send()
+    };
+    let (a, b) = (open(0, None).await.unwrap(), open(1, None).await.unwrap());
+    // Tasks made through both nodes, interleaved, some at the same moment.
+    let made = (0..20).map(|i| {
+        cluster.post(
+            i % 2,
+            ADMIN_TOKEN,
+            "/tasks",
+            json!({"title": format!("task {i}")}),
+        )
+    });
+    for (status, task) in futures::future::join_all(made).await {
+        assert_eq!(status, StatusCode::CREATED, "{task}");
+    }
+    let (on_a, on_b) = (read_events(a, 20).await, read_events(b, 20).await);
+    let ids = |seen: &[(i64, String, Value)]| seen.iter().map(|(id, _, _)| *id).collect::<Vec<_>>();
+    assert_eq!(
+        ids(&on_a),
+        ids(&on_b),
+        "both nodes stream the same events in the same order"
+    );
+    assert!(ids(&on_a).windows(2).all(|w| w[0] < w[1]), "{:?}", ids(&on_a));
+    assert!(on_a.iter().all(|(_, kind, _)| kind == "task.created"));
+    // Resuming on node 1 from the middle of what node 0 streamed gives the rest, in order.
+    let middle = on_a[9].0;
+    let rest = read_events(open(1, Some(middle)).await.unwrap(), 10).await;
+    assert_eq!(ids(&rest), ids(&on_a)[10..].to_vec());
 }
