@@ -39,9 +39,13 @@ pub fn postgres_only(what: &str) -> bool {
 /// Makes the registry of data folder `to` the one of `from` (made first if need be): two
 /// servers on these folders share one database, as nodes do.
 pub fn share_database(from: &Path, to: &Path) {
-    database_url(from).expect("a PostgreSQL run");
+    use_database(to, &database_url(from).expect("a PostgreSQL run"));
+}
+
+/// Makes the registry of data folder `to` live in the database `url`.
+pub fn use_database(to: &Path, url: &str) {
     std::fs::create_dir_all(to).unwrap();
-    std::fs::copy(from.join(DATABASE_URL_FILE), to.join(DATABASE_URL_FILE)).unwrap();
+    std::fs::write(to.join(DATABASE_URL_FILE), url).unwrap();
 }
 
 /// The database URL the registry of `data_dir` uses in this run: none for SQLite (the data

@@ -31,6 +31,7 @@ mod loops;
 mod mcp;
 mod metrics;
 mod node_kills;
+mod node_outage;
 mod nodes;
 mod notify;
 mod prompts;

@@ -36,6 +36,16 @@ impl Cluster {
     /// `count` nodes with the loops of `loops` (file name → TOML; none when empty) and the
     /// config file text `config` (if any), started one after the other.
     pub async fn start(count: usize, loops: &[(&str, &str)], config: Option<&str>) -> Cluster {
+        Self::start_on(count, loops, config, None).await
+    }
+
+    /// [`Cluster::start`] on the database `database` when given (else a fresh one of the run).
+    pub async fn start_on(
+        count: usize,
+        loops: &[(&str, &str)],
+        config: Option<&str>,
+        database: Option<&str>,
+    ) -> Cluster {
         let root = tempfile::tempdir().unwrap();
         let loops_dir = root.path().join("loops");
         std::fs::create_dir_all(&loops_dir).unwrap();
@@ -54,8 +64,10 @@ impl Cluster {
         };
         for i in 0..count {
             let data = cluster.root.path().join(format!("node-{i}"));
-            if i > 0 {
-                backend::share_database(&cluster.root.path().join("node-0"), &data);
+            match (database, i) {
+                (Some(url), _) => backend::use_database(&data, url),
+                (None, 0) => {}
+                (None, _) => backend::share_database(&cluster.root.path().join("node-0"), &data),
             }
             let node = Node::boot(data, loops_dir.clone(), config.clone()).await;
             cluster.nodes.push(node);
@@ -319,7 +331,7 @@ async fn a_long_poll_on_one_node_gets_work_created_on_another_and_its_stream_sho
 }
 
 /// The value of the unlabelled metric `name` on node `i`.
-async fn metric(cluster: &Cluster, i: usize, name: &str) -> f64 {
+pub(crate) async fn metric(cluster: &Cluster, i: usize, name: &str) -> f64 {
     let text = reqwest::Client::new()
         .get(format!("{}/metrics", cluster.url(i)))
         .bearer_auth(ADMIN_TOKEN)

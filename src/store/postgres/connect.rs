@@ -38,8 +38,8 @@ fn options(url: &str) -> Result<PgConnectOptions, sqlx::Error> {
     )
 }
 
-/// The pool of one connection the follower listens on (`follow.rs`): its own, so that a busy
-/// pool never keeps hints from arriving. Connects when first used, and again after a fault.
+/// A pool of one connection for the follower to listen on (`follow.rs`): its own, so that a
+/// busy pool never keeps hints from arriving. Connects when first used.
 pub(super) fn listener_pool(url: &str) -> anyhow::Result<PgPool> {
     let options = options(url).map_err(|e| anyhow::anyhow!("{}", describe(&e)))?;
     Ok(PgPoolOptions::new()

@@ -14,13 +14,13 @@
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
-use sqlx::postgres::{PgListener, PgPool};
+use sqlx::postgres::PgListener;
 use tokio::sync::{mpsc, watch, Notify};
 
 use crate::domain::{Change, Timestamp};
 use crate::store::{EventLog, StoreResult};
 
-use super::{claimable_work, Postgres};
+use super::{claimable_work, connect, Postgres};
 
 /// The channel hints go out on.
 pub(super) const CHANNEL: &str = "taskyard";
@@ -75,14 +75,14 @@ pub(super) struct Follower {
 }
 
 impl Follower {
-    /// Starts following for `store`, from the event log's current end; `listen` is the pool
-    /// the listener's own connection comes from.
-    pub async fn start(store: &Arc<Postgres>, listen: PgPool) -> StoreResult<Follower> {
+    /// Starts following for `store`, from the event log's current end; the listener connects
+    /// to the database at `url` on connections of its own.
+    pub async fn start(store: &Arc<Postgres>, url: &str) -> StoreResult<Follower> {
         let cursor = store.last_event_id().await?;
         let kick = Arc::new(Notify::new());
         let (stop, stopped) = watch::channel(false);
         let (heard, hearing) = mpsc::unbounded_channel();
-        tokio::spawn(listen_on(listen, heard, stopped.clone()));
+        tokio::spawn(listen_on(url.to_string(), heard, stopped.clone()));
         tokio::spawn(follow(
             Arc::downgrade(store),
             hearing,
@@ -107,21 +107,25 @@ enum Heard {
     Hint(String),
 }
 
-/// Listens for hints on a connection of its own until `stop`, connecting again (each second
-/// at most) whenever the connection fails, and says each time it listens again.
-async fn listen_on(pool: PgPool, heard: mpsc::UnboundedSender<Heard>, mut stop: watch::Receiver<bool>) {
+/// Listens for hints on a connection of its own (to the database at `url`) until `stop`,
+/// connecting again (each second at most) whenever the connection fails, and says each time it
+/// listens again. Each connection comes from a pool of its own, closed with it, so that a
+/// connection that listened before is never listened on again.
+async fn listen_on(url: String, heard: mpsc::UnboundedSender<Heard>, mut stop: watch::Receiver<bool>) {
     let mut complained = false;
     loop {
+        let pool = connect::listener_pool(&url);
         let connected = tokio::select! {
             _ = stop.changed() => return,
             connected = async {
+                let pool = pool.map_err(|e| sqlx::Error::Configuration(e.into()))?;
                 let mut listener = PgListener::connect_with(&pool).await?;
                 listener.listen(CHANNEL).await?;
-                Ok::<_, sqlx::Error>(listener)
+                Ok::<_, sqlx::Error>((pool, listener))
             } => connected,
         };
-        let mut listener = match connected {
-            Ok(listener) => listener,
+        let (pool, mut listener) = match connected {
+            Ok(connected) => connected,
             Err(err) => {
                 if !complained {
                     complained = true;
@@ -151,11 +155,12 @@ async fn listen_on(pool: PgPool, heard: mpsc::UnboundedSender<Heard>, mut stop: 
                         return;
                     }
                 }
-                // The connection is gone: a fresh listener, so that the follower learns when
-                // it listens again.
+                // The connection is gone: a new one, on a new pool, says when it listens.
                 Ok(None) | Err(_) => break,
             }
         }
+        drop(listener);
+        pool.close().await;
     }
 }
 

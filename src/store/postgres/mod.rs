@@ -55,7 +55,6 @@ pub struct Postgres {
 /// Connects to the database `url`, brings its schema up to date and opens the registry.
 pub async fn open(url: &str, options: StoreOptions) -> anyhow::Result<Store> {
     let pool = connect::pool(url, options.readers).await?;
-    let listen = connect::listener_pool(url)?;
     let store = Arc::new(Postgres {
         pool,
         bus: EventBus::default(),
@@ -66,7 +65,7 @@ pub async fn open(url: &str, options: StoreOptions) -> anyhow::Result<Store> {
         options,
         healthy_at: AtomicI64::new(0),
     });
-    let follower = follow::Follower::start(&store, listen).await?;
+    let follower = follow::Follower::start(&store, url).await?;
     let _ = store.follower.set(follower);
     Ok(store)
 }
