@@ -120,6 +120,8 @@ async fn listen_on(url: String, heard: mpsc::UnboundedSender<Heard>, mut stop: w
             connected = async {
                 let pool = pool.map_err(|e| sqlx::Error::Configuration(e.into()))?;
                 let mut listener = PgListener::connect_with(&pool).await?;
+                // A lost connection is answered at once; this loop connects again, afresh.
+                listener.eager_reconnect(false);
                 listener.listen(CHANNEL).await?;
                 Ok::<_, sqlx::Error>((pool, listener))
             } => connected,
@@ -160,7 +162,8 @@ async fn listen_on(url: String, heard: mpsc::UnboundedSender<Heard>, mut stop: w
             }
         }
         drop(listener);
-        pool.close().await;
+        // A connection that hangs rather than fails is left behind after a while.
+        let _ = tokio::time::timeout(Duration::from_secs(5), pool.close()).await;
     }
 }
 
