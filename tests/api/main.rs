@@ -42,6 +42,7 @@ mod revoke;
 mod routing;
 mod smtp;
 mod spawn;
+mod statistics;
 mod streams;
 mod support;
 mod wakeups;

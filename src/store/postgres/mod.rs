@@ -17,6 +17,7 @@ mod routing;
 mod rows;
 mod runs;
 mod sessions;
+mod statistics;
 mod tasks;
 mod tx;
 mod upkeep;
@@ -50,6 +51,8 @@ pub struct Postgres {
     options: StoreOptions,
     /// When the database last answered a health check (ms on the server's clock).
     healthy_at: AtomicI64,
+    /// Tasks created since the task table was last analyzed (`statistics.rs`).
+    statistics: Arc<statistics::TaskStatistics>,
 }
 
 /// Connects to the database `url`, brings its schema up to date and opens the registry.
@@ -64,6 +67,7 @@ pub async fn open(url: &str, options: StoreOptions) -> anyhow::Result<Store> {
         follower: std::sync::OnceLock::new(),
         options,
         healthy_at: AtomicI64::new(0),
+        statistics: Arc::default(),
     });
     let follower = follow::Follower::start(&store, url).await?;
     let _ = store.follower.set(follower);

@@ -469,7 +469,10 @@ impl Tasks for Postgres {
         let limits = (self.options.max_depth, self.options.max_fanout);
         let mut tx = self.begin().await?;
         let created = create_in(&mut tx, specs, creator, batch_prefix, limits).await?;
-        self.commit(tx, created).await
+        let created = self.commit(tx, created).await?;
+        let new = created.iter().filter(|(_, new)| *new).count();
+        self.statistics.created(new, &self.pool);
+        Ok(created)
     }
 
     async fn task(&self, r: &TaskRef) -> StoreResult<Task> {
