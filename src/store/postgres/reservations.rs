@@ -6,7 +6,9 @@
 //! Whether a new reservation clashes depends on every other live one, so each change that
 //! judges a clash before reserving (a reservation, a claim of a task that declares paths,
 //! claim-next passing over such tasks) first takes one transaction-scoped advisory lock: two
-//! of them cannot both find the paths free.
+//! of them cannot both find the paths free. A change that ends reservations takes it too
+//! (after deleting them, so only when there were some), so claim-next sees a consistent picture
+//! of reservations and ready tasks.
 
 use sqlx::postgres::PgRow;
 use sqlx::PgConnection;
@@ -188,6 +190,13 @@ pub(super) async fn end_all(tx: &mut Tx, id: i64, actor: Option<&str>, reason: &
     .bind(id)
     .fetch_all(tx.db())
     .await?;
+    if !deleted.is_empty() {
+        // Held to commit: a claim-next judging clashes (which holds it from before it reads
+        // the live reservations until it commits) sees these end wholly before or after it,
+        // never between that read and its scan of the ready tasks, when it would pass over a
+        // task this freed and hand out a lower one.
+        lock_reserving(tx.db()).await?;
+    }
     let mut ended = read_all(&deleted)?;
     ended.sort_by_key(|r| r.id);
     ended_with(tx, ended, actor, reason).await
@@ -311,6 +320,8 @@ impl Reservations for Postgres {
         let Some(r) = found.first().cloned() else {
             return Err(Refused::NotFound(format!("reservation {reservation} of task #{id}")).into());
         };
+        // As in `end_all`.
+        lock_reserving(tx.db()).await?;
         ended_with(&mut tx, found, Some(&who.name), "released").await?;
         self.commit(tx, r).await
     }
