@@ -9,7 +9,8 @@
 //! - [`store`]: the registry behind traits named for what callers use (`store::leases`, …), the
 //!   event bus, and its backends: `store::sqlite` holds every SQL statement; the whole lease
 //!   lifecycle (claim, claim-next, progress, complete, fail, release, block, unblock, cancel,
-//!   reaping) is `store::sqlite::lifecycle` (`claim.rs` takes work, `mod.rs` holds and ends it).
+//!   reaping) is `store::sqlite::lifecycle` (`claim.rs` takes work, `mod.rs` holds and ends it);
+//!   on PostgreSQL `store::postgres::lifecycle`, where `batch.rs` groups the work cycle.
 //! - [`service`]: the work behind every endpoint (access checks, tasks, claims, reservations,
 //!   handoff, stream limits),
 //!   whatever protocol asked for it.

@@ -5,7 +5,7 @@ use serde::Deserialize;
 use utoipa::ToSchema;
 
 use super::{capabilities, fence, lease_seconds, limits, line, reject, text, word};
-use crate::domain::task::Deliverable;
+use crate::domain::task::{Deliverable, TaskResult};
 use crate::domain::InputError;
 
 /// Body of `POST /tasks/{id}/claim`.
@@ -165,6 +165,17 @@ pub struct CompleteSpec {
     pub deliverables: Vec<Deliverable>,
     /// Minutes spent.
     pub time_spent_minutes: Option<i64>,
+}
+
+impl CompleteSpec {
+    /// The result the completion records on the task.
+    pub fn result(&self) -> TaskResult {
+        TaskResult {
+            summary: self.summary.clone(),
+            deliverables: self.deliverables.clone(),
+            time_spent_minutes: self.time_spent_minutes,
+        }
+    }
 }
 
 impl CompleteTask {

@@ -1,6 +1,7 @@
 //! The PostgreSQL backend: the same registry on a database server, for teams that outgrow one
 //! machine. Every change is one transaction on a pooled connection (`tx.rs`) that appends its
-//! events before it commits; lease expiry is judged by the database's clock. Reads use the pool.
+//! events before it commits — the work cycle's claims and completions arriving at once share
+//! one (`lifecycle/batch.rs`); lease expiry is judged by the database's clock. Reads use the pool.
 //! The lease lifecycle is in `lifecycle/`; creating and editing tasks in `tasks.rs`; the rest one
 //! file per trait, as in the SQLite backend.
 
@@ -48,6 +49,8 @@ pub struct Postgres {
     /// Publishes every node's events on this node's bus, and wakes its long polls for other
     /// nodes' work (`follow.rs`); set once at open.
     follower: std::sync::OnceLock<follow::Follower>,
+    /// Groups the work cycle's requests arriving at once (`lifecycle/batch.rs`); set at open.
+    batcher: std::sync::OnceLock<lifecycle::Batcher>,
     options: StoreOptions,
     /// When the database last answered a health check (ms on the server's clock).
     healthy_at: AtomicI64,
@@ -65,12 +68,14 @@ pub async fn open(url: &str, options: StoreOptions) -> anyhow::Result<Store> {
         // remembers is trusted for a second.
         principals: PrincipalCache::trusted_for(std::time::Duration::from_secs(1)),
         follower: std::sync::OnceLock::new(),
+        batcher: std::sync::OnceLock::new(),
         options,
         healthy_at: AtomicI64::new(0),
         statistics: Arc::default(),
     });
     let follower = follow::Follower::start(&store, url).await?;
     let _ = store.follower.set(follower);
+    let _ = store.batcher.set(lifecycle::Batcher::start(&store));
     Ok(store)
 }
 

@@ -26,6 +26,8 @@ pub(super) struct Tx {
     /// The database's clock when the transaction began (`now()`), in ms.
     pub now: Timestamp,
     said: Announcements,
+    /// How many requests the change does together (see `lifecycle/batch.rs`).
+    requests: usize,
 }
 
 impl Announce for Tx {
@@ -45,12 +47,18 @@ impl Tx {
             tx,
             now: Timestamp(now),
             said: Announcements::default(),
+            requests: 1,
         })
     }
 
     /// The connection inside the transaction, to run statements on.
     pub fn db(&mut self) -> &mut PgConnection {
         &mut self.tx
+    }
+
+    /// Says the change does `requests` requests together.
+    pub fn grouped(&mut self, requests: usize) {
+        self.requests = requests;
     }
 
     /// Appends the events, commits, and announces the change on `store`'s bus.
@@ -75,7 +83,7 @@ impl Tx {
         self.tx.commit().await?;
         let metrics = &store.options.telemetry;
         metrics.writer_commit.observe(started.elapsed().as_secs_f64());
-        metrics.writer_batch.observe(1.0);
+        metrics.writer_batch.observe(self.requests as f64);
         announce::record(metrics, &self.said.counts);
         if self.said.agents_changed {
             store.principals.forget();

@@ -24,17 +24,34 @@ use super::millis;
 use crate::store::announce::Announce;
 use crate::store::announce::Count;
 
-/// What a claim sets (parameters: 1 now, 2 holder, 3 lease end, 4 lease length).
-const CLAIM_SET: &str = "status = 'in_progress', fence = fence + 1, attempts = attempts + 1, \
-    lease_holder = $2, lease_expires_at = $3, lease_ms = $4, claimed_at = $1, updated_at = $1, \
-    last_progress_at = $1, status_reason = NULL, not_before = 0, stalled_at = NULL";
+/// What a claim sets: `$1` is now; the holder, lease end and lease length are the given
+/// expressions.
+pub(super) fn claim_set(holder: &str, until: &str, length: &str) -> String {
+    format!(
+        "status = 'in_progress', fence = fence + 1, attempts = attempts + 1, \
+         lease_holder = {holder}, lease_expires_at = {until}, lease_ms = {length}, claimed_at = $1, \
+         updated_at = $1, last_progress_at = $1, status_reason = NULL, not_before = 0, stalled_at = NULL"
+    )
+}
+
+/// A claim's [`claim_set`] from the parameters `$2` holder, `$3` lease end, `$4` lease length.
+fn claim_set_one() -> String {
+    claim_set("$2", "$3", "$4")
+}
+
+/// What claim-next must see to before it claims (`$1` is now): whether leases expired, whether
+/// paths are reserved, and whether ready tasks declare paths.
+pub(super) const SITUATION: &str =
+    "EXISTS (SELECT 1 FROM tasks WHERE status = 'in_progress' AND lease_expires_at <= $1), \
+     EXISTS (SELECT 1 FROM reservations), \
+     EXISTS (SELECT 1 FROM tasks WHERE status = 'available' AND paths <> '[]')";
 
 /// How many ready tasks claim-next reads at a time while it passes over those whose declared
 /// paths are reserved.
 const SCAN_BATCH: i64 = 64;
 
 /// The claim a row just changed to in progress stands for.
-fn claimed(task: Task) -> StoreResult<Claimed> {
+pub(super) fn claimed(task: Task) -> StoreResult<Claimed> {
     let lease = task
         .lease
         .clone()
@@ -47,7 +64,7 @@ fn claimed(task: Task) -> StoreResult<Claimed> {
 }
 
 /// Records a claim's event, counts it, and reserves the task's declared paths.
-async fn record_claim(tx: &mut Tx, c: &Claimed) -> StoreResult<()> {
+pub(super) async fn record_claim(tx: &mut Tx, c: &Claimed) -> StoreResult<()> {
     tx.count(Count::Claim, &c.task.project);
     tx.event(NewEvent::task(
         c.task.id,
@@ -226,7 +243,8 @@ pub(in crate::store::postgres) async fn claim_in(
     check_claim(&task, who, human_kinds, now)?;
     reservations::check_declared(tx, &task).await?;
     let row = sqlx::query(&format!(
-        "UPDATE tasks SET {CLAIM_SET} WHERE id = $5 RETURNING {TASK_COLUMNS}"
+        "UPDATE tasks SET {} WHERE id = $5 RETURNING {TASK_COLUMNS}",
+        claim_set_one()
     ))
     .bind(now.millis())
     .bind(&who.name)
@@ -254,7 +272,8 @@ enum Pick {
 }
 
 /// What claim-next hands out to one caller (see `domain::claim`), as statement parameters.
-struct Wanted {
+#[derive(Debug, PartialEq, Eq)]
+pub(super) struct Wanted {
     /// The caller is a person (or an admin).
     person: bool,
     /// Only these projects, if given.
@@ -267,7 +286,7 @@ struct Wanted {
 
 impl Wanted {
     /// What `who`, asking with `filter`, may be handed.
-    fn new(who: &Principal, filter: &ClaimFilter, human_kinds: &[String]) -> Wanted {
+    pub(super) fn new(who: &Principal, filter: &ClaimFilter, human_kinds: &[String]) -> Wanted {
         let person = who.is_person();
         Wanted {
             person,
@@ -279,7 +298,7 @@ impl Wanted {
 
     /// The condition a task `t` must meet, its parameters numbered from `$first` (`$1` is
     /// now); and the next free parameter number.
-    fn condition(&self, first: usize) -> (String, usize) {
+    pub(super) fn condition(&self, first: usize) -> (String, usize) {
         let mut next = first;
         let mut param = || {
             next += 1;
@@ -325,8 +344,9 @@ impl Wanted {
                 format!(
                     "WITH pick AS (SELECT t.id FROM tasks t WHERE {filter} \
                          ORDER BY t.priority, t.id LIMIT 1 FOR UPDATE SKIP LOCKED) \
-                     UPDATE tasks SET {CLAIM_SET} WHERE id = (SELECT id FROM pick) \
-                     RETURNING {TASK_COLUMNS}"
+                     UPDATE tasks SET {} WHERE id = (SELECT id FROM pick) \
+                     RETURNING {TASK_COLUMNS}",
+                    claim_set_one()
                 )
             }
             Pick::Scan => {
@@ -343,7 +363,7 @@ impl Wanted {
     }
 
     /// Binds the condition's parameters, in [`Wanted::condition`]'s order.
-    fn bind<'q>(&self, mut query: Query<'q, Pg, PgArguments>) -> Query<'q, Pg, PgArguments> {
+    pub(super) fn bind<'q>(&self, mut query: Query<'q, Pg, PgArguments>) -> Query<'q, Pg, PgArguments> {
         if let Some(projects) = &self.projects {
             query = query.bind(projects.clone());
         }
@@ -389,10 +409,6 @@ pub(super) async fn claim_next_in(
     let now = tx.now;
     // In one statement: whether the agent may take work (its row share-locked, before any task
     // row, as a deactivation takes it), and what the claim must see to first.
-    const SITUATION: &str =
-        "EXISTS (SELECT 1 FROM tasks WHERE status = 'in_progress' AND lease_expires_at <= $1), \
-         EXISTS (SELECT 1 FROM reservations), \
-         EXISTS (SELECT 1 FROM tasks WHERE status = 'available' AND paths <> '[]')";
     let (active, expired, reserved, declaring): (bool, bool, bool, bool) = match who.agent_id {
         Some(agent) => sqlx::query_as(&format!(
             "SELECT deactivated_at IS NULL, {SITUATION} FROM agents WHERE id = $2 FOR SHARE"

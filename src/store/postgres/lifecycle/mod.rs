@@ -3,13 +3,15 @@
 //! of expired leases. Each runs as one transaction, applies the rules of `domain::lifecycle`,
 //! `domain::claim` and `domain::cancel`, and records its events before it commits. Taking work
 //! (claim, claim-next, reaping) is in `claim.rs`; holding it and letting it go (progress,
-//! complete, fail, release, block, unblock, cancel) is here.
+//! complete, fail, release, block, unblock, cancel) is here; claim-nexts and agents'
+//! completions that arrive at the same moment share one transaction (`batch.rs`).
 //!
 //! Other transactions run alongside, so a rule is judged only on rows this one has locked
 //! (`lock_task`, `SELECT … FOR UPDATE`), or the write is one statement whose condition is the
 //! rule (progress and an agent's completion: `UPDATE … WHERE id AND fence AND holder`). Lease
 //! times come from the database's clock (`tx.now`), never the server's.
 
+mod batch;
 mod claim;
 
 use std::time::Duration;
@@ -21,7 +23,7 @@ use sqlx::{Postgres as Pg, Row};
 use crate::domain::cancel::{may_cancel, Unfinished};
 use crate::domain::input::{CompleteSpec, ProgressSpec};
 use crate::domain::lifecycle::{check_block, check_hold, check_unblock, failing, waiting_on};
-use crate::domain::{BlockedBy, Change, NewEvent, Principal, Refused, Status, Task, TaskResult, Timestamp};
+use crate::domain::{BlockedBy, Change, NewEvent, Principal, Refused, Status, Task, Timestamp};
 use crate::store::{ClaimFilter, Claimed, Leases, StoreError, StoreResult};
 
 use super::rows::{self, to_json, TASK_COLUMNS, TASK_COLUMN_COUNT};
@@ -30,6 +32,7 @@ use super::{deps, fetch_task, lock_task, reservations, Postgres};
 use crate::store::announce::Announce;
 use crate::store::announce::Count;
 
+pub(super) use batch::Batcher;
 use claim::claim_next_in;
 pub(super) use claim::{check_active, claim_in, reap};
 
@@ -150,6 +153,41 @@ pub(in crate::store::postgres) async fn release_all_held_by(
     Ok(ids)
 }
 
+/// A completion's row just changed, as what follows it needs it: the lease it ended, the
+/// summary, and whether the lease held reservations and other tasks depend on the task (both
+/// come back with the row, so the usual completion, neither, takes no further statement).
+struct Completion {
+    holder: String,
+    fence: i64,
+    summary: String,
+    reserved: bool,
+    depended_on: bool,
+}
+
+impl Completion {
+    /// Records completion of `task` (changed already) by `who` inside the caller's change: its
+    /// reservations end, its event, its dependents that can now run, the count.
+    async fn record(self, tx: &mut Tx, task: &Task, who: &Principal) -> StoreResult<()> {
+        if self.reserved {
+            reservations::end_all(tx, task.id, Some(&who.name), "completed").await?;
+        }
+        tx.event(NewEvent::task(
+            task.id,
+            &who.name,
+            Change::TaskCompleted {
+                holder: self.holder,
+                fence: self.fence,
+                summary: self.summary,
+            },
+        ));
+        if self.depended_on {
+            deps::release_dependents(tx, task.id, &who.name).await?;
+        }
+        tx.count(Count::Completion, &task.project);
+        Ok(())
+    }
+}
+
 /// The refusal for a fenced write that matched no row: the task as it stands says why.
 async fn lease_refusal(tx: &mut Tx, id: i64, who: &Principal, fence: i64) -> StoreError {
     match fetch_task(tx.db(), id).await {
@@ -158,6 +196,70 @@ async fn lease_refusal(tx: &mut Tx, id: i64, who: &Principal, fence: i64) -> Sto
             Ok(()) => StoreError::conflict(format!("task #{id} changed meanwhile; try again")),
         },
         Err(err) => err,
+    }
+}
+
+impl Postgres {
+    /// Claim-next in a change of its own.
+    async fn claim_next_alone(
+        &self,
+        who: &Principal,
+        filter: &ClaimFilter,
+        lease: Duration,
+    ) -> StoreResult<Option<Claimed>> {
+        let mut tx = self.begin().await?;
+        let claim = claim_next_in(&mut tx, who, filter, lease, &self.options.human_kinds).await?;
+        self.commit(tx, claim).await
+    }
+
+    /// A completion in a change of its own.
+    async fn complete_alone(&self, id: i64, who: &Principal, spec: CompleteSpec) -> StoreResult<Task> {
+        let mut tx = self.begin().await?;
+        // An admin may complete anyone's lease: who held it is read first (its row locked).
+        // Agents complete their own, so one statement both checks and changes.
+        let holder = if who.is_admin() {
+            let task = lock_task(tx.db(), id).await?;
+            check_hold(&task, who, spec.fence)?;
+            task.lease.map(|l| l.holder).unwrap_or_default()
+        } else {
+            who.name.clone()
+        };
+        let result = spec.result();
+        let now = tx.now;
+        let sql = format!(
+            "UPDATE tasks SET status = 'completed', status_reason = NULL, result = $2, \
+                 progress_percent = 100, lease_holder = NULL, lease_expires_at = NULL, \
+                 completed_at = $3, updated_at = $3 \
+             WHERE id = $1 AND status = 'in_progress' AND fence = $4 AND lease_holder = $5 \
+             RETURNING {TASK_COLUMNS}, \
+                 EXISTS (SELECT 1 FROM reservations WHERE task_id = $1), \
+                 EXISTS (SELECT 1 FROM task_deps WHERE depends_on_id = $1)"
+        );
+        let row = sqlx::query(&sql)
+            .bind(id)
+            .bind(to_json(&result))
+            .bind(now.millis())
+            .bind(spec.fence)
+            .bind(&holder)
+            .fetch_optional(tx.db())
+            .await?;
+        let Some(row) = row else {
+            return Err(lease_refusal(&mut tx, id, who, spec.fence).await);
+        };
+        let updated = rows::task(&row)?;
+        let (reserved, depended_on) = (
+            row.try_get(TASK_COLUMN_COUNT)?,
+            row.try_get(TASK_COLUMN_COUNT + 1)?,
+        );
+        let done = Completion {
+            holder,
+            fence: spec.fence,
+            summary: result.summary,
+            reserved,
+            depended_on,
+        };
+        done.record(&mut tx, &updated, who).await?;
+        self.commit(tx, updated).await
     }
 }
 
@@ -176,9 +278,10 @@ impl Leases for Postgres {
         lease: Duration,
     ) -> StoreResult<Option<Claimed>> {
         self.bus.claim_attempted();
-        let mut tx = self.begin().await?;
-        let claim = claim_next_in(&mut tx, who, filter, lease, &self.options.human_kinds).await?;
-        self.commit(tx, claim).await
+        match self.batcher.get() {
+            Some(batcher) => batcher.claim_next(who.clone(), filter.clone(), lease).await,
+            None => self.claim_next_alone(who, filter, lease).await,
+        }
     }
 
     async fn report_progress(&self, id: i64, who: &Principal, spec: ProgressSpec) -> StoreResult<Task> {
@@ -230,64 +333,12 @@ impl Leases for Postgres {
     }
 
     async fn complete(&self, id: i64, who: &Principal, spec: CompleteSpec) -> StoreResult<Task> {
-        let mut tx = self.begin().await?;
-        // An admin may complete anyone's lease: who held it is read first (its row locked).
-        // Agents complete their own, so one statement both checks and changes.
-        let holder = if who.is_admin() {
-            let task = lock_task(tx.db(), id).await?;
-            check_hold(&task, who, spec.fence)?;
-            task.lease.map(|l| l.holder).unwrap_or_default()
-        } else {
-            who.name.clone()
-        };
-        let result = TaskResult {
-            summary: spec.summary,
-            deliverables: spec.deliverables,
-            time_spent_minutes: spec.time_spent_minutes,
-        };
-        let now = tx.now;
-        // Whether the lease held reservations and whether other tasks depend on this one come
-        // back with the row, so the usual completion (neither) takes no further statement.
-        let sql = format!(
-            "UPDATE tasks SET status = 'completed', status_reason = NULL, result = $2, \
-                 progress_percent = 100, lease_holder = NULL, lease_expires_at = NULL, \
-                 completed_at = $3, updated_at = $3 \
-             WHERE id = $1 AND status = 'in_progress' AND fence = $4 AND lease_holder = $5 \
-             RETURNING {TASK_COLUMNS}, \
-                 EXISTS (SELECT 1 FROM reservations WHERE task_id = $1), \
-                 EXISTS (SELECT 1 FROM task_deps WHERE depends_on_id = $1)"
-        );
-        let row = sqlx::query(&sql)
-            .bind(id)
-            .bind(to_json(&result))
-            .bind(now.millis())
-            .bind(spec.fence)
-            .bind(&holder)
-            .fetch_optional(tx.db())
-            .await?;
-        let Some(row) = row else {
-            return Err(lease_refusal(&mut tx, id, who, spec.fence).await);
-        };
-        let updated = rows::task(&row)?;
-        let reserved: bool = row.try_get(TASK_COLUMN_COUNT)?;
-        let depended_on: bool = row.try_get(TASK_COLUMN_COUNT + 1)?;
-        if reserved {
-            reservations::end_all(&mut tx, id, Some(&who.name), "completed").await?;
+        // An admin may complete anyone's lease, which is read first; an agent's completion of
+        // its own joins others arriving at the same moment.
+        match (who.is_admin(), self.batcher.get()) {
+            (false, Some(batcher)) => batcher.complete(id, who.clone(), spec).await,
+            _ => self.complete_alone(id, who, spec).await,
         }
-        tx.event(NewEvent::task(
-            id,
-            &who.name,
-            Change::TaskCompleted {
-                holder,
-                fence: spec.fence,
-                summary: result.summary,
-            },
-        ));
-        if depended_on {
-            deps::release_dependents(&mut tx, id, &who.name).await?;
-        }
-        tx.count(Count::Completion, &updated.project);
-        self.commit(tx, updated).await
     }
 
     async fn fail(

@@ -14,7 +14,7 @@ use rusqlite::params;
 use crate::domain::cancel::{may_cancel, Unfinished};
 use crate::domain::input::{CompleteSpec, ProgressSpec};
 use crate::domain::lifecycle::{check_block, check_hold, check_unblock, failing, waiting_on};
-use crate::domain::{BlockedBy, Change, NewEvent, Principal, Refused, Status, Task, TaskResult, Timestamp};
+use crate::domain::{BlockedBy, Change, NewEvent, Principal, Refused, Status, Task, Timestamp};
 use crate::store::{ClaimFilter, Claimed, Leases, StoreError, StoreResult};
 
 use super::engine::Tx;
@@ -219,11 +219,7 @@ impl Leases for Sqlite {
             } else {
                 who.name.clone()
             };
-            let result = TaskResult {
-                summary: spec.summary,
-                deliverables: spec.deliverables,
-                time_spent_minutes: spec.time_spent_minutes,
-            };
+            let result = spec.result();
             let now = tx.now;
             let updated = update_task(
                 tx,
