@@ -3,7 +3,8 @@
 # outside load generator sees it, next to the same server's rate of plain 404 answers:
 #   tests/wrk/run.sh [TASKS=60000] [AGENTS=64] [SECONDS=5] [DURABILITY=normal]
 # Needs wrk, curl and jq. Starts `target/release/taskyard serve` (or $BIN) on a temporary data folder,
-# seeds TASKS P2/P3 tasks, registers AGENTS agents, then runs wrk twice (404s, then cycles) and
+# seeds TASKS P2/P3 tasks, registers AGENTS agents, then runs wrk three times (404s with two threads,
+# 404s with one thread per connection as the cycle run has, then cycles) and
 # checks that no task was completed twice. The per-token rate limit is off: at 10,000 cycles/s
 # each of 64 agents makes ~310 changes a second, over the default limit of 200.
 set -euo pipefail
@@ -32,11 +33,17 @@ for ((i = 0; i < AGENTS; i++)); do
     -d "{\"name\": \"wrk-$i\", \"kind\": \"script\"}" | jq -r .token
 done > "$DIR/tokens"
 
+rate() { awk '/Requests\/sec/ {print $2}' "$1"; }
 echo "== plain 404s (the HTTP stack alone), $AGENTS connections"
-wrk -t2 -c"$AGENTS" -d"${SECONDS_}s" "$URL/no-such-page" | grep -E "Requests/sec|Latency"
+wrk -t2 -c"$AGENTS" -d"${SECONDS_}s" "$URL/no-such-page" | tee "$DIR/404" | grep -E "Requests/sec|Latency"
+# The cycle needs a wrk thread per agent (its Lua state is per thread): the same shape, for 404s.
+echo "== plain 404s, $AGENTS connections with a thread each (the cycle run's shape)"
+wrk -t"$AGENTS" -c"$AGENTS" -d"${SECONDS_}s" "$URL/no-such-page" | tee "$DIR/404-shaped" | grep -E "Requests/sec|Latency"
 echo "== claim-next → complete, $AGENTS agents (one connection each), $TASKS-task backlog, durability $DURABILITY"
 TOKENS="$DIR/tokens" wrk -t"$AGENTS" -c"$AGENTS" -d"${SECONDS_}s" --latency -s tests/wrk/cycle.lua "$URL" \
-  | grep -E "Requests/sec|cycles|latency per request"
+  | tee "$DIR/cycles" | grep -E "Requests/sec|cycles|latency per request"
+awk -v cycles="$(rate "$DIR/cycles")" -v plain="$(rate "$DIR/404")" -v shaped="$(rate "$DIR/404-shaped")" \
+  'BEGIN { printf "cycle requests at %.3f× the 404 rate (two threads), %.3f× (the same shape)\n", cycles / plain, cycles / shaped }'
 echo "server RSS: $(awk '/VmRSS/ {print $2 / 1024 " MiB"}' /proc/$SERVER/status)"
 
 # Exactly once: every completed task was claimed once and completed once.
