@@ -69,7 +69,7 @@ enum Undo {
     /// Inside its own savepoint: the others of its transaction stand.
     Savepoint,
     /// With its whole transaction, which holds nothing else (a savepoint would cost a batch of
-    /// one about a tenth of the writer's time: two statements and a copy of each page it
+    /// one about an eighth of the writer's time: two statements and a copy of each page it
     /// touches).
     Transaction,
 }
