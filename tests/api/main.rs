@@ -26,6 +26,7 @@ mod handoff;
 mod inbox;
 mod input;
 mod leases;
+mod lock_order;
 mod logins;
 mod loops;
 mod mcp;

@@ -164,6 +164,37 @@ pub(super) async fn block_dependents(tx: &mut Tx, dead: i64, status: Status, act
     Ok(())
 }
 
+/// What a change does to the dependents of the tasks it ends, and so whose rows it locks first
+/// (see [`lock_dependents`]).
+#[derive(Clone, Copy)]
+pub(super) enum Dependents {
+    /// Completed: those waiting may become ready.
+    Release,
+    /// Failed or cancelled: those waiting or ready become blocked.
+    Block,
+}
+
+/// Locks, inside the caller's change, the rows of the dependents of `of` that `what` changes.
+/// A change that ends reservations calls this before: ending them takes the reserving lock, and
+/// everywhere else rows are locked before it (a cancellation holding a dependent's row may be
+/// waiting for that lock), so taking a dependent's row after it could deadlock.
+pub(super) async fn lock_dependents(tx: &mut Tx, of: &[i64], what: Dependents) -> StoreResult<()> {
+    let statuses: &[&str] = match what {
+        Dependents::Release => &["pending"],
+        Dependents::Block => &["pending", "available"],
+    };
+    sqlx::query(
+        "SELECT id FROM tasks WHERE status = ANY($2) \
+           AND id IN (SELECT task_id FROM task_deps WHERE depends_on_id = ANY($1)) \
+         ORDER BY id FOR UPDATE",
+    )
+    .bind(of)
+    .bind(statuses)
+    .execute(tx.db())
+    .await?;
+    Ok(())
+}
+
 /// Pending dependents of `done` whose dependencies are now all completed become available.
 ///
 /// Two dependencies of one task may complete at once, each transaction still seeing the other

@@ -21,6 +21,7 @@ use crate::domain::input::CompleteSpec;
 use crate::domain::{Principal, Task};
 use crate::store::{ClaimFilter, Claimed, StoreError, StoreResult};
 
+use super::super::deps::{self, Dependents};
 use super::super::rows::{self, to_json, TASK_COLUMNS, TASK_COLUMN_COUNT};
 use super::super::tx::Tx;
 use super::super::{reservations, Postgres};
@@ -420,6 +421,18 @@ async fn completions(tx: &mut Tx, jobs: &[Job], answers: &mut [Answer]) -> Store
             row.try_get::<bool, _>(TASK_COLUMN_COUNT)?,
             row.try_get::<bool, _>(TASK_COLUMN_COUNT + 1)?,
         ));
+    }
+    // The first completion that ends reservations takes the reserving lock: every dependent's
+    // row is locked before it (see `deps::lock_dependents`).
+    if done.iter().any(|(_, reserved, _)| *reserved) {
+        let waited_on: Vec<i64> = done
+            .iter()
+            .filter(|(_, _, depended_on)| *depended_on)
+            .map(|(task, _, _)| task.id)
+            .collect();
+        if !waited_on.is_empty() {
+            deps::lock_dependents(tx, &waited_on, Dependents::Release).await?;
+        }
     }
     for &i in &members {
         let Job::Complete { id, who, spec, .. } = &jobs[i] else {

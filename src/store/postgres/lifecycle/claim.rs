@@ -17,6 +17,7 @@ use crate::domain::lifecycle::{check_claim, expiring};
 use crate::domain::{Change, NewEvent, Principal, Status, Task};
 use crate::store::{ClaimFilter, Claimed, StoreError, StoreResult};
 
+use super::super::deps::Dependents;
 use super::super::rows::{self, json, TASK_COLUMNS};
 use super::super::tx::Tx;
 use super::super::{deps, fetch_task, lock_task, reservations};
@@ -160,6 +161,15 @@ pub(in crate::store::postgres) async fn reap(tx: &mut Tx, only: Option<i64>) -> 
     .bind(now.millis())
     .execute(tx.db())
     .await?;
+    let last: Vec<i64> = expired
+        .iter()
+        .zip(&outcomes)
+        .filter(|(_, o)| o.last)
+        .map(|(e, _)| e.id)
+        .collect();
+    if !last.is_empty() {
+        deps::lock_dependents(tx, &last, Dependents::Block).await?;
+    }
     for (e, outcome) in expired.iter().zip(outcomes) {
         tx.count(Count::LeaseExpiry, &e.project);
         reservations::end_all(tx, e.id, None, "expired").await?;

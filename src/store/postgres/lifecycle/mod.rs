@@ -26,6 +26,7 @@ use crate::domain::lifecycle::{check_block, check_hold, check_unblock, failing, 
 use crate::domain::{BlockedBy, Change, NewEvent, Principal, Refused, Status, Task, Timestamp};
 use crate::store::{ClaimFilter, Claimed, Leases, StoreError, StoreResult};
 
+use super::deps::Dependents;
 use super::rows::{self, to_json, TASK_COLUMNS, TASK_COLUMN_COUNT};
 use super::tx::Tx;
 use super::{deps, fetch_task, lock_task, reservations, Postgres};
@@ -168,6 +169,9 @@ impl Completion {
     /// Records completion of `task` (changed already) by `who` inside the caller's change: its
     /// reservations end, its event, its dependents that can now run, the count.
     async fn record(self, tx: &mut Tx, task: &Task, who: &Principal) -> StoreResult<()> {
+        if self.reserved && self.depended_on {
+            deps::lock_dependents(tx, &[task.id], Dependents::Release).await?;
+        }
         if self.reserved {
             reservations::end_all(tx, task.id, Some(&who.name), "completed").await?;
         }
@@ -372,6 +376,9 @@ impl Leases for Postgres {
         let updated = update_task(&mut tx, query)
             .await?
             .ok_or_else(|| StoreError::not_found(format!("task #{id}")))?;
+        if outcome.retry_at.is_none() {
+            deps::lock_dependents(&mut tx, &[id], Dependents::Block).await?;
+        }
         reservations::end_all(&mut tx, id, Some(&who.name), "failed").await?;
         tx.event(NewEvent::task(
             id,
@@ -489,6 +496,7 @@ impl Leases for Postgres {
         .fetch_all(tx.db())
         .await?;
         cancelled.sort_unstable();
+        deps::lock_dependents(&mut tx, &cancelled, Dependents::Block).await?;
         for cid in &cancelled {
             reservations::end_all(&mut tx, *cid, Some(&actor.name), "cancelled").await?;
             tx.event(NewEvent::task(
