@@ -11,12 +11,12 @@ use sqlx::{Connection, PgConnection};
 
 use crate::support::{test_config, Server};
 
-/// Waits until a session of this database, other than `watcher`'s own, waits for a lock.
+/// Waits until a session of this database waits for a lock in a statement about dependents.
 async fn until_someone_waits_for_a_lock(watcher: &mut PgConnection) {
     loop {
         let waiting: i64 = sqlx::query_scalar(
             "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() \
-             AND wait_event_type = 'Lock' AND pid <> pg_backend_pid()",
+             AND wait_event_type = 'Lock' AND query LIKE '%task_deps%' AND pid <> pg_backend_pid()",
         )
         .fetch_one(&mut *watcher)
         .await
